@@ -1,0 +1,119 @@
+"""The one event model every driver, the outbox and the uplink share.
+
+Drivers never build an ``Event`` themselves: they call ``EventSink.emit`` with
+what only they know (type, source, zone, data). The sink (``agent.recorder``)
+adds identity, time, sequence number and location, and commits the event to
+the outbox before ``emit`` returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import IntEnum, StrEnum
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    MAJOR = "major"
+    MINOR = "minor"
+    INFO = "info"
+
+
+class Priority(IntEnum):
+    """Outbox class: lower drains first and is evicted last."""
+
+    ALARM = 0
+    FAULT = 1
+    STATUS = 2
+    SNAPSHOT = 3
+
+
+def priority_of(event_type: str) -> Priority:
+    head = event_type.split(".", 1)[0]
+    return {
+        "alarm": Priority.ALARM,
+        "fault": Priority.FAULT,
+        "snapshot": Priority.SNAPSHOT,
+    }.get(head, Priority.STATUS)
+
+
+def default_severity(event_type: str) -> Severity:
+    head = event_type.split(".", 1)[0]
+    if event_type == "alarm.panic":
+        return Severity.CRITICAL
+    return {"alarm": Severity.MAJOR, "fault": Severity.MINOR}.get(head, Severity.INFO)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    kind: str = Field(description="driver kind: gpio, modbus, contact_id, camera, agent, ...")
+    id: str = Field(description="driver instance id from the config")
+
+
+class Site(_Strict):
+    village_code: str
+    code_year: int
+    village_name: str
+
+
+class Gps(_Strict):
+    lat: float
+    lon: float
+
+
+class RailwayPlace(_Strict):
+    line: str
+    start: str = Field(description="K-mileage, e.g. K123+450")
+    end: str | None = None
+    side: str = Field(description="上行, 下行 or 双线")
+
+
+class ZoneRef(_Strict):
+    id: str
+    name: str | None = None
+    railway: RailwayPlace | None = None
+    gps: Gps | None = None
+
+
+class Event(_Strict):
+    v: int = SCHEMA_VERSION
+    id: str = Field(description="ULID: unique and time-sortable")
+    seq: int = Field(description="per-device monotonic, persisted across restarts")
+    device: str
+    site: Site
+    ts: int = Field(description="UTC wall-clock time, ms since the epoch")
+    mono_ns: int = Field(description="CLOCK_MONOTONIC at the event, ns since boot")
+    boot_id: str
+    clock_trusted: bool
+    type: str
+    severity: Severity
+    source: Source
+    zone: ZoneRef | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def priority(self) -> Priority:
+        return priority_of(self.type)
+
+
+class EventSink(Protocol):
+    """What drivers are given. ``emit`` returns once the event is durable."""
+
+    def emit(
+        self,
+        type: str,
+        source: Source,
+        *,
+        zone: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        severity: Severity | None = None,
+        attachment: bytes | None = None,
+    ) -> Event: ...
