@@ -77,6 +77,7 @@ class Outbox:
             self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'run'")
             self.run = self._meta("run")
         self._waiters: list[Callable[[], None]] = []
+        self.pending_after_close: int | None = None
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -178,5 +179,6 @@ class Outbox:
         return {p.name.lower(): counts.get(int(p), 0) for p in Priority}
 
     def close(self) -> None:
+        self.pending_after_close = sum(self.depth().values())
         with self._lock:
             self._db.close()

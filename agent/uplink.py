@@ -198,7 +198,8 @@ class Uplink:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
         self.stats.connected_since = None
-        log.warning("disconnected", extra={"fields": {"reason": str(reason_code)}})
+        level = logging.INFO if self._stop.is_set() else logging.WARNING
+        log.log(level, "disconnected", extra={"fields": {"reason": str(reason_code)}})
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         self._acks.append((mid, not reason_code.is_failure, str(reason_code)))
