@@ -137,8 +137,7 @@ def demo(args: argparse.Namespace) -> int:
     received = len(county.events())
     print(
         f"\nsummary: {agent.uplink.stats.acked} events acknowledged by the broker, "
-        f"{received} received by the county subscriber, "
-        f"{sum(agent.outbox.depth().values()) if False else 'none'} left waiting"
+        f"{received} received by the county subscriber, {waiting} still in the outbox"
     )
     logging.shutdown()
     return 0
