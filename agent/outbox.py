@@ -143,13 +143,17 @@ class Outbox:
             wake()
         return event
 
-    def next_rows(self, after: dict[Priority, int], limit: int) -> list[Row]:
+    def next_rows(
+        self, after: dict[Priority, int], limit: int, skip: set[Priority] = frozenset()
+    ) -> list[Row]:
         """Oldest rows of the most urgent classes first, past each class's cursor."""
         rows: list[Row] = []
         with self._lock:
             for prio in Priority:
                 if len(rows) >= limit:
                     break
+                if prio in skip:
+                    continue
                 cur = self._db.execute(
                     "SELECT rowid, kind, event_id, seq, priority, event_type, payload, run"
                     " FROM outbox WHERE priority = ? AND rowid > ? ORDER BY rowid LIMIT ?",

@@ -74,6 +74,10 @@ class Uplink:
         self._inflight_rows: set[int] = set()
         self._retry: set[int] = set()  # rows handed to paho a second time: replays
         self._cursors: dict[Priority, int] = {}
+        # A class the broker refuses (quota, ACL) is held back, doubling the
+        # pause each time, so a refusing broker is not hammered in a loop.
+        self._held_until: dict[Priority, float] = {}
+        self._refusal_pause: dict[Priority, float] = {}
         self._threads: list[threading.Thread] = []
         self.client = self._make_client(client_id)
         outbox.on_append(self._wake.set)
@@ -208,7 +212,7 @@ class Uplink:
     # ---- pump thread ---------------------------------------------------
     def _pump(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(timeout=1.0)
+            self._wake.wait(timeout=0.5)
             self._wake.clear()
             try:
                 self._flush_acks()
@@ -233,6 +237,7 @@ class Uplink:
             if ok:
                 done.append(row.rowid)
                 self._retry.discard(row.rowid)
+                self._refusal_pause.pop(row.priority, None)
                 key = row.priority.name.lower()
                 self.stats.by_class[key] = self.stats.by_class.get(key, 0) + 1
             else:
@@ -243,6 +248,9 @@ class Uplink:
                     extra={"fields": {"reason": reason, "event_id": row.event_id}},
                 )
                 self._rewind(row)
+                pause = min(self._refusal_pause.get(row.priority, 0.5) * 2, 60.0)
+                self._refusal_pause[row.priority] = pause
+                self._held_until[row.priority] = time.monotonic() + pause
         self.stats.acked += self.outbox.ack(done)
         self.stats.inflight = len(self._inflight)
 
@@ -263,7 +271,9 @@ class Uplink:
         room = self.config.inflight_window - len(self._inflight)
         if room <= 0:
             return
-        for row in self.outbox.next_rows(self._cursors, room):
+        now = time.monotonic()
+        held = {p for p, until in self._held_until.items() if until > now}
+        for row in self.outbox.next_rows(self._cursors, room, skip=held):
             self._cursors[row.priority] = max(self._cursors.get(row.priority, 0), row.rowid)
             if row.rowid in self._inflight_rows:
                 continue

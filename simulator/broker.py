@@ -4,6 +4,8 @@ amqtt (pure Python, MQTT 3.1.1 only) when Mosquitto is not installed."""
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -53,6 +55,9 @@ class Mosquitto:
         self.conf = self.dir / "mosquitto.conf"
         listener = listener or f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
         self.conf.write_text(
+            # As root, mosquitto would switch to user "mosquitto" and then fail
+            # to read the test's own files (ACLs, certificates) in 0700 dirs.
+            f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
             f"{listener}persistence false\nlog_dest file {self.dir / 'log'}\n"
             f"max_queued_messages 100000\n{extra_conf}"
         )
@@ -65,8 +70,13 @@ class Mosquitto:
         try:
             wait_for_port(self.port)
         except TimeoutError:
+            err = b""
+            if self.proc.poll() is not None and self.proc.stderr:
+                err = self.proc.stderr.read()
             self.stop()
-            raise RuntimeError(f"mosquitto did not start: {self.log()[-2000:]}") from None
+            raise RuntimeError(
+                f"mosquitto did not start: {err.decode(errors='replace')}{self.log()[-2000:]}"
+            ) from None
         return self
 
     def stop(self) -> None:
