@@ -293,7 +293,7 @@ def dotted(loc: tuple) -> str:
 
 def _nearest_line(lines: dict[tuple, int], loc: tuple) -> int | None:
     # A missing key has no line of its own: point at its closest existing parent.
-    for n in range(len(loc), -1, -1):
+    for n in range(len(loc), 0, -1):
         if loc[:n] in lines:
             return lines[loc[:n]]
     return None
