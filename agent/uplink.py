@@ -79,6 +79,7 @@ class Uplink:
         self._held_until: dict[Priority, float] = {}
         self._refusal_pause: dict[Priority, float] = {}
         self._threads: list[threading.Thread] = []
+        self._subscriptions: dict[str, Callable[[mqtt.MQTTMessage], None]] = {}
         self.client = self._make_client(client_id)
         outbox.on_append(self._wake.set)
 
@@ -108,7 +109,31 @@ class Uplink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         return client
+
+    def subscribe(self, topic_filter: str, handler: Callable[[mqtt.MQTTMessage], None]) -> None:
+        """Register before ``start()``; (re)subscribed on every connect.
+
+        ``handler`` runs on the network thread: it must only validate and queue.
+        """
+        self._subscriptions[topic_filter] = handler
+
+    def publish_direct(
+        self, topic: str, payload: bytes, qos: int = 1, properties: Properties | None = None
+    ) -> mqtt.MQTTMessageInfo:
+        """Publish outside the outbox: replies that are worthless once the link is gone."""
+        return self.client.publish(topic, payload, qos=qos, properties=properties)
+
+    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        for topic_filter, handler in self._subscriptions.items():
+            if mqtt.topic_matches_sub(topic_filter, msg.topic):
+                try:
+                    handler(msg)
+                except Exception:
+                    log.exception(
+                        "subscription handler failed", extra={"fields": {"topic": msg.topic}}
+                    )
 
     def _state_payload(self, state: str) -> bytes:
         body = {"v": 1, "state": state, "ts": int(time.time() * 1000), **self._state_info()}
@@ -193,6 +218,8 @@ class Uplink:
         self.stats.connects += 1
         self.stats.connected_since = time.time()
         client.publish(self.topics.state, self._state_payload("online"), qos=1, retain=True)
+        for topic_filter in self._subscriptions:
+            client.subscribe(topic_filter, qos=1)
         self.connected.set()
         self._wake.set()
         log.info(
