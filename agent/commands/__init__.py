@@ -1,0 +1,1 @@
+"""Sub-commands of the ``shaobing`` command line; each module has ``register``."""
