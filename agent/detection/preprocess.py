@@ -30,6 +30,21 @@ def grey(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
 
 
+def shrink(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Downscale to ``size`` (w, h) cheaply with little aliasing.
+
+    INTER_AREA at an arbitrary factor costs milliseconds on a 720p frame (it
+    visits every source pixel with fractional weights); bilinear to twice the
+    target, then an exact 2:1 area average, costs a tenth and keeps small
+    distant people from aliasing away.
+    """
+    w, h = size
+    mid = (min(frame.shape[1], 2 * w), min(frame.shape[0], 2 * h))
+    if mid != (frame.shape[1], frame.shape[0]):
+        frame = cv2.resize(frame, mid, interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+
+
 @dataclass(frozen=True, slots=True)
 class Fit:
     """Where the frame landed inside the model input, in model-relative units."""
@@ -64,16 +79,14 @@ def fit_frame(frame: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Fit, bool
     h, w = frame.shape[:2]
     mw, mh = spec.width, spec.height
     if spec.resize == "stretch":
-        resized = cv2.resize(frame, (mw, mh), interpolation=cv2.INTER_AREA)
+        resized = shrink(frame, (mw, mh))
         fit = Fit(0.0, 0.0, 1.0, 1.0)
     else:
         scale = min(mw / w, mh / h)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         px, py = (mw - nw) // 2, (mh - nh) // 2
         resized = np.zeros((mh, mw, 3), np.uint8)
-        resized[py : py + nh, px : px + nw] = cv2.resize(
-            frame, (nw, nh), interpolation=cv2.INTER_AREA
-        )
+        resized[py : py + nh, px : px + nw] = shrink(frame, (nw, nh))
         fit = Fit(px / mw, py / mh, nw / mw, nh / mh)
     if spec.color == "rgb":
         resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
