@@ -1,1 +1,1 @@
-"""Sub-commands of the ``shaobing`` command line; each module has ``register``."""
+"""One module per `shaobing` sub-command; each exposes ``register(subparsers)``."""
