@@ -19,8 +19,9 @@ from typing import Protocol
 
 import cv2
 import numpy as np
-from shaobing.agent.events import EventSink, Severity, Source
 from tenacity import Retrying, retry_if_exception_type, wait_exponential
+
+from shaobing.agent.events import EventSink, Severity, Source
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 from detection_support import MEDIA, ListSink, need_shared
+
 from shaobing.drivers.camera import Camera, LatestFrame, redact, source_opener
 from shaobing.simulator.camera import Scene, SceneSpec, VirtualCameraFactory
 

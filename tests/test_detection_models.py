@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 from detection_support import MEDIA, V1, V2, default_model_path, need_shared
+
 from shaobing.agent.detection.adapters import detect_layout
 from shaobing.agent.detection.detector import Detector
 from shaobing.agent.detection.nms import iou_matrix

@@ -4,6 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+
 from shaobing.agent.detection.nms import decode_boxes, generate_anchors, iou_matrix, nms
 from shaobing.models.manifest import AnchorSpec, DecodeSpec, get_manifest
 

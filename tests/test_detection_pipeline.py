@@ -4,13 +4,14 @@ import cv2
 import numpy as np
 import pytest
 from detection_support import V1, ListSink, default_model_path, need_shared
+
 from shaobing.agent.detection.config import (
     CameraConfig,
+    CameraZone,
     DetectorConfig,
     LabelFilter,
     MotionConfig,
     TrackerConfig,
-    ZoneConfig,
 )
 from shaobing.agent.detection.detector import Detector
 from shaobing.agent.detection.motion import MotionGate
@@ -21,7 +22,7 @@ from shaobing.agent.detection.types import Box, Detection
 from shaobing.agent.detection.zones import CameraZones
 from shaobing.simulator.camera import Scene, SceneSpec
 
-TRACK_ZONE = ZoneConfig(
+TRACK_ZONE = CameraZone(
     id="track-1", name="K12 up line", polygon=[(0.4, 0.0), (0.6, 0.0), (0.6, 1.0), (0.4, 1.0)]
 )
 
@@ -169,7 +170,7 @@ def test_detection_zones_filters_and_masks():
         id="c",
         source="0",
         zones=[
-            ZoneConfig(id="gate", polygon=[(0, 0.5), (0.5, 0.5), (0.5, 1), (0, 1)], labels=["car"]),
+            CameraZone(id="gate", polygon=[(0, 0.5), (0.5, 0.5), (0.5, 1), (0, 1)], labels=["car"]),
             TRACK_ZONE,
         ],
         masks=[[(0.55, 0.0), (0.6, 0.0), (0.6, 1.0), (0.55, 1.0)]],

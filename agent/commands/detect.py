@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import cv2
+
 from shaobing.agent.detection.detector import Detector
 from shaobing.agent.detection.runtime import ModelError
 from shaobing.agent.detection.snapshot import draw_detections

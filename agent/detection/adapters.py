@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
 from shaobing.models.manifest import AnchorSpec, DecodeSpec, InputSpec
 
 from .nms import decode_boxes, decode_scores, generate_anchors, nms

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from shaobing.agent.events import Source
 
-from .config import CameraConfig, DetectorConfig, MotionConfig, ZoneConfig
+from .config import CameraConfig, CameraZone, DetectorConfig, MotionConfig
 from .detector import Detector
 from .motion import MotionGate
 from .pipeline import DetectionPipeline
@@ -50,7 +51,7 @@ def run(model: str, threads: int, iterations: int, seconds: float, runtime: str)
     frames = [scene.frame(i) for i in range(scene.length)]
     rss_loaded = _rss_mb()
 
-    zone = ZoneConfig(id="z", polygon=[(0.4, 0), (0.6, 0), (0.6, 1), (0.4, 1)])
+    zone = CameraZone(id="z", polygon=[(0.4, 0), (0.6, 0), (0.6, 1), (0.4, 1)])
     cam = CameraConfig(id="bench", source="sim:person-crossing", zones=[zone])
     sink = _NullSink()
     pipe = DetectionPipeline(detector, [cam], sink, DetectorConfig(num_threads=threads))

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from shaobing.models.manifest import DEFAULT_MODEL
 
 Point = tuple[float, float]
@@ -34,7 +35,7 @@ class LabelFilter(_Strict):
     )
 
 
-class ZoneConfig(_Strict):
+class CameraZone(_Strict):
     id: str = Field(description="zone id; also the 'zone' of the events raised in it")
     name: str | None = Field(default=None, description="human name, e.g. 'K123 bridge'")
     polygon: list[Point] = Field(
@@ -90,7 +91,7 @@ class CameraConfig(_Strict):
     open_timeout_s: float = Field(default=5.0, gt=0, description="network stream open/read limit")
     backoff_min_s: float = Field(default=1.0, gt=0, description="first reopen delay")
     backoff_max_s: float = Field(default=60.0, gt=0, description="longest reopen delay")
-    zones: list[ZoneConfig] = Field(
+    zones: list[CameraZone] = Field(
         default_factory=list, description="guarded zones; no zone means nothing raises alarms"
     )
     masks: list[list[Point]] = Field(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from shaobing.models.fetch import default_model_dir, verify
 from shaobing.models.manifest import (
     InputSpec,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from shaobing.models.manifest import AnchorSpec, DecodeSpec
 
 

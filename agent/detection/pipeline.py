@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
 from shaobing.agent.events import EventSink, Severity, Source
 from shaobing.drivers.camera import Camera, Frame, FrameSource, source_opener
 

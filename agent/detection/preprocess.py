@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
 from shaobing.models.manifest import InputSpec
 
 # Channel spread below which a 3-channel frame is really monochrome. IR-cut

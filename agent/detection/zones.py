@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .config import CameraConfig, LabelFilter, ZoneConfig
+from .config import CameraConfig, CameraZone, LabelFilter
 from .types import Detection
 
 _MASK_RES = 256
@@ -30,7 +30,7 @@ class CameraZones:
     def masked(self, point: tuple[float, float]) -> bool:
         return any(cv2.pointPolygonTest(c, point, False) >= 0 for c in self._mask_contours)
 
-    def zone_of(self, det: Detection) -> ZoneConfig | None:
+    def zone_of(self, det: Detection) -> CameraZone | None:
         """First zone whose polygon holds the object's bottom centre (where it stands)."""
         point = det.box.bottom_centre
         if self.masked(point):
