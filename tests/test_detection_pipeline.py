@@ -209,3 +209,34 @@ def test_detection_snapshot_respects_byte_cap():
         data = encode_capped(frame, cap)
         assert len(data) <= cap
         assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is not None
+
+
+def test_detection_example_config_validates():
+    from pathlib import Path
+
+    from shaobing.agent.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "examples" / "railway-camera.yaml")
+    assert [c.id for c in config.cameras] == ["cam-track", "cam-road"]
+    assert config.cameras[0].zones[0].id == "k361-track"
+    assert config.detector.model == "blazepose-person"
+
+
+def test_detection_camera_zone_must_exist_in_root_zones():
+    from shaobing.agent.config import validate_config
+
+    problems = []
+    data = {
+        "device": {"id": "sb-test-01"},
+        "site": {"village_code": "130521104201", "code_year": 2023, "village_name": "东关村"},
+        "zones": [{"id": "track"}],
+        "cameras": [
+            {
+                "id": "c1",
+                "source": "0",
+                "zones": [{"id": "nope", "polygon": [[0, 0], [1, 0], [1, 1]]}],
+            }
+        ],
+    }
+    assert validate_config(data, problems=problems) is None
+    assert any("zone 'nope' is not defined" in p.message for p in problems)
