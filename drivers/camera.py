@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,11 +195,14 @@ class Camera:
         self._on_frame = on_frame or (lambda: None)
         self.slot = LatestFrame()
         self.state = "starting"
+        # Capture thread and the stall watchdog (inference thread) both change state.
+        self._state_lock = threading.Lock()
+        self._last_frame = time.monotonic()
         self._down_since = 0.0
         self.reconnects = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._fps_window: list[float] = []
+        self._fps_window: deque[float] = deque(maxlen=30)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"camera-{self.id}", daemon=True)
@@ -213,7 +217,8 @@ class Camera:
         return self.slot.take()
 
     def stats(self) -> CameraStats:
-        window = self._fps_window
+        with self._state_lock:
+            window = list(self._fps_window)
         fps = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 else 0.0
         if window and time.monotonic() - window[-1] > 2.0:
             fps = 0.0
@@ -265,19 +270,28 @@ class Camera:
                     delivered = True
                     self._up()
                 self.slot.put(image)
-                now = time.monotonic()
-                self._fps_window.append(now)
-                if len(self._fps_window) > 30:
-                    del self._fps_window[0]
+                with self._state_lock:
+                    self._last_frame = time.monotonic()
+                    self._fps_window.append(self._last_frame)
+                if self.state != "up":  # frames again after a stall
+                    self._up()
                 self._on_frame()
         finally:
             src.release()
 
+    def check_stall(self, timeout_s: float) -> None:
+        """Called from outside: a read() that blocks (a hung stream) raises the fault too."""
+        with self._state_lock:
+            stalled = self.state == "up" and time.monotonic() - self._last_frame > timeout_s
+        if stalled:
+            self._down(f"no frame for {timeout_s:g} s")
+
     def _down(self, reason: str) -> None:
-        if self.state == "down":
-            return
-        self.state = "down"
-        self._down_since = time.monotonic()
+        with self._state_lock:
+            if self.state == "down":
+                return
+            self.state = "down"
+            self._down_since = time.monotonic()
         self._sink.emit(
             "fault.camera",
             Source(kind="camera", id=self.id),
@@ -285,7 +299,9 @@ class Camera:
         )
 
     def _up(self) -> None:
-        if self.state == "down":
+        with self._state_lock:
+            was_down, self.state = self.state == "down", "up"
+        if was_down:
             self.reconnects += 1
             self._sink.emit(
                 "fault.camera",
@@ -297,4 +313,3 @@ class Camera:
                 },
                 severity=Severity.INFO,
             )
-        self.state = "up"

@@ -62,6 +62,8 @@ class SceneSpec:
     loop: bool = True
     fail_open: int = 0  # refuse this many opens
     fail_after: int = 0  # stop delivering after this many frames, once
+    freeze_after: int = 0  # block in read() after this many frames, once (a hung stream)
+    freeze_s: float = 2.0  # how long that read() blocks
     ir: bool = False  # deliver single-channel frames (a night IR camera)
 
     @classmethod
@@ -141,6 +143,7 @@ class _Faults:
         self.lock = threading.Lock()
         self.open_failures_left = spec.fail_open
         self.stall_pending = spec.fail_after > 0
+        self.freeze_pending = spec.freeze_after > 0
 
 
 class VirtualCamera:
@@ -169,6 +172,12 @@ class VirtualCamera:
             if self.faults.stall_pending and self.index >= spec.fail_after:
                 self.faults.stall_pending = False
                 return False, None
+            freeze = self.faults.freeze_pending and self.index >= spec.freeze_after
+            if freeze:
+                self.faults.freeze_pending = False
+        if freeze:
+            time.sleep(spec.freeze_s)
+            self._next = time.monotonic()
         delay = self._next - time.monotonic()
         if delay > 0:
             time.sleep(delay)

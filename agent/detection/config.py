@@ -89,6 +89,9 @@ class CameraConfig(_Strict):
     fps: float = Field(default=5.0, gt=0, description="frame rate of image directories")
     loop: bool = Field(default=True, description="replay video files and image directories")
     open_timeout_s: float = Field(default=5.0, gt=0, description="network stream open/read limit")
+    stall_timeout_s: float = Field(
+        default=10.0, gt=0, description="no frame for this long raises fault.camera"
+    )
     backoff_min_s: float = Field(default=1.0, gt=0, description="first reopen delay")
     backoff_max_s: float = Field(default=60.0, gt=0, description="longest reopen delay")
     zones: list[CameraZone] = Field(

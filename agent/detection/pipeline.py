@@ -164,6 +164,7 @@ class DetectionPipeline:
         """
         ready: list[tuple[_Cam, Frame]] = []
         for c in self._cams:
+            c.camera.check_stall(c.cfg.stall_timeout_s)
             frame = c.camera.take()
             if frame is None:
                 continue
