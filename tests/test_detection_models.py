@@ -58,10 +58,15 @@ def test_detection_both_models_agree_on_boxes():
 
 
 def test_detection_ir_frame_is_handled_explicitly(coco):
-    grey = cv2.cvtColor(cv2.imread(str(MEDIA / "squat.bmp")), cv2.COLOR_BGR2GRAY)
-    result = coco.detect(grey)
-    assert result.ir
-    assert [d.label for d in result.detections if d.score > 0.5] == ["person"]
+    colour = cv2.imread(str(MEDIA / "squat.bmp"))
+    grey = cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY)
+    for frame in (grey, grey[..., None], cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)):
+        result = coco.detect(frame)
+        assert result.ir
+        assert [d.label for d in result.detections if d.score > 0.5] == ["person"]
+    assert not coco.detect(colour).ir
+    bgra = cv2.cvtColor(colour, cv2.COLOR_BGR2BGRA)
+    assert [d.label for d in coco.detect(bgra).detections] == ["person"]
 
 
 def test_detection_default_model_fetched_and_detects_person():

@@ -72,6 +72,8 @@ class Prepared:
 
 def fit_frame(frame: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Fit, bool]:
     """Resize to the model input; single-channel (IR) frames are replicated to 3 channels."""
+    if frame.ndim == 3 and frame.shape[2] == 4:  # PNGs with alpha from image directories
+        frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
     ir = is_monochrome(frame)
     if ir:
         # Explicitly grey -> 3 equal channels: the detector was trained on colour,
