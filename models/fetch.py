@@ -42,9 +42,12 @@ def default_model_dir() -> Path:
     env = os.environ.get(ENV_MODEL_DIR)
     if env:
         return Path(env)
-    beside = Path(__file__).resolve().parent / "cache"
-    if os.access(beside.parent, os.W_OK):
-        return beside
+    package = Path(__file__).resolve().parent
+    # Only a source checkout (models/ next to pyproject.toml) keeps its cache in the tree;
+    # an installed package must not write into site-packages.
+    checkout = (package.parent / "pyproject.toml").is_file()
+    if checkout and os.access(package, os.W_OK):
+        return package / "cache"
     return Path.home() / ".cache" / "shaobing" / "models"
 
 

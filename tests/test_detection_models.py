@@ -175,3 +175,26 @@ def test_detection_cli_prints_json_and_annotates(tmp_path, capsys):
     noimg = parser.parse_args(["detect", "--model", str(V1), str(tmp_path / "nope.jpg")])
     assert noimg.func(noimg) == 1
     assert "cannot read image" in capsys.readouterr().err
+
+
+def test_detection_models_command_fetch_and_list(tmp_path, capsys, monkeypatch):
+    import argparse
+
+    from shaobing.agent.commands import models
+
+    default_model_path()  # skips when the registry is out of reach
+    monkeypatch.setenv("SHAOBING_MODEL_DIR", str(tmp_path))
+    parser = argparse.ArgumentParser()
+    models.register(parser.add_subparsers())
+    args = parser.parse_args(["models", "fetch"])
+    assert args.func(args) == 0
+    out = capsys.readouterr()
+    fetched = tmp_path / get_manifest("blazepose-person").file
+    assert out.out.strip() == str(fetched) and "sha256 ok" in out.err
+    args = parser.parse_args(["models", "list"])
+    assert args.func(args) == 0
+    listing = capsys.readouterr().out
+    assert "blazepose-person\tanchor_ssd\tpypi\tcached" in listing
+    args = parser.parse_args(["models", "fetch", "coco-ssd-mobilenet-v1-quant"])
+    assert args.func(args) == 1
+    assert "installed by provisioning" in capsys.readouterr().err
