@@ -96,12 +96,23 @@ def _pip_download(source: PypiSource, workdir: Path, progress: Progress) -> Path
         cmd += ["--python-version", source.python_version]
     cmd.append(f"{source.package}=={source.version}")
     progress(f"downloading {source.package}=={source.version} with pip")
-    # pip draws its own progress bar on our stderr; stdout stays for results.
-    result = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, check=False)
-    if result.returncode != 0:
-        raise FetchError(
-            f"pip could not download {source.package}=={source.version} (exit {result.returncode})"
-        )
+    try:
+        sys.stderr.fileno()
+        terminal = True
+    except (AttributeError, OSError, ValueError):
+        terminal = False
+    if terminal:
+        # pip draws its own progress bar on our stderr; stdout stays for results.
+        code = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, check=False).returncode
+    else:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.strip():
+                progress(f"pip: {line.rstrip()}")
+        code = proc.wait()
+    if code != 0:
+        raise FetchError(f"pip could not download {source.package}=={source.version} (exit {code})")
     archives = [p for p in workdir.iterdir() if p.suffix in {".whl", ".zip", ".gz"}]
     if len(archives) != 1:
         raise FetchError(f"expected one archive from pip, got {[p.name for p in archives]}")
