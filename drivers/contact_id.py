@@ -159,12 +159,14 @@ def parse(frame: str | bytes) -> ContactIdMessage:
                 raise ContactIdError(f"{c!r} is not {kind}", field=name, position=pos[i])
     mt = raw[4:6]
     if mt not in ("18", "98"):
-        raise ContactIdError(f"message type {mt!r}, expected 18 or 98", field="message type",
-                             position=pos[4])
+        raise ContactIdError(
+            f"message type {mt!r}, expected 18 or 98", field="message type", position=pos[4]
+        )
     q = raw[6]
     if q not in _QUALIFIERS:
-        raise ContactIdError(f"qualifier {q!r}, expected 1, 3 or 6", field="qualifier",
-                             position=pos[6])
+        raise ContactIdError(
+            f"qualifier {q!r}, expected 1, 3 or 6", field="qualifier", position=pos[6]
+        )
     total = digit_sum(raw)
     if total % 15:
         raise ContactIdError(

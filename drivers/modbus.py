@@ -18,8 +18,8 @@ import serial
 from pymodbus import FramerType
 from pymodbus.client import ModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusException
-
 from shaobing.agent.events import EventSink, Source
+
 from .profile import (
     DeviceProfile,
     ProfileDecodeError,
@@ -275,8 +275,11 @@ class ModbusDetector:
             # The arming state at start-up is a baseline, not news.
             if prev is not None:
                 for zone in self._targets(dz):
-                    self._emit("status.arming", zone, self._data(dz, snap) | {
-                        "state": "arm" if on else "disarm", "armed": on})
+                    self._emit(
+                        "status.arming",
+                        zone,
+                        self._data(dz, snap) | {"state": "arm" if on else "disarm", "armed": on},
+                    )
             self._bits[key] = on
             return
         if prev is None and not on:

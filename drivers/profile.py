@@ -138,15 +138,13 @@ class DeviceProfile(_Strict):
 # --- addressing --------------------------------------------------------------
 
 
-def _bit_locations(p: BitPoint, zones: int) -> list[tuple[int | None, int, int | None]]:
+def bit_locations(p: BitPoint, zones: int) -> list[tuple[int | None, int, int | None]]:
     """(zone, address, bit-in-register) for every instance of a bit point."""
     zs: list[int | None] = list(range(1, zones + 1)) if p.per_zone else [None]
     out: list[tuple[int | None, int, int | None]] = []
     for z in zs:
         step = (z - 1) if z is not None else 0
-        if p.table in BIT_TABLES:
-            out.append((z, p.address + step, None))
-        elif p.bit is None:
+        if p.table in BIT_TABLES or p.bit is None:
             out.append((z, p.address + step, None))
         else:
             linear = p.address * 16 + p.bit + step
@@ -154,7 +152,7 @@ def _bit_locations(p: BitPoint, zones: int) -> list[tuple[int | None, int, int |
     return out
 
 
-def _value_locations(v: ValuePoint, zones: int) -> list[tuple[int | None, int]]:
+def value_locations(v: ValuePoint, zones: int) -> list[tuple[int | None, int]]:
     if not v.per_zone:
         return [(None, v.address)]
     return [(z, v.address + (z - 1) * v.words) for z in range(1, zones + 1)]
@@ -164,10 +162,10 @@ def read_plan(profile: DeviceProfile) -> dict[Table, tuple[int, int]]:
     """One read per table covering every address the profile uses: (start, count)."""
     used: dict[Table, list[int]] = {}
     for p in profile.bits:
-        for _, addr, _ in _bit_locations(p, profile.zones):
+        for _, addr, _ in bit_locations(p, profile.zones):
             used.setdefault(p.table, []).append(addr)
     for v in profile.values:
-        for _, addr in _value_locations(v, profile.zones):
+        for _, addr in value_locations(v, profile.zones):
             used.setdefault(v.table, []).extend(range(addr, addr + v.words))
     return {t: (min(a), max(a) - min(a) + 1) for t, a in used.items()}
 
@@ -211,7 +209,7 @@ def decode(profile: DeviceProfile, blocks: Mapping[str, Sequence[int | bool]]) -
     snap = Snapshot()
     for p in profile.bits:
         start = plan[p.table][0]
-        for zone, addr, bit in _bit_locations(p, profile.zones):
+        for zone, addr, bit in bit_locations(p, profile.zones):
             word = int(blocks[p.table][addr - start])
             if not 0 <= word <= 0xFFFF:
                 raise ProfileDecodeError(f"{p.table}[{addr}] = {word} is not a 16-bit value")
@@ -219,7 +217,7 @@ def decode(profile: DeviceProfile, blocks: Mapping[str, Sequence[int | bool]]) -
             snap.bits[(p.kind, zone)] = on != p.active_low
     for v in profile.values:
         start = plan[v.table][0]
-        for zone, addr in _value_locations(v, profile.zones):
+        for zone, addr in value_locations(v, profile.zones):
             regs = [int(r) for r in blocks[v.table][addr - start : addr - start + v.words]]
             if any(not 0 <= r <= 0xFFFF for r in regs):
                 raise ProfileDecodeError(f"{v.table}[{addr}] is not a 16-bit value")

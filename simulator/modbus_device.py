@@ -15,9 +15,12 @@ serial port; a small pump thread joins the pty to the server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
+import select
 import socket
+import struct
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,15 +30,14 @@ from typing import Literal
 from pymodbus import FramerType
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
-
 from shaobing.drivers.profile import (
     BIT_TABLES,
     DeviceProfile,
     Table,
     ValuePoint,
-    _bit_locations,
-    _value_locations,
+    bit_locations,
     load_profile,
+    value_locations,
 )
 
 from .line import PtyLine
@@ -75,11 +77,11 @@ class SimulatedDetector:
         # table -> address -> value (bits as 0/1); the truth the server serves.
         self._mem: dict[Table, dict[int, int]] = {t: {} for t in _TABLE_ORDER}
         for p in self.profile.bits:
-            for z, addr, _bit in _bit_locations(p, self.profile.zones):
+            for z, addr, _bit in bit_locations(p, self.profile.zones):
                 self._mem[p.table].setdefault(addr, 0)
                 self._set_bit_locked(p.kind, z, False)
         for v in self.profile.values:
-            for z, addr in _value_locations(v, self.profile.zones):
+            for z, addr in value_locations(v, self.profile.zones):
                 for a in range(addr, addr + v.words):
                     self._mem[v.table].setdefault(a, 0)
                 if v.low_below is not None:
@@ -110,7 +112,7 @@ class SimulatedDetector:
         for p in self.profile.bits:
             if p.kind != kind:
                 continue
-            for z, addr, bit in _bit_locations(p, self.profile.zones):
+            for z, addr, bit in bit_locations(p, self.profile.zones):
                 if z != zone:
                     continue
                 found = True
@@ -124,11 +126,9 @@ class SimulatedDetector:
             raise KeyError(f"{self.profile.model}: no {kind} bit for zone {zone}")
 
     def _set_value_locked(self, v: ValuePoint, zone: int | None, value: float) -> None:
-        addr = dict(_value_locations(v, self.profile.zones))[zone]
+        addr = dict(value_locations(v, self.profile.zones))[zone]
         raw = round((value - v.offset) / v.scale)
         if v.type == "float32":
-            import struct
-
             words = list(struct.unpack(">HH", struct.pack(">f", (value - v.offset) / v.scale)))
         elif v.words == 2:
             words = [(raw >> 16) & 0xFFFF, raw & 0xFFFF]
@@ -192,10 +192,8 @@ class SimulatedDetector:
             if a.address + i in range(address, address + len(values)):
                 armed = self._mem[table][a.address + i] == a.arm_value
                 zone = i + 1 if a.per_zone else None
-                try:
+                with contextlib.suppress(KeyError):
                     self._set_bit_locked("armed", zone, armed)
-                except KeyError:
-                    pass
 
 
 @dataclass
@@ -337,8 +335,6 @@ class SimulatedModbusBus:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 conn.setblocking(False)
                 while not self._stopping.is_set():
-                    import select
-
                     r, _, _ = select.select([pty.fileno(), conn], [], [], 0.2)
                     try:
                         if pty.fileno() in r:
@@ -359,10 +355,8 @@ class SimulatedModbusBus:
             self._pump.join(5)
         if self._loop is not None and self._server is not None:
             fut = asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop)
-            try:
+            with contextlib.suppress(Exception):  # the loop may be gone already
                 fut.result(5)
-            except Exception:  # already gone
-                pass
         if self._thread is not None:
             self._thread.join(5)
         if self._pty is not None:
