@@ -18,9 +18,21 @@ Parsing is a pure function: it returns a ``ContactIdMessage`` or raises a
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+
+import serial
+from shaobing.agent.events import EventSink, Source
+
+from .serial_bus import SerialBus
+from .serial_config import ContactIdConfig
+
+log = logging.getLogger(__name__)
 
 _DIGIT_VALUES = {str(d): d for d in range(1, 10)} | {
     "0": 10,
@@ -266,3 +278,220 @@ def to_event(msg: ContactIdMessage, burglary_type: str = "alarm.perimeter") -> M
     else:
         data["state"] = {"alarm": "alarm", "fault": "fault"}.get(head, "event")
     return MappedEvent(type=t, data=data)
+
+
+# --- receiver ------------------------------------------------------------------
+
+ACK = b"\x06"
+NAK = b"\x15"
+_TERMINATORS = b"\r\n"
+MAX_FRAME = 64  # the longest valid form is 21 characters; anything far longer is noise
+
+
+@dataclass
+class ReceiverStats:
+    frames: int = 0
+    valid: int = 0
+    rejected: int = 0  # any frame that is not a valid message (includes the two below)
+    checksum_errors: int = 0
+    overlong: int = 0
+    duplicates: int = 0
+    foreign_account: int = 0
+    acks: int = 0
+    naks: int = 0
+    events: int = 0
+    last_error: str = ""
+
+
+class ContactIdReceiver:
+    """Turns a Contact ID byte stream into events and the replies the host expects.
+
+    Framing: a frame ends at CR or LF (CRLF counts once); each valid frame is
+    answered with ACK (0x06) and each invalid one with NAK (0x15) so the host
+    retransmits. A host retries when an ACK is lost, so a frame identical to
+    the one just acknowledged, within ``duplicate_window_s``, is acknowledged
+    again but not emitted twice. ``feed`` is pure protocol (bytes in, reply
+    bytes out) so it runs without a port; ``ContactIdLine`` drives it from one.
+    """
+
+    def __init__(
+        self, cfg: ContactIdConfig, sink: EventSink, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.cfg = cfg
+        self.sink = sink
+        self.clock = clock
+        self.source = Source(kind="contact_id", id=cfg.id)
+        self.stats = ReceiverStats()
+        self.offline = False
+        self._buf = bytearray()
+        self._discarding = False
+        self._last_raw: str | None = None
+        self._last_at = 0.0
+        self._last_valid_at = clock()
+
+    def feed(self, data: bytes) -> bytes:
+        """Bytes from the line in; bytes to send back out."""
+        out = bytearray()
+        for b in data:
+            if b in _TERMINATORS:
+                if self._discarding:
+                    self._discarding = False
+                elif self._buf:
+                    out += self._frame(bytes(self._buf))
+                self._buf.clear()
+                continue
+            if self._discarding:
+                continue
+            self._buf.append(b)
+            if len(self._buf) > MAX_FRAME:
+                # Noise without terminators must not grow the buffer forever.
+                self.stats.frames += 1
+                self.stats.overlong += 1
+                self._reject("frame: longer than any Contact ID message")
+                self._buf.clear()
+                self._discarding = True
+        return bytes(out)
+
+    def _reject(self, why: str) -> bytes:
+        self.stats.rejected += 1
+        self.stats.last_error = why
+        log.info("%s: rejected frame: %s", self.cfg.id, why)
+        if not self.cfg.ack:
+            return b""
+        self.stats.naks += 1
+        return NAK
+
+    def _ack(self) -> bytes:
+        if not self.cfg.ack:
+            return b""
+        self.stats.acks += 1
+        return ACK
+
+    def _frame(self, frame: bytes) -> bytes:
+        st = self.stats
+        st.frames += 1
+        try:
+            msg = parse(frame)
+        except ContactIdError as exc:
+            if exc.field == "checksum":
+                st.checksum_errors += 1
+            return self._reject(str(exc))
+        now = self.clock()
+        try:
+            # Any valid frame, even a repeat or another account's, shows the
+            # host and the line are alive.
+            self._alive(now)
+            if msg.raw == self._last_raw and now - self._last_at <= self.cfg.duplicate_window_s:
+                st.duplicates += 1
+                self._last_at = now
+                return self._ack()
+            if self.cfg.accounts is not None and msg.account not in self.cfg.accounts:
+                # Valid, so the host must not keep retrying it; but it is not ours.
+                st.foreign_account += 1
+                st.last_error = f"account {msg.account} not configured"
+                return self._ack()
+            self._emit_message(msg)
+        except Exception as exc:
+            # Not acknowledged: the host sends it again, and we retry then.
+            log.exception("%s: sink refused a message", self.cfg.id)
+            st.last_error = f"sink: {exc}"
+            return b""
+        st.valid += 1
+        self._last_raw, self._last_at = msg.raw, now
+        return self._ack()
+
+    def _alive(self, now: float) -> None:
+        if self.offline:
+            for zone in self._all_zones():
+                self.sink.emit(
+                    "fault.cleared",
+                    self.source,
+                    zone=zone,
+                    data={"state": "restore", "cleared": "fault.device_offline"},
+                )
+                self.stats.events += 1
+            self.offline = False
+        self._last_valid_at = now
+
+    def _emit_message(self, msg: ContactIdMessage) -> None:
+        ev = to_event(msg, self.cfg.burglary_event)
+        zone = self._zone_for(msg)
+        data = dict(ev.data)
+        if zone is None:
+            data["unmapped"] = True
+        self.sink.emit(ev.type, self.source, zone=zone, data=data)
+        self.stats.events += 1
+
+    def _zone_for(self, msg: ContactIdMessage) -> str | None:
+        if msg.code // 100 != 4:  # for 4xx the zone field is a user number
+            for m in self.cfg.zones:
+                if m.device_zone == msg.zone and m.group in (None, msg.group):
+                    return m.zone
+        return self.cfg.default_zone
+
+    def _all_zones(self) -> list[str | None]:
+        zones = [m.zone for m in self.cfg.zones]
+        if self.cfg.default_zone:
+            zones.insert(0, self.cfg.default_zone)
+        return list(dict.fromkeys(zones)) or [None]
+
+    def check_heartbeat(self) -> None:
+        """Raise fault.device_offline if the host has been quiet too long."""
+        limit = self.cfg.heartbeat_timeout_s
+        if limit is None or self.offline:
+            return
+        quiet = self.clock() - self._last_valid_at
+        if quiet <= limit:
+            return
+        for zone in self._all_zones():
+            self.sink.emit(
+                "fault.device_offline",
+                self.source,
+                zone=zone,
+                data={"state": "fault", "quiet_s": round(quiet, 1)},
+            )
+            self.stats.events += 1
+        self.offline = True
+
+
+class ContactIdLine:
+    """Reads one serial line for a receiver, in its own thread (the host talks
+    whenever it likes, so the line is read continuously)."""
+
+    def __init__(self, receiver: ContactIdReceiver, bus: SerialBus) -> None:
+        self.receiver = receiver
+        self.bus = bus
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, name=f"contact-id-{self.receiver.cfg.id}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.bus.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                port = self.bus.open()
+                # Short reads keep the heartbeat check and stop() responsive.
+                data = port.read(max(1, port.in_waiting))
+                if data:
+                    reply = self.receiver.feed(data)
+                    if reply:
+                        port.write(reply)
+            except (serial.SerialException, OSError) as exc:
+                log.warning("%s: %s", self.receiver.cfg.id, exc)
+                self.bus.close()
+                self._stop.wait(min(self.bus.cfg.timeout_s * 4, 2.0))
+            try:
+                self.receiver.check_heartbeat()
+            except Exception:
+                log.exception("%s: heartbeat check", self.receiver.cfg.id)

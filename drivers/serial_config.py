@@ -69,7 +69,10 @@ class ModbusDetectorConfig(_Strict):
         nums = [z.device_zone for z in self.zones]
         if len(nums) != len(set(nums)):
             raise ValueError(f"detector {self.id}: a device zone is mapped twice")
-        n = self.load_profile().zones
+        try:
+            n = self.load_profile().zones
+        except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+            raise ValueError(f"detector {self.id}: profile {self.profile!r}: {exc}") from None
         if bad := [x for x in nums if x > n]:
             raise ValueError(f"detector {self.id}: zones {bad} beyond the profile's {n}")
         return self
@@ -103,10 +106,11 @@ class ContactIdConfig(_Strict):
         default=True, description="send ACK (0x06) / NAK (0x15) after each frame, as hosts expect"
     )
     duplicate_window_s: float = Field(
-        default=10.0,
+        default=3.0,
         ge=0,
-        description="a repeat of the same message within this time (a host retrying after "
-        "a lost ACK) is acknowledged but not emitted again",
+        description="a repeat of the message just acknowledged within this time (a host "
+        "retrying after a lost ACK) is acknowledged but not emitted again; keep it just above "
+        "the host's ACK wait",
     )
     heartbeat_timeout_s: float | None = Field(
         default=None,
