@@ -1,0 +1,1 @@
+"""One module per `shaobing` sub-command; each exposes ``register(subparsers)``."""

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from shaobing.agent.config import ConfigError, load_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="work with config files")
+    csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = csub.add_parser("check", help="validate config files; lists every problem")
+    check.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    check.set_defaults(func=check_files)
+
+
+def check_files(args: argparse.Namespace) -> int:
+    failed = 0
+    for path in args.files:
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            failed += 1
+            print(f"{path}: {len(exc.problems)} problem(s)", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
+            continue
+        print(
+            f"{path}: ok (device {config.device.id}, village {config.site.village_code} "
+            f"{config.site.village_name}, {len(config.zones)} zone(s), "
+            f"{len(config.inputs)} input(s), {len(config.outputs)} output(s))"
+        )
+    return 1 if failed else 0

@@ -1,0 +1,143 @@
+"""``shaobing demo``: the simulator, the agent and a stand-in county platform in one process."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from shaobing.agent import logs
+from shaobing.agent.config import ConfigError, load_config
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "village-post.yaml"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run the agent on the hardware simulator")
+    p.add_argument("--broker", metavar="HOST:PORT", help="publish there; default: a local broker")
+    p.add_argument("--duration", type=float, default=30.0, metavar="SECONDS")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config to simulate")
+    p.add_argument("--verbose", action="store_true", help="show the agent's JSON logs")
+    p.set_defaults(func=demo)
+
+
+def _broker_arg(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--broker {text!r}: expected HOST:PORT, e.g. 127.0.0.1:1883")
+    return host, int(port)
+
+
+def _start_local_broker():
+    from shaobing.simulator.broker import EmbeddedBroker, Mosquitto, mosquitto_path
+
+    if mosquitto_path():
+        return Mosquitto().start(), "5", "Mosquitto"
+    print(
+        "mosquitto not found (install it with: sudo apt-get install -y mosquitto); "
+        "using the embedded amqtt broker, which speaks MQTT 3.1.1 only",
+        file=sys.stderr,
+    )
+    return EmbeddedBroker().start(), "3.1.1", "embedded amqtt"
+
+
+def _describe(item) -> str:
+    if "/state" in item.topic:
+        return f"state   {item.json()['state']}{' (retained)' if item.retain else ''}"
+    if "/snapshot/" in item.topic:
+        return f"snapshot {len(item.payload)} bytes"
+    e = item.json()
+    where = ""
+    if e.get("zone"):
+        z = e["zone"]
+        where = f" zone={z['id']}"
+        if z.get("name"):
+            where += f" ({z['name']})"
+        if z.get("railway"):
+            r = z["railway"]
+            where += (
+                f" {r['line']} {r['start']}{'-' + r['end'] if r.get('end') else ''} {r['side']}"
+            )
+    extra = e["data"].get("state", "")
+    if e["type"] == "status.health":
+        extra = f"outbox={e['data']['outbox']} uptime={e['data']['uptime_s']}s"
+    return f"event   seq={e['seq']:<4} {e['type']:<24} {extra}{where}"
+
+
+def demo(args: argparse.Namespace) -> int:
+    from gpiozero.pins.mock import MockFactory
+
+    from shaobing.agent.runtime import Agent
+    from shaobing.simulator.county import County
+    from shaobing.simulator.gpio import VirtualWiring
+    from shaobing.simulator.scenario import village_scenario
+
+    logs.setup("INFO" if args.verbose else "WARNING")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    broker = None
+    if args.broker:
+        try:
+            host, port = _broker_arg(args.broker)
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        protocol, name = config.mqtt.protocol, args.broker
+    else:
+        broker, protocol, name = _start_local_broker()
+        host, port = "127.0.0.1", broker.port
+    workdir = Path(tempfile.mkdtemp(prefix="shaobing-demo-"))
+    config = config.model_copy(
+        update={
+            "mqtt": config.mqtt.model_copy(
+                update={"host": host, "port": port, "protocol": protocol}
+            ),
+            "storage": config.storage.model_copy(update={"path": workdir / "outbox.db"}),
+            "gpio": config.gpio.model_copy(update={"backend": "mock"}),
+            "health": config.health.model_copy(update={"interval_s": 10}),
+        }
+    )
+    print(f"broker: {name} at {host}:{port} (MQTT {protocol}); outbox: {workdir / 'outbox.db'}")
+    county = County(
+        host,
+        port,
+        topic=f"{config.mqtt.topic_prefix}/{config.site.village_code}/{config.device.id}/#",
+        protocol=mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311,
+        on_message=lambda item: print(f"[county] {_describe(item)}", flush=True),
+    )
+    factory = MockFactory()
+    agent = Agent(config, pin_factory=factory)
+    wiring = VirtualWiring(factory, config.inputs, config.outputs)
+    wiring.rest()
+    agent.start()
+    stop = threading.Event()
+    scenario = threading.Thread(
+        target=village_scenario, args=(wiring, stop, print), name="scenario", daemon=True
+    )
+    scenario.start()
+    with contextlib.suppress(KeyboardInterrupt):
+        stop.wait(args.duration)
+    stop.set()
+    scenario.join(5)
+    agent.stop()
+    waiting = agent.outbox.pending_after_close
+    county.wait_for(lambda msgs: any('"stopped"' in m.payload.decode() for m in msgs), 5)
+    county.close()
+    if broker:
+        broker.close()
+    received = len(county.events())
+    print(
+        f"\nsummary: {agent.uplink.stats.acked} events acknowledged by the broker, "
+        f"{received} received by the county subscriber, {waiting} still in the outbox"
+    )
+    logging.shutdown()
+    return 0

@@ -1,0 +1,318 @@
+"""The one YAML configuration file, validated by pydantic models.
+
+``load_config`` is the only way in: it returns a ``Config`` or raises
+``ConfigError`` carrying every problem with its key path and line number, so
+an installer fixes a file in one pass instead of one error per run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shaobing.agent import location
+
+Identifier = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="letters, digits, _ . -"),
+]
+# BCM numbering; GPIO 0/1 are the HAT EEPROM pins and stay reserved.
+Pin = Annotated[int, Field(ge=2, le=27, description="BCM GPIO number, 2..27")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeviceConfig(_Model):
+    id: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$",
+        description="unique device id; also the MQTT client id and topic segment",
+    )
+
+
+class GpsConfig(_Model):
+    lat: float = Field(ge=3.5, le=54.0, description="WGS-84 latitude (China: 3.5..54)")
+    lon: float = Field(ge=73.0, le=136.0, description="WGS-84 longitude (China: 73..136)")
+
+
+class SiteConfig(_Model):
+    village_code: str = Field(description="12-digit 统计用区划代码 of the village")
+    code_year: int = Field(description="year of the code table the village code comes from")
+    village_name: str = Field(min_length=1, max_length=64, description="village name, e.g. 东关村")
+    gps: GpsConfig | None = Field(default=None, description="position of the post")
+
+    @field_validator("village_code", mode="before")
+    @classmethod
+    def _code(cls, v: Any) -> Any:
+        # YAML reads an unquoted code as an int and would drop leading zeros silently.
+        return location.check_village_code(str(v)) if isinstance(v, str | int) else v
+
+    @field_validator("code_year")
+    @classmethod
+    def _year(cls, v: int) -> int:
+        return location.check_code_year(v)
+
+
+class RailwayConfig(_Model):
+    line: str = Field(min_length=1, description="railway line name, e.g. 京广线")
+    start: str = Field(description="K-mileage where the zone starts, e.g. K123+450")
+    end: str | None = Field(default=None, description="K-mileage where the zone ends")
+    side: str = Field(description="track side: 上行, 下行 or 双线")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _mileage(cls, v: str | None) -> str | None:
+        if v is not None:
+            location.mileage_metres(v)
+        return v
+
+    @field_validator("side")
+    @classmethod
+    def _side(cls, v: str) -> str:
+        return location.check_track_side(v)
+
+    @model_validator(mode="after")
+    def _order(self) -> RailwayConfig:
+        if self.end and location.mileage_metres(self.end) < location.mileage_metres(self.start):
+            raise ValueError(f"end {self.end} lies before start {self.start}")
+        return self
+
+
+class ZoneConfig(_Model):
+    id: Identifier
+    name: str | None = Field(default=None, description="human name shown on the platform")
+    railway: RailwayConfig | None = Field(default=None, description="railway location")
+    gps: GpsConfig | None = Field(default=None, description="position of the zone")
+    cameras: list[str] = Field(default_factory=list, description="cameras that see this zone")
+
+
+class InputConfig(_Model):
+    id: Identifier
+    pin: Pin
+    kind: Literal["pir", "door", "panic", "tamper"] = Field(description="what the sensor is")
+    contact: Literal["NO", "NC"] = Field(
+        description="NO: contact closes on alarm; NC: contact opens on alarm (tamper loops)"
+    )
+    pull: Literal["up", "down"] = Field(
+        default="up", description="internal pull; 'up' means the contact switches to ground"
+    )
+    bounce_ms: int = Field(default=50, ge=0, le=2000, description="debounce time")
+    zone: str = Field(description="id of the zone this sensor guards")
+
+    @field_validator("contact", mode="before")
+    @classmethod
+    def _contact(cls, v: Any) -> Any:
+        # YAML 1.1 reads a bare NO as the boolean false; installers write NO.
+        if v is False:
+            return "NO"
+        return v.upper() if isinstance(v, str) else v
+
+
+class OutputConfig(_Model):
+    id: Identifier
+    pin: Pin
+    kind: Literal["siren", "strobe", "relay"] = Field(description="what the output drives")
+    active_high: bool = Field(default=True, description="False for active-low relay boards")
+
+
+class GpioConfig(_Model):
+    backend: Literal["auto", "lgpio", "rpigpio", "native", "mock"] = Field(
+        default="auto", description="gpiozero pin factory; 'mock' is the simulator"
+    )
+
+
+class TlsConfig(_Model):
+    ca: Path = Field(description="CA certificate (PEM) that signed the broker's certificate")
+    cert: Path | None = Field(default=None, description="client certificate (PEM)")
+    key: Path | None = Field(default=None, description="client private key (PEM)")
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key must be given together")
+        return self
+
+
+class MqttConfig(_Model):
+    host: str = Field(default="127.0.0.1", description="county broker host")
+    port: int = Field(default=1883, ge=1, le=65535, description="broker port")
+    protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT protocol version")
+    # Chinese 4G carriers drop idle NAT mappings after a few minutes; 60 s stays under.
+    keepalive_s: int = Field(default=60, ge=10, le=1200, description="MQTT keepalive")
+    topic_prefix: str = Field(default="shaobing/v1", pattern=r"^[^#+]+[^/#+]$")
+    username: str | None = Field(default=None, description="broker user name")
+    password: str | None = Field(default=None, description="broker password")
+    tls: TlsConfig | None = Field(default=None, description="TLS settings; None = plain TCP")
+    inflight_window: int = Field(
+        default=200, ge=1, le=2000, description="unacknowledged publishes handed to paho at once"
+    )
+    reconnect_min_s: float = Field(default=1.0, gt=0, le=60, description="first reconnect delay")
+    reconnect_max_s: float = Field(default=120.0, gt=0, le=3600, description="reconnect cap")
+
+
+class StorageConfig(_Model):
+    path: Path = Field(
+        default=Path("/var/lib/shaobing/outbox.db"), description="SQLite outbox file"
+    )
+
+
+class HealthConfig(_Model):
+    interval_s: float = Field(default=60.0, ge=1, le=3600, description="status.health period")
+
+
+class Config(_Model):
+    device: DeviceConfig
+    site: SiteConfig
+    zones: list[ZoneConfig] = Field(default_factory=list, description="guarded places")
+    inputs: list[InputConfig] = Field(default_factory=list, description="GPIO alarm inputs")
+    outputs: list[OutputConfig] = Field(default_factory=list, description="GPIO outputs")
+    gpio: GpioConfig = Field(default_factory=GpioConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+
+    def zone(self, zone_id: str) -> ZoneConfig | None:
+        return next((z for z in self.zones if z.id == zone_id), None)
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f" (line {self.line})" if self.line else ""
+        return f"{self.path or '<top>'}{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    def __init__(self, source: str, problems: list[Problem]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(map(str, problems)))
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [Problem("", f"cannot read file: {exc.strerror}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [Problem("", f"not UTF-8 text: {exc}")]) from exc
+    return parse_config(text, source=str(path))
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [Problem("", f"YAML syntax: {reason}", line)]) from exc
+    lines: dict[tuple, int] = {}
+    problems: list[Problem] = []
+    if root is not None:
+        _index_lines(root, (), lines, problems)
+    if not isinstance(data, dict):
+        raise ConfigError(source, [Problem("", "the file must be a YAML mapping", 1)])
+    config = validate_config(data, lines, problems)
+    if problems:
+        raise ConfigError(source, problems)
+    assert config is not None
+    return config
+
+
+def validate_config(
+    data: dict, lines: dict[tuple, int] | None = None, problems: list[Problem] | None = None
+) -> Config | None:
+    """Validate a mapping; appends to ``problems`` (or raises ConfigError when not given)."""
+    collect = problems if problems is not None else []
+    lines = lines or {}
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check the spelling; see examples/village-post.yaml)"
+            collect.append(Problem(dotted(loc), msg, _nearest_line(lines, loc)))
+        config = None
+    if config is not None:
+        for loc, msg in cross_check(config):
+            collect.append(Problem(dotted(loc), msg, _nearest_line(lines, loc)))
+    if problems is None and collect:
+        raise ConfigError("<config>", collect)
+    return None if collect else config
+
+
+def cross_check(config: Config) -> list[tuple[tuple, str]]:
+    """Rules between sections that a single field validator cannot see."""
+    found: list[tuple[tuple, str]] = []
+    for section in ("zones", "inputs", "outputs"):
+        seen: dict[str, int] = {}
+        for i, item in enumerate(getattr(config, section)):
+            if item.id in seen:
+                found.append(
+                    (
+                        (section, i, "id"),
+                        f"id {item.id!r} is already used by {section}[{seen[item.id]}]",
+                    )
+                )
+            seen.setdefault(item.id, i)
+    pins: dict[int, str] = {}
+    for section in ("inputs", "outputs"):
+        for i, item in enumerate(getattr(config, section)):
+            if item.pin in pins:
+                found.append(
+                    ((section, i, "pin"), f"pin {item.pin} is already used by {pins[item.pin]}")
+                )
+            pins.setdefault(item.pin, f"{section}[{i}]")
+    zone_ids = {z.id for z in config.zones}
+    for i, item in enumerate(config.inputs):
+        if item.zone not in zone_ids:
+            found.append((("inputs", i, "zone"), f"zone {item.zone!r} is not defined in zones"))
+    return found
+
+
+def dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _nearest_line(lines: dict[tuple, int], loc: tuple) -> int | None:
+    # A missing key has no line of its own: point at its closest existing parent.
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
+def _index_lines(node: yaml.Node, path: tuple, out: dict[tuple, int], problems: list[Problem]):
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            name = key.value
+            if name in seen:
+                problems.append(
+                    Problem(dotted((*path, name)), "key appears twice", key.start_mark.line + 1)
+                )
+            seen.add(name)
+            out[(*path, name)] = key.start_mark.line + 1
+            _index_lines(value, (*path, name), out, problems)
+            out[(*path, name)] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index_lines(item, (*path, i), out, problems)

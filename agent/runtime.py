@@ -1,0 +1,117 @@
+"""The agent: builds every component from the config and wires the one-way flow
+
+drivers -> Recorder (EventSink) -> Outbox (SQLite) -> Uplink (MQTT)
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from gpiozero.pins import Factory
+
+from shaobing.agent.clock import Clock
+from shaobing.agent.config import Config
+from shaobing.agent.events import Source
+from shaobing.agent.health import HealthReporter
+from shaobing.agent.outbox import Outbox
+from shaobing.agent.recorder import Recorder
+from shaobing.agent.topics import Topics
+from shaobing.agent.uplink import Uplink
+from shaobing.drivers.gpio import GpioInputs, GpioOutputs, make_pin_factory
+
+log = logging.getLogger("shaobing.agent")
+
+
+def agent_version() -> str:
+    try:
+        return version("shaobing")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class Agent:
+    """Construct, then ``start()``; the simulator sets its wiring in between."""
+
+    def __init__(self, config: Config, *, pin_factory: Factory | None = None):
+        self.config = config
+        self.clock = Clock()
+        self.outbox = Outbox(config.storage.path)
+        self.recorder = Recorder(config, self.outbox, self.clock)
+        self.topics = Topics(config.mqtt.topic_prefix, config.site.village_code, config.device.id)
+        self.uplink = Uplink(
+            config.mqtt, config.device.id, self.topics, self.outbox, self._identity
+        )
+        factory = pin_factory if pin_factory is not None else make_pin_factory(config.gpio)
+        self.inputs = GpioInputs(config.inputs, self.recorder, factory)
+        self.outputs = GpioOutputs(config.outputs, factory)
+        self.health = HealthReporter(
+            self.recorder, config.health.interval_s, config.storage.path.parent, self._sections
+        )
+
+    def _identity(self) -> dict[str, Any]:
+        return {
+            "device": self.config.device.id,
+            "village_code": self.config.site.village_code,
+            "boot_id": self.clock.boot_id,
+            "run": self.outbox.run,
+            "version": agent_version(),
+        }
+
+    def _sections(self) -> dict[str, Any]:
+        stats = self.uplink.stats
+        return {
+            "run": self.outbox.run,
+            "outbox": self.outbox.depth(),
+            "uplink": {
+                "connected": self.uplink.connected.is_set(),
+                "connects": stats.connects,
+                "published": stats.published,
+                "acked": stats.acked,
+                "refused": stats.refused,
+                "inflight": stats.inflight,
+            },
+            "drivers": {
+                "gpio_inputs": self.inputs.state(),
+                "gpio_outputs": self.outputs.state(),
+            },
+        }
+
+    def start(self) -> None:
+        self.uplink.start()
+        if self.outbox.recovered_from:
+            self.recorder.emit(
+                "fault.storage",
+                Source(kind="agent", id="outbox"),
+                data={
+                    "reason": self.outbox.corruption,
+                    "kept_as": str(self.outbox.recovered_from),
+                },
+            )
+        self.inputs.start()
+        self.health.start()
+        log.info("agent started", extra={"fields": {"device": self.config.device.id}})
+
+    def healthy(self) -> bool:
+        return self.uplink.healthy()
+
+    def stop(self) -> None:
+        self.health.stop()
+        self.inputs.close()
+        self.outputs.close()
+        self.uplink.stop()
+        self.outbox.close()
+        log.info("agent stopped")
+
+    def run_until_signalled(self) -> None:
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        self.start()
+        try:
+            stop.wait()
+        finally:
+            self.stop()

@@ -1,0 +1,324 @@
+"""The MQTT uplink: feeds paho from the outbox in a bounded window.
+
+Two threads, chosen so that no callback ever blocks paho's network loop:
+
+- ``network``: connects with exponential backoff and full jitter (tenacity),
+  then runs ``client.loop()`` until the connection drops, and again.
+- ``pump``: the only thread that reads the outbox and calls ``publish``. It
+  keeps ``mid -> outbox row`` itself, so paho's ``on_publish`` (network
+  thread) only appends to a deque and never takes a lock that ``publish``
+  might hold (paho calls ``on_publish`` under its own message mutex).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from tenacity import Retrying, retry_if_exception_type, wait_random_exponential
+
+from shaobing.agent.config import MqttConfig
+from shaobing.agent.events import Priority
+from shaobing.agent.outbox import Outbox, Row
+from shaobing.agent.topics import Topics
+
+log = logging.getLogger("shaobing.uplink")
+
+# An in-flight message with no PUBACK after this long, while connected, is
+# handed to paho again (at-least-once: the platform drops the duplicate by id).
+ACK_TIMEOUT_S = 60.0
+
+
+@dataclass
+class UplinkStats:
+    connects: int = 0
+    published: int = 0
+    acked: int = 0
+    refused: int = 0
+    last_refusal: str | None = None
+    connected_since: float | None = None
+    inflight: int = 0
+    by_class: dict[str, int] = field(default_factory=dict)
+
+
+class Uplink:
+    def __init__(
+        self,
+        config: MqttConfig,
+        client_id: str,
+        topics: Topics,
+        outbox: Outbox,
+        state_info: Callable[[], dict],
+    ):
+        self.config = config
+        self.topics = topics
+        self.outbox = outbox
+        self.stats = UplinkStats()
+        self.connected = threading.Event()
+        self._state_info = state_info
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._acks: collections.deque[tuple[int, bool, str]] = collections.deque()
+        self._inflight: dict[int, tuple[Row, float]] = {}  # mid -> (row, sent at)
+        self._inflight_rows: set[int] = set()
+        self._retry: set[int] = set()  # rows handed to paho a second time: replays
+        self._cursors: dict[Priority, int] = {}
+        # A class the broker refuses (quota, ACL) is held back, doubling the
+        # pause each time, so a refusing broker is not hammered in a loop.
+        self._held_until: dict[Priority, float] = {}
+        self._refusal_pause: dict[Priority, float] = {}
+        self._threads: list[threading.Thread] = []
+        self._subscriptions: dict[str, Callable[[mqtt.MQTTMessage], None]] = {}
+        self.client = self._make_client(client_id)
+        outbox.on_append(self._wake.set)
+
+    # ---- set-up -------------------------------------------------------
+    def _make_client(self, client_id: str) -> mqtt.Client:
+        v5 = self.config.protocol == "5"
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else True,
+        )
+        # The outbox is the queue; paho only ever holds the window.
+        client.max_inflight_messages_set(self.config.inflight_window)
+        client.max_queued_messages_set(self.config.inflight_window * 2)
+        if self.config.username:
+            client.username_pw_set(self.config.username, self.config.password)
+        if self.config.tls:
+            tls = self.config.tls
+            client.tls_set(
+                ca_certs=str(tls.ca),
+                certfile=str(tls.cert) if tls.cert else None,
+                keyfile=str(tls.key) if tls.key else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        client.will_set(self.topics.state, self._state_payload("offline"), qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def subscribe(self, topic_filter: str, handler: Callable[[mqtt.MQTTMessage], None]) -> None:
+        """Register before ``start()``; (re)subscribed on every connect.
+
+        ``handler`` runs on the network thread: it must only validate and queue.
+        """
+        self._subscriptions[topic_filter] = handler
+
+    def publish_direct(
+        self, topic: str, payload: bytes, qos: int = 1, properties: Properties | None = None
+    ) -> mqtt.MQTTMessageInfo:
+        """Publish outside the outbox: replies that are worthless once the link is gone."""
+        return self.client.publish(topic, payload, qos=qos, properties=properties)
+
+    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        for topic_filter, handler in self._subscriptions.items():
+            if mqtt.topic_matches_sub(topic_filter, msg.topic):
+                try:
+                    handler(msg)
+                except Exception:
+                    log.exception(
+                        "subscription handler failed", extra={"fields": {"topic": msg.topic}}
+                    )
+
+    def _state_payload(self, state: str) -> bytes:
+        body = {"v": 1, "state": state, "ts": int(time.time() * 1000), **self._state_info()}
+        return json.dumps(body, ensure_ascii=False).encode()
+
+    # ---- lifecycle ----------------------------------------------------
+    def start(self) -> None:
+        for name, target in (("uplink-network", self._network), ("uplink-pump", self._pump)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Say 'stopped' (retained) and disconnect cleanly so the will is not sent."""
+        if self.connected.is_set():
+            info = self.client.publish(
+                self.topics.state, self._state_payload("stopped"), qos=1, retain=True
+            )
+            deadline = time.monotonic() + timeout
+            while not info.is_published() and time.monotonic() < deadline:
+                time.sleep(0.01)  # the network thread is still running loop()
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self.client.disconnect()
+        self._flush_acks()
+
+    def healthy(self) -> bool:
+        return all(t.is_alive() for t in self._threads) and not self._stop.is_set()
+
+    # ---- network thread ----------------------------------------------
+    def _network(self) -> None:
+        retrying = Retrying(
+            wait=wait_random_exponential(
+                multiplier=self.config.reconnect_min_s, max=self.config.reconnect_max_s
+            ),
+            retry=retry_if_exception_type(OSError),
+            stop=lambda _state: self._stop.is_set(),
+            sleep=self._stop.wait,
+            before_sleep=lambda s: log.warning(
+                "broker unreachable",
+                extra={
+                    "fields": {"attempt": s.attempt_number, "error": str(s.outcome.exception())}
+                },
+            ),
+            reraise=False,
+        )
+        while not self._stop.is_set():
+            try:
+                retrying(self._connect_once)
+            except Exception:  # stop requested while waiting
+                return
+            if self._stop.is_set():
+                return
+            started = time.monotonic()
+            while not self._stop.is_set():
+                rc = self.client.loop(timeout=0.2)
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    break
+            self.connected.clear()
+            if not self._stop.is_set() and time.monotonic() - started < 10:
+                # A broker that accepts and then drops us must not be hammered.
+                self._stop.wait(random.uniform(0, self.config.reconnect_min_s * 4))
+
+    def _connect_once(self) -> None:
+        if self._stop.is_set():
+            return
+        cfg = self.config
+        if cfg.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 0
+            self.client.connect(cfg.host, cfg.port, cfg.keepalive_s, properties=props)
+        else:
+            self.client.connect(cfg.host, cfg.port, cfg.keepalive_s)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self.stats.last_refusal = str(reason_code)
+            log.error("broker refused connection", extra={"fields": {"reason": str(reason_code)}})
+            return
+        self.stats.connects += 1
+        self.stats.connected_since = time.time()
+        client.publish(self.topics.state, self._state_payload("online"), qos=1, retain=True)
+        for topic_filter in self._subscriptions:
+            client.subscribe(topic_filter, qos=1)
+        self.connected.set()
+        self._wake.set()
+        log.info(
+            "connected", extra={"fields": {"host": self.config.host, "port": self.config.port}}
+        )
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+        self.stats.connected_since = None
+        level = logging.INFO if self._stop.is_set() else logging.WARNING
+        log.log(level, "disconnected", extra={"fields": {"reason": str(reason_code)}})
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self._acks.append((mid, not reason_code.is_failure, str(reason_code)))
+        self._wake.set()
+
+    # ---- pump thread ---------------------------------------------------
+    def _pump(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=0.5)
+            self._wake.clear()
+            try:
+                self._flush_acks()
+                if self.connected.is_set():
+                    self._requeue_stale()
+                    self._fill_window()
+            except Exception:
+                # Keep draining: one bad row or a transient sqlite error must not
+                # end the only thread that empties the outbox.
+                log.exception("uplink pump error")
+                self._stop.wait(1.0)
+
+    def _flush_acks(self) -> None:
+        done: list[int] = []
+        while self._acks:
+            mid, ok, reason = self._acks.popleft()
+            entry = self._inflight.pop(mid, None)
+            if entry is None:
+                continue  # a state message, not an outbox row
+            row = entry[0]
+            self._inflight_rows.discard(row.rowid)
+            if ok:
+                done.append(row.rowid)
+                self._retry.discard(row.rowid)
+                self._refusal_pause.pop(row.priority, None)
+                key = row.priority.name.lower()
+                self.stats.by_class[key] = self.stats.by_class.get(key, 0) + 1
+            else:
+                self.stats.refused += 1
+                self.stats.last_refusal = reason
+                log.warning(
+                    "broker refused message",
+                    extra={"fields": {"reason": reason, "event_id": row.event_id}},
+                )
+                self._rewind(row)
+                pause = min(self._refusal_pause.get(row.priority, 0.5) * 2, 60.0)
+                self._refusal_pause[row.priority] = pause
+                self._held_until[row.priority] = time.monotonic() + pause
+        self.stats.acked += self.outbox.ack(done)
+        self.stats.inflight = len(self._inflight)
+
+    def _rewind(self, row: Row) -> None:
+        self._retry.add(row.rowid)
+        cursor = self._cursors.get(row.priority, 0)
+        self._cursors[row.priority] = min(cursor, row.rowid - 1)
+
+    def _requeue_stale(self) -> None:
+        limit = time.monotonic() - ACK_TIMEOUT_S
+        for mid, (row, sent) in list(self._inflight.items()):
+            if sent < limit:
+                del self._inflight[mid]
+                self._inflight_rows.discard(row.rowid)
+                self._rewind(row)
+
+    def _fill_window(self) -> None:
+        room = self.config.inflight_window - len(self._inflight)
+        if room <= 0:
+            return
+        now = time.monotonic()
+        held = {p for p, until in self._held_until.items() if until > now}
+        for row in self.outbox.next_rows(self._cursors, room, skip=held):
+            self._cursors[row.priority] = max(self._cursors.get(row.priority, 0), row.rowid)
+            if row.rowid in self._inflight_rows:
+                continue
+            topic, payload = self._message(row)
+            info = self.client.publish(topic, payload, qos=1)
+            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                # paho refused to queue it: step back and try on the next wake-up.
+                self._cursors[row.priority] = row.rowid - 1
+                break
+            self._inflight[info.mid] = (row, time.monotonic())
+            self._inflight_rows.add(row.rowid)
+            self.stats.published += 1
+        self.stats.inflight = len(self._inflight)
+
+    def _message(self, row: Row) -> tuple[str, bytes]:
+        if row.kind == "snapshot":
+            return self.topics.snapshot(row.event_id), row.payload
+        payload = row.payload
+        if row.replayed or row.rowid in self._retry:
+            payload = payload[:-1] + b',"replayed":true}'
+        return self.topics.event(row.event_type), payload

@@ -1,0 +1,135 @@
+"""GPIO alarm inputs and outputs through gpiozero.
+
+The same code runs on a Pi (lgpio pin factory) and in the simulator
+(gpiozero's MockFactory): the factory is passed in, never set globally.
+
+A gpiozero input device is "active" when its contact is closed (pull-up:
+contact to ground; pull-down: contact to 3V3). Whether closed means alarm
+depends on the contact type: NO sensors close on alarm, NC loops (tamper,
+most PIR relays) open on alarm, which also catches a cut wire.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from gpiozero import DigitalInputDevice, DigitalOutputDevice
+from gpiozero.pins import Factory
+
+from shaobing.agent.config import GpioConfig, InputConfig, OutputConfig
+from shaobing.agent.events import EventSink, Source
+
+log = logging.getLogger("shaobing.gpio")
+
+EVENT_TYPE = {
+    "panic": "alarm.panic",
+    "pir": "alarm.intrusion",
+    "door": "alarm.intrusion",
+    "tamper": "alarm.tamper",
+}
+
+
+def make_pin_factory(config: GpioConfig) -> Factory | None:
+    """None lets gpiozero pick (lgpio on a Pi 5 / Bookworm)."""
+    if config.backend == "auto":
+        return None
+    if config.backend == "mock":
+        from gpiozero.pins.mock import MockFactory
+
+        return MockFactory()
+    if config.backend == "lgpio":
+        from gpiozero.pins.lgpio import LGPIOFactory
+
+        return LGPIOFactory()
+    if config.backend == "rpigpio":
+        from gpiozero.pins.rpigpio import RPiGPIOFactory
+
+        return RPiGPIOFactory()
+    from gpiozero.pins.native import NativeFactory
+
+    return NativeFactory()
+
+
+class GpioInputs:
+    def __init__(self, inputs: list[InputConfig], sink: EventSink, factory: Factory | None):
+        self._sink = sink
+        self._lock = threading.Lock()
+        self._alarm: dict[str, bool] = {}
+        self._devices: dict[str, tuple[InputConfig, DigitalInputDevice]] = {}
+        for cfg in inputs:
+            device = DigitalInputDevice(
+                cfg.pin,
+                pull_up=cfg.pull == "up",
+                bounce_time=cfg.bounce_ms / 1000 or None,
+                pin_factory=factory,
+            )
+            self._devices[cfg.id] = (cfg, device)
+
+    def start(self) -> None:
+        """Report inputs already in alarm (an open tamper loop at boot), then follow edges."""
+        for cfg, device in self._devices.values():
+            device.when_activated = lambda _d, c=cfg: self._changed(c)
+            device.when_deactivated = lambda _d, c=cfg: self._changed(c)
+            self._changed(cfg, initial=True)
+
+    def _in_alarm(self, cfg: InputConfig) -> bool:
+        closed = self._devices[cfg.id][1].is_active
+        return closed if cfg.contact == "NO" else not closed
+
+    def _changed(self, cfg: InputConfig, initial: bool = False) -> None:
+        with self._lock:  # gpiozero may call from several pin threads
+            alarm = self._in_alarm(cfg)
+            previous = self._alarm.get(cfg.id)
+            self._alarm[cfg.id] = alarm
+        if previous == alarm or (initial and not alarm):
+            return
+        # A restore has its own type (".restore" suffix) so that subscribers to
+        # event/alarm/+ see alarms only, and restores sort after their alarm.
+        self._sink.emit(
+            EVENT_TYPE[cfg.kind] + ("" if alarm else ".restore"),
+            Source(kind="gpio", id=cfg.id),
+            zone=cfg.zone,
+            severity=None if alarm else "info",
+            data={
+                "state": "alarm" if alarm else "restore",
+                "sensor": cfg.kind,
+                "pin": cfg.pin,
+                "contact": cfg.contact,
+                "at_start": initial,
+            },
+        )
+
+    def state(self) -> dict[str, Any]:
+        with self._lock:
+            return {i: ("alarm" if a else "normal") for i, a in self._alarm.items()}
+
+    def close(self) -> None:
+        for _cfg, device in self._devices.values():
+            device.close()
+
+
+class GpioOutputs:
+    def __init__(self, outputs: list[OutputConfig], factory: Factory | None):
+        self._devices = {
+            cfg.id: DigitalOutputDevice(
+                cfg.pin, active_high=cfg.active_high, initial_value=False, pin_factory=factory
+            )
+            for cfg in outputs
+        }
+
+    def set(self, output_id: str, on: bool) -> None:
+        device = self._devices[output_id]
+        device.on() if on else device.off()
+
+    def pulse(self, output_id: str, seconds: float) -> None:
+        """On for ``seconds`` then off, timed by gpiozero's background thread."""
+        self._devices[output_id].blink(on_time=seconds, off_time=0, n=1, background=True)
+
+    def state(self) -> dict[str, Any]:
+        return {i: ("on" if d.is_active else "off") for i, d in self._devices.items()}
+
+    def close(self) -> None:
+        for device in self._devices.values():
+            device.close()

@@ -1,0 +1,81 @@
+"""A stand-in for the county platform: a plain paho subscriber that records
+(and optionally prints) what the platform would receive."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+
+    def json(self) -> dict:
+        return json.loads(self.payload)
+
+
+class County:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        topic: str = "shaobing/#",
+        protocol: int = mqtt.MQTTv5,
+        on_message: Callable[[Received], None] | None = None,
+        client_id: str = "",
+    ):
+        self.messages: list[Received] = []
+        self._cond = threading.Condition()
+        self._subscribed = threading.Event()
+        self._callback = on_message
+        self._topic = topic
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol
+        )
+        self.client.on_connect = lambda c, *_: c.subscribe(self._topic, qos=1)
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect_async(host, port, keepalive=30)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise TimeoutError(f"could not subscribe to {host}:{port}")
+
+    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        item = Received(msg.topic, bytes(msg.payload), bool(msg.retain))
+        with self._cond:
+            self.messages.append(item)
+            self._cond.notify_all()
+        if self._callback:
+            self._callback(item)
+
+    def events(self, type_prefix: str = "") -> list[dict]:
+        with self._cond:
+            items = list(self.messages)
+        return [
+            m.json()
+            for m in items
+            if "/event/" in m.topic and m.json().get("type", "").startswith(type_prefix)
+        ]
+
+    def wait_for(self, predicate: Callable[[list[Received]], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self.messages):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

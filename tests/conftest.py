@@ -1,0 +1,74 @@
+"""Shared fixtures: a real Mosquitto per test, configs pointing at it, schema checks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from shaobing.agent.config import Config, load_config
+from shaobing.simulator.broker import Mosquitto
+from shaobing.simulator.county import County
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "village-post.yaml"
+SCHEMAS = ROOT / "agent" / "schemas"
+SHARED = ROOT.parent / "shared"
+
+
+@pytest.fixture
+def mosquitto() -> Iterator[Mosquitto]:
+    broker = Mosquitto().start()
+    yield broker
+    broker.close()
+
+
+def config_for(tmp_path: Path, port: int, **mqtt: object) -> Config:
+    base = load_config(EXAMPLE)
+    return base.model_copy(
+        update={
+            "mqtt": base.mqtt.model_copy(update={"port": port, "reconnect_max_s": 2.0, **mqtt}),
+            "storage": base.storage.model_copy(update={"path": tmp_path / "outbox.db"}),
+            "gpio": base.gpio.model_copy(update={"backend": "mock"}),
+            "health": base.health.model_copy(update={"interval_s": 3600}),
+        }
+    )
+
+
+@pytest.fixture
+def county_factory() -> Iterator:
+    made: list[County] = []
+
+    def make(port: int, **kw) -> County:
+        county = County("127.0.0.1", port, **kw)
+        made.append(county)
+        return county
+
+    yield make
+    for county in made:
+        county.close()
+
+
+class Schemas:
+    def __init__(self) -> None:
+        self.event = Draft202012Validator(json.loads((SCHEMAS / "event.schema.json").read_text()))
+        self.state = Draft202012Validator(json.loads((SCHEMAS / "state.schema.json").read_text()))
+
+    def check(self, topic: str, payload: bytes) -> None:
+        """Validate one published message against the schema for its topic."""
+        if "/snapshot/" in topic:
+            assert payload[:2] == b"\xff\xd8", f"{topic}: snapshot is not a JPEG"
+            return
+        validator = self.state if topic.endswith("/state") else self.event
+        errors = sorted(validator.iter_errors(json.loads(payload)), key=lambda e: e.path)
+        assert not errors, f"{topic}: " + "; ".join(
+            f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors
+        )
+
+
+@pytest.fixture(scope="session")
+def schemas() -> Schemas:
+    return Schemas()

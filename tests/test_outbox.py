@@ -1,0 +1,84 @@
+"""The SQLite outbox on its own, and refusals by a real broker."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from agent_harness import SimulatedPost
+from conftest import EXAMPLE, config_for
+
+from shaobing.agent.clock import Clock
+from shaobing.agent.config import load_config
+from shaobing.agent.events import Source
+from shaobing.agent.outbox import Outbox
+from shaobing.agent.recorder import Recorder
+from shaobing.simulator.broker import Mosquitto
+
+
+def _recorder(path):
+    outbox = Outbox(path)
+    return outbox, Recorder(load_config(EXAMPLE), outbox, Clock(trust="never"))
+
+
+def test_seq_survives_restart_and_rows_keep_their_class(tmp_path):
+    outbox, rec = _recorder(tmp_path / "o.db")
+    first = rec.emit("alarm.panic", Source(kind="gpio", id="p"), zone="crossing")
+    rec.emit("status.health", Source(kind="agent", id="health"), attachment=None)
+    rec.emit("alarm.intrusion", Source(kind="camera", id="c"), attachment=b"\xff\xd8jpeg")
+    outbox.close()
+    outbox, rec = _recorder(tmp_path / "o.db")
+    later = rec.emit("fault.camera", Source(kind="camera", id="c"))
+    assert (first.seq, later.seq) == (1, 4)
+    assert outbox.run == 2
+    assert outbox.depth() == {"alarm": 2, "fault": 1, "status": 1, "snapshot": 1}
+    rows = outbox.next_rows({}, 10)
+    # most urgent class first, then by insertion; earlier runs are replays
+    assert [r.priority.name for r in rows] == ["ALARM", "ALARM", "FAULT", "STATUS", "SNAPSHOT"]
+    assert [r.replayed for r in rows] == [True, True, False, True, True]
+    assert outbox.ack([rows[0].rowid, rows[1].rowid]) == 2
+    assert outbox.depth()["alarm"] == 0
+
+
+def test_corrupt_database_is_set_aside_and_reported(tmp_path, mosquitto, county_factory):
+    db = tmp_path / "outbox.db"
+    db.write_bytes(b"SQLite format 3\x00" + b"\x13garbage" * 512)
+    county = county_factory(mosquitto.port)
+    post = SimulatedPost(config_for(tmp_path, mosquitto.port))
+    try:
+        assert county.wait_for(lambda m: len(county.events("fault.storage")) == 1, 5)
+        post.wiring.trigger("panic-1")
+        assert county.wait_for(lambda m: len(county.events("alarm.panic")) == 1, 5)
+    finally:
+        post.stop()
+    fault = county.events("fault.storage")[0]
+    kept = fault["data"]["kept_as"]
+    assert kept.startswith(str(db) + ".corrupt-")
+    assert (tmp_path / kept.rsplit("/", 1)[1]).read_bytes().endswith(b"garbage")
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_broker_refusal_keeps_event_in_outbox(tmp_path, county_factory):
+    """Mosquitto answers PUBACK 0x87 (not authorised) for a denied topic: not a success."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic read shaobing/#\n")  # anonymous clients may read, not write
+    broker = Mosquitto(extra_conf=f"acl_file {acl}\n").start()
+    try:
+        post = SimulatedPost(config_for(tmp_path, broker.port))
+        try:
+            post.wiring.trigger("panic-1")
+            deadline = time.monotonic() + 10
+            while post.agent.uplink.stats.refused == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert post.agent.uplink.stats.refused >= 1
+            assert "authori" in (post.agent.uplink.stats.last_refusal or "").lower()
+            assert post.agent.outbox.depth()["alarm"] == 1
+            assert post.agent.uplink.stats.acked == 0
+            # held back with a growing pause, not retried in a tight loop
+            time.sleep(1.0)
+            assert post.agent.uplink.stats.refused <= 3
+        finally:
+            post.stop()
+    finally:
+        broker.close()
