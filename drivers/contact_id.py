@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import serial
-from shaobing.agent.events import EventSink, Source
+
+from shaobing.agent.events import EventSink, Severity, Source
 
 from .serial_bus import SerialBus
 from .serial_config import ContactIdConfig
@@ -251,20 +252,22 @@ def event_type_for(code: int, burglary_type: str = "alarm.perimeter") -> str:
 class MappedEvent:
     type: str
     data: dict[str, object]
+    severity: Severity | None = None  # None: the type's default
 
 
 def to_event(msg: ContactIdMessage, burglary_type: str = "alarm.perimeter") -> MappedEvent:
     """The shaobing event (type and data) a message stands for.
 
-    Scheme (same as the Modbus driver): ``alarm.*`` keep their type on
-    restore with ``data.state = "restore"``; a fault's end is
+    Scheme (same as the Modbus and GPIO drivers): a restore of ``alarm.X`` is
+    ``alarm.X.restore`` with ``data.state = "restore"``; the end of a fault is
     ``fault.cleared`` with ``data.cleared`` naming the fault; 4xx are
     ``status.arming`` where a new event is an opening (disarm) and a restore a
-    closing (arm).
+    closing (arm); qualifier 6 keeps the type with ``data.state = "status"``.
     """
     t = event_type_for(msg.code, burglary_type)
     data: dict[str, object] = {"contact_id": msg.as_data()}
     head = t.split(".", 1)[0]
+    severity: Severity | None = None
     if t == "status.arming":
         armed = msg.qualifier is Qualifier.RESTORE
         data |= {"state": "arm" if armed else "disarm", "armed": armed, "user": msg.zone}
@@ -272,12 +275,15 @@ def to_event(msg: ContactIdMessage, burglary_type: str = "alarm.perimeter") -> M
         data["state"] = "status"
     elif msg.qualifier is Qualifier.RESTORE:
         data["state"] = "restore"
+        severity = Severity.INFO
         if head == "fault":
             data["cleared"] = t
             t = "fault.cleared"
+        else:
+            t = f"{t}.restore"
     else:
         data["state"] = {"alarm": "alarm", "fault": "fault"}.get(head, "event")
-    return MappedEvent(type=t, data=data)
+    return MappedEvent(type=t, data=data, severity=severity)
 
 
 # --- receiver ------------------------------------------------------------------
@@ -408,6 +414,7 @@ class ContactIdReceiver:
                     self.source,
                     zone=zone,
                     data={"state": "restore", "cleared": "fault.device_offline"},
+                    severity=Severity.INFO,
                 )
                 self.stats.events += 1
             self.offline = False
@@ -419,7 +426,7 @@ class ContactIdReceiver:
         data = dict(ev.data)
         if zone is None:
             data["unmapped"] = True
-        self.sink.emit(ev.type, self.source, zone=zone, data=data)
+        self.sink.emit(ev.type, self.source, zone=zone, data=data, severity=ev.severity)
         self.stats.events += 1
 
     def _zone_for(self, msg: ContactIdMessage) -> str | None:

@@ -18,7 +18,8 @@ import serial
 from pymodbus import FramerType
 from pymodbus.client import ModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusException
-from shaobing.agent.events import EventSink, Source
+
+from shaobing.agent.events import EventSink, Severity, Source
 
 from .profile import (
     DeviceProfile,
@@ -33,8 +34,8 @@ from .serial_config import ModbusDetectorConfig
 
 log = logging.getLogger(__name__)
 
-# Event type for each profile bit kind when the condition appears. Ends of
-# alarm.* keep the type (state "restore"); ends of fault.* are fault.cleared.
+# Event type for each profile bit kind when the condition appears. The end of
+# an alarm.X is alarm.X.restore, the end of any fault is fault.cleared.
 _BIT_EVENTS = {
     "zone_alarm": "alarm.perimeter",
     "tamper": "alarm.tamper",
@@ -242,7 +243,10 @@ class ModbusDetector:
         if self.offline:
             for zone in self._device_zones():
                 self._emit(
-                    "fault.cleared", zone, {"state": "restore", "cleared": "fault.device_offline"}
+                    "fault.cleared",
+                    zone,
+                    {"state": "restore", "cleared": "fault.device_offline"},
+                    Severity.INFO,
                 )
             self.offline = False
         self._last = snap
@@ -293,15 +297,19 @@ class ModbusDetector:
     ) -> bool:
         """Emit the start or end of a condition; False if a sink failed (retry next poll)."""
         head = etype.split(".", 1)[0]
+        severity: Severity | None = None
         if on:
             t, state = etype, head  # "alarm" or "fault"
         elif head == "fault":
             t, state, extra = "fault.cleared", "restore", extra | {"cleared": etype}
+            severity = Severity.INFO
         else:
-            t, state = etype, "restore"
+            # The project's scheme (docs/mqtt.md): a restore is its own type,
+            # so event/alarm/+ subscribers see alarms only.
+            t, state, severity = f"{etype}.restore", "restore", Severity.INFO
         try:
             for zone in self._targets(dz):
-                self._emit(t, zone, self._data(dz, snap) | extra | {"state": state})
+                self._emit(t, zone, self._data(dz, snap) | extra | {"state": state}, severity)
         except Exception:
             log.exception("%s: sink refused %s", self.cfg.id, t)
             return False
@@ -334,8 +342,10 @@ class ModbusDetector:
             d["device_zone"] = dz
         return d
 
-    def _emit(self, etype: str, zone: str, data: dict[str, Any]) -> None:
-        self.sink.emit(etype, self.source, zone=zone, data=data)
+    def _emit(
+        self, etype: str, zone: str, data: dict[str, Any], severity: Severity | None = None
+    ) -> None:
+        self.sink.emit(etype, self.source, zone=zone, data=data, severity=severity)
         self.stats.events += 1
 
     # -- commands -------------------------------------------------------------

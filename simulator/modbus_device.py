@@ -30,6 +30,7 @@ from typing import Literal
 from pymodbus import FramerType
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+
 from shaobing.drivers.profile import (
     BIT_TABLES,
     DeviceProfile,

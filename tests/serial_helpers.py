@@ -16,6 +16,7 @@ class Emitted:
     source_id: str
     zone: str | None
     data: dict[str, Any] = field(default_factory=dict)
+    severity: Any = None
 
 
 class ListSink:
@@ -35,7 +36,7 @@ class ListSink:
         severity: Any = None,
         attachment: bytes | None = None,
     ) -> Emitted:
-        e = Emitted(type, source.kind, source.id, zone, dict(data or {}))
+        e = Emitted(type, source.kind, source.id, zone, dict(data or {}), severity)
         with self._lock:
             self.events.append(e)
         return e

@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from serial_helpers import ListSink
+
 from shaobing.drivers.contact_id import (
     ACK,
     NAK,
@@ -104,7 +105,7 @@ def test_errors_say_what_and_where(frame, field, position):
     ("code", "q", "etype", "state"),
     [
         (130, "1", "alarm.perimeter", "alarm"),
-        (130, "3", "alarm.perimeter", "restore"),
+        (130, "3", "alarm.perimeter.restore", "restore"),
         (137, "1", "alarm.tamper", "alarm"),
         (383, "1", "alarm.tamper", "alarm"),
         (301, "1", "fault.ac_loss", "fault"),
@@ -212,7 +213,11 @@ def test_alarm_restore_alarm_are_three_events():
     r = ContactIdReceiver(cfg(), sink)
     for q in "131":
         r.feed(format_raw("1234", q, 130, 1, 3).encode() + b"\r")
-    assert [e.data["state"] for e in sink.events] == ["alarm", "restore", "alarm"]
+    assert [(e.type, e.data["state"]) for e in sink.events] == [
+        ("alarm.perimeter", "alarm"),
+        ("alarm.perimeter.restore", "restore"),
+        ("alarm.perimeter", "alarm"),
+    ]
 
 
 def test_foreign_account_acked_not_emitted():

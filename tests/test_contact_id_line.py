@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from serial_helpers import ListSink, wait_for
+
 from shaobing.drivers.contact_id import ACK, NAK, ContactIdLine, ContactIdReceiver
 from shaobing.drivers.serial_bus import SerialBus
 from shaobing.drivers.serial_config import ContactIdConfig, ContactIdZoneMap, SerialBusConfig
@@ -53,7 +54,7 @@ def test_alarm_and_restore_are_acknowledged_and_emitted(host):
         line.stop()
     assert [(e.type, e.zone, e.data["state"]) for e in sink.events] == [
         ("alarm.perimeter", "K261+160", "alarm"),
-        ("alarm.perimeter", "K261+160", "restore"),
+        ("alarm.perimeter.restore", "K261+160", "restore"),
         ("status.arming", "post", "arm"),
     ]
     assert sink.events[0].data["contact_id"]["code"] == 130

@@ -5,6 +5,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+
 from shaobing.drivers.profile import (
     DeviceProfile,
     ProfileDecodeError,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from serial_helpers import ListSink, wait_for
+
 from shaobing.drivers.modbus import ModbusBusPoller, ModbusDetector
 from shaobing.drivers.serial_bus import SerialBus
 from shaobing.drivers.serial_config import ModbusDetectorConfig, SerialBusConfig, ZoneMap
@@ -80,8 +81,9 @@ def test_zone_alarm_and_restore_are_one_event_each(line):
         d.poll_once()
     assert [(e.type, e.zone, e.data["state"]) for e in sink.events] == [
         ("alarm.perimeter", "K261+400", "alarm"),
-        ("alarm.perimeter", "K261+400", "restore"),
+        ("alarm.perimeter.restore", "K261+400", "restore"),
     ]
+    assert sink.events[1].severity == "info"
     e = sink.events[0]
     assert e.data["device_zone"] == 2
     assert e.data["raw"]["bits"]["zone_alarm"] is True
@@ -205,7 +207,8 @@ def test_poller_thread_end_to_end(line):
         sim[1].set_zone_alarm(1, True)
         wait_for(lambda: sink.of("alarm.perimeter"), what="alarm")
         sim[1].set_zone_alarm(1, False)
-        wait_for(lambda: len(sink.of("alarm.perimeter")) == 2, what="restore")
+        wait_for(lambda: sink.of("alarm.perimeter.restore"), what="restore")
     finally:
         poller.stop()
-    assert [e.data["state"] for e in sink.of("alarm.perimeter")] == ["alarm", "restore"]
+    assert len(sink.of("alarm.perimeter")) == 1
+    assert len(sink.of("alarm.perimeter.restore")) == 1
