@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shaobing.agent import location
+from shaobing.drivers.serial_config import SerialConfig
 
 Identifier = Annotated[
     str,
@@ -175,6 +176,10 @@ class Config(_Model):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    serial: SerialConfig = Field(
+        default_factory=SerialConfig,
+        description="serial/RS-485 buses, Modbus detectors and Contact ID alarm hosts",
+    )
 
     def zone(self, zone_id: str) -> ZoneConfig | None:
         return next((z for z in self.zones if z.id == zone_id), None)
@@ -281,6 +286,17 @@ def cross_check(config: Config) -> list[tuple[tuple, str]]:
     for i, item in enumerate(config.inputs):
         if item.zone not in zone_ids:
             found.append((("inputs", i, "zone"), f"zone {item.zone!r} is not defined in zones"))
+    for section in ("modbus", "contact_id"):
+        for i, item in enumerate(getattr(config.serial, section)):
+            named = [(("zones", j, "zone"), z.zone) for j, z in enumerate(item.zones)]
+            extra = "box_zone" if section == "modbus" else "default_zone"
+            if getattr(item, extra):
+                named.append(((extra,), getattr(item, extra)))
+            for sub, zone in named:
+                if zone not in zone_ids:
+                    found.append(
+                        (("serial", section, i, *sub), f"zone {zone!r} is not defined in zones")
+                    )
     return found
 
 

@@ -22,6 +22,7 @@ from shaobing.agent.recorder import Recorder
 from shaobing.agent.topics import Topics
 from shaobing.agent.uplink import Uplink
 from shaobing.drivers.gpio import GpioInputs, GpioOutputs, make_pin_factory
+from shaobing.drivers.serial_runtime import SerialDrivers
 
 log = logging.getLogger("shaobing.agent")
 
@@ -48,6 +49,7 @@ class Agent:
         factory = pin_factory if pin_factory is not None else make_pin_factory(config.gpio)
         self.inputs = GpioInputs(config.inputs, self.recorder, factory)
         self.outputs = GpioOutputs(config.outputs, factory)
+        self.serial = SerialDrivers(config.serial, self.recorder)
         self.health = HealthReporter(
             self.recorder, config.health.interval_s, config.storage.path.parent, self._sections
         )
@@ -77,6 +79,7 @@ class Agent:
             "drivers": {
                 "gpio_inputs": self.inputs.state(),
                 "gpio_outputs": self.outputs.state(),
+                "serial": self.serial.state(),
             },
         }
 
@@ -92,6 +95,7 @@ class Agent:
                 },
             )
         self.inputs.start()
+        self.serial.start()
         self.health.start()
         log.info("agent started", extra={"fields": {"device": self.config.device.id}})
 
@@ -100,6 +104,7 @@ class Agent:
 
     def stop(self) -> None:
         self.health.stop()
+        self.serial.stop()
         self.inputs.close()
         self.outputs.close()
         self.uplink.stop()
