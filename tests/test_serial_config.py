@@ -96,3 +96,32 @@ def test_unknown_key_and_profile():
         ModbusDetectorConfig(
             id="x", bus="b", unit=1, profile="nope", zones=[ZoneMap(device_zone=1, zone="z")]
         )
+
+
+def test_railway_example_loads_and_zones_resolve():
+    from pathlib import Path
+
+    from shaobing.agent.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "examples" / "railway-post.yaml")
+    assert [d.id for d in cfg.serial.modbus] == ["fibre-1", "fence-1"]
+    assert cfg.serial.zone_ids() <= {z.id for z in cfg.zones}
+
+
+def test_root_config_reports_unknown_serial_zone():
+    from shaobing.agent.config import ConfigError, parse_config
+
+    text = """
+device: {id: sb-test-01}
+site: {village_code: "130521104201", code_year: 2023, village_name: 东关村}
+zones: [{id: a}]
+serial:
+  buses: [{id: b, url: /dev/ttyUSB0}]
+  modbus:
+    - {id: f, bus: b, unit: 1, profile: pulse_fence_2, zones: [{device_zone: 1, zone: nowhere}]}
+"""
+    with pytest.raises(ConfigError) as ei:
+        parse_config(text)
+    (problem,) = ei.value.problems
+    assert problem.path == "serial.modbus[0].zones[0].zone"
+    assert problem.line == 8
