@@ -470,6 +470,8 @@ class ContactIdLine:
         self.bus = bus
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._port_ok = True
+        self.port_errors = 0
 
     def start(self) -> None:
         self._stop.clear()
@@ -490,12 +492,18 @@ class ContactIdLine:
                 port = self.bus.open()
                 # Short reads keep the heartbeat check and stop() responsive.
                 data = port.read(max(1, port.in_waiting))
+                self._port_ok = True
                 if data:
                     reply = self.receiver.feed(data)
                     if reply:
                         port.write(reply)
             except (serial.SerialException, OSError) as exc:
-                log.warning("%s: %s", self.receiver.cfg.id, exc)
+                # Once per outage, not once per retry: a device server can be
+                # down for hours.
+                if self._port_ok:
+                    log.warning("%s: %s", self.receiver.cfg.id, exc)
+                self._port_ok = False
+                self.port_errors += 1
                 self.bus.close()
                 self._stop.wait(min(self.bus.cfg.timeout_s * 4, 2.0))
             try:

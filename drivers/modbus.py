@@ -278,12 +278,13 @@ class ModbusDetector:
         if kind == "armed":
             # The arming state at start-up is a baseline, not news.
             if prev is not None:
-                for zone in self._targets(dz):
-                    self._emit(
-                        "status.arming",
-                        zone,
-                        self._data(dz, snap) | {"state": "arm" if on else "disarm", "armed": on},
-                    )
+                try:
+                    for zone in self._targets(dz):
+                        data = self._data(dz, snap) | {"state": "arm" if on else "disarm"}
+                        self._emit("status.arming", zone, data | {"armed": on})
+                except Exception:
+                    log.exception("%s: sink refused status.arming", self.cfg.id)
+                    return
             self._bits[key] = on
             return
         if prev is None and not on:
