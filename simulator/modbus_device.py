@@ -211,11 +211,13 @@ class SimulatedModbusBus:
         detectors: Iterable[SimulatedDetector],
         transport: Literal["socket", "pty"] = "socket",
         seed: int | None = None,
+        tcp_port: int = 0,
     ) -> None:
         self.detectors = {d.unit: d for d in detectors}
         self.transport = transport
         self.stats = BusStats()
         self._faults: dict[int | None, tuple[Fault, int | None]] = {}
+        self._custom: dict[int | None, bytes] = {}
         self._flock = threading.Lock()
         self._rng = random.Random(seed)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -223,7 +225,7 @@ class SimulatedModbusBus:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
-        self._tcp_port = 0
+        self._tcp_port = tcp_port
         self._pty: PtyLine | None = None
         self._pump: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -243,9 +245,15 @@ class SimulatedModbusBus:
             else:
                 self._faults[unit] = (fault, count)
 
+    def inject_reply(self, data: bytes, unit: int | None = None) -> None:
+        """Send ``data`` instead of the next reply to ``unit`` (for fuzzing)."""
+        with self._flock:
+            self._custom[unit] = data
+
     def clear_faults(self) -> None:
         with self._flock:
             self._faults.clear()
+            self._custom.clear()
 
     def _take_fault(self, unit: int) -> Fault:
         with self._flock:
@@ -264,6 +272,11 @@ class SimulatedModbusBus:
         if not sending or not packet:
             return packet
         self.stats.replies += 1
+        with self._flock:
+            for key in (packet[0], None):
+                if key in self._custom:
+                    self.stats.faulted += 1
+                    return self._custom.pop(key)
         fault = self._take_fault(packet[0])
         if fault is Fault.NONE:
             return packet
@@ -313,7 +326,7 @@ class SimulatedModbusBus:
         server = ModbusSerialServer(
             [d.sim_device() for d in self.detectors.values()],
             framer=FramerType.RTU,
-            port="socket://127.0.0.1:0",
+            port=f"socket://127.0.0.1:{self._tcp_port}",
             trace_packet=self._trace_packet,
         )
         self._server = server

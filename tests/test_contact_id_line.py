@@ -106,3 +106,23 @@ def test_heartbeat_loss_is_device_offline_then_cleared(host):
 
 def test_ack_is_a_single_byte():
     assert ACK == b"\x06" and NAK == b"\x15"
+
+
+def test_unreachable_device_server_goes_offline_by_heartbeat():
+    import socket
+
+    s = socket.create_server(("127.0.0.1", 0))
+    url = f"socket://127.0.0.1:{s.getsockname()[1]}"
+    s.close()  # nothing listens there now
+    cfg = ContactIdConfig(id="host1", bus="b", default_zone="post", heartbeat_timeout_s=0.3)
+    sink = ListSink()
+    line = ContactIdLine(
+        ContactIdReceiver(cfg, sink), SerialBus(SerialBusConfig(id="b", url=url, timeout_s=0.05))
+    )
+    line.start()
+    try:
+        wait_for(lambda: sink.of("fault.device_offline"), what="offline")
+        wait_for(lambda: line.port_errors >= 1, what="port error counted")
+    finally:
+        line.stop()
+    assert [e.zone for e in sink.events] == ["post"]

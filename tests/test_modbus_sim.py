@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from serial_helpers import ListSink, wait_for
 
 from shaobing.drivers.modbus import ModbusBusPoller, ModbusDetector
@@ -241,3 +243,69 @@ def test_mixed_faults_events_match_the_truth(line):
             assert d.poll_once()
     assert sink.types() == truth
     assert d.stats.missed == d.stats.bad_frames + d.stats.timeouts > 0
+
+
+def test_profile_that_does_not_fit_the_device_is_an_exception_not_an_event():
+    # The unit is a fence host but the config says fibre controller: the
+    # device answers "illegal address", which must read as a missed poll.
+    with SimulatedModbusBus([SimulatedDetector(1, "pulse_fence_2")]) as sim:
+        bus = SerialBus(SerialBusConfig(id="rs485", url=sim.url, timeout_s=0.2))
+        sink = ListSink()
+        d = fibre(bus, sink, offline_after_missed=2)
+        for _ in range(2):
+            assert not d.poll_once()
+        bus.close()
+    assert d.stats.exceptions == 2
+    assert sink.types() == ["fault.device_offline", "fault.device_offline"]
+
+
+def test_device_server_restart_reopens_the_port():
+    """socket:// to a serial device server that reboots: offline, then back."""
+    sim = SimulatedModbusBus([SimulatedDetector(1, "vibration_fibre_8")])
+    sim.start()
+    port = int(sim.url.rsplit(":", 1)[1])
+    bus = SerialBus(SerialBusConfig(id="rs485", url=sim.url, timeout_s=0.2))
+    sink = ListSink()
+    d = fibre(bus, sink, offline_after_missed=2)
+    try:
+        assert d.poll_once()
+        sim.stop()
+        for _ in range(3):
+            assert not d.poll_once()
+        sim = SimulatedModbusBus([SimulatedDetector(1, "vibration_fibre_8")], tcp_port=port)
+        sim.start()
+        sim[1].set_zone_alarm(1, True)
+        wait_for(d.poll_once, what="poll after restart")
+    finally:
+        bus.close()
+        sim.stop()
+    assert sink.types() == ["fault.device_offline"] * 2 + ["fault.cleared"] * 2 + [
+        "alarm.perimeter"
+    ]
+    assert bus.opens >= 2
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(reply=st.binary(min_size=0, max_size=40))
+def test_fuzzed_replies_never_crash_or_become_events(modbus_socket_line, reply):
+    sim, bus = modbus_socket_line
+    sink = ListSink()
+    d = fibre(bus, sink, offline_after_missed=1000)
+    assert d.poll_once()
+    sim.inject_reply(reply, unit=1)
+    d.poll_once()
+    sim.clear_faults()
+    assert d.poll_once()
+    assert sink.events == []
+
+
+@pytest.fixture(scope="module")
+def modbus_socket_line():
+    sim = SimulatedModbusBus([SimulatedDetector(1, "vibration_fibre_8")], seed=1)
+    sim.start()
+    bus = SerialBus(SerialBusConfig(id="rs485", url=sim.url, timeout_s=0.1))
+    yield sim, bus
+    bus.close()
+    sim.stop()
