@@ -160,7 +160,6 @@ class ModbusDetector:
         self._missed_in_row = 0
         self._bits: dict[tuple[str, int | None], bool] = {}
         self._low: dict[tuple[str, int | None], bool] = {}
-        self._last: Snapshot | None = None
         self._rx_bytes = 0
         self._client = _BusClient(bus, cfg.retries, self._trace)
         self._zone_of = {z.device_zone: z.zone for z in cfg.zones}
@@ -249,7 +248,6 @@ class ModbusDetector:
                     Severity.INFO,
                 )
             self.offline = False
-        self._last = snap
         for key, on in snap.bits.items():
             self._edge(key, on, snap)
         for v in self.profile.values:
