@@ -190,8 +190,8 @@ class Outbox:
         return row[0] if row else 0
 
     # ---- producers ------------------------------------------------------
-    def on_append(self, callback: Callable[[], None]) -> None:
-        """Called after each commit that added rows: wakes the uplink."""
+    def on_append(self, callback: Callable[[bool], None]) -> None:
+        """Called after each commit that added rows, with True if any was alarm/fault."""
         self._waiters.append(callback)
 
     def append(self, make_event: Callable[[int], Event], attachment: bytes | None = None) -> Event:
@@ -239,8 +239,9 @@ class Outbox:
             for pending in batch:
                 pending.done.set()
             if batch:
+                urgent = any(p.durable for p in batch)
                 for wake in self._waiters:
-                    wake()
+                    wake(urgent)
 
     def _next_batch(self) -> tuple[list[_Pending] | None, list[Row]]:
         """Wait (holding the condition) until a batch is due; None when closed and empty."""

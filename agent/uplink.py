@@ -71,7 +71,9 @@ class Uplink:
         self._correct_ts = correct_ts
         # Status and snapshot backlog may fill at most this much of the window,
         # so a live alarm always finds room at once.
-        self._low_window = max(1, self.config.inflight_window * 3 // 4)
+        self._low_window = max(1, self.config.inflight_window // 2)
+        # Refill low classes in chunks: one query per few dozen acks, not per ack.
+        self._refill_at = max(1, self.config.inflight_window // 8)
         self._low_inflight = 0
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -87,7 +89,8 @@ class Uplink:
         self._threads: list[threading.Thread] = []
         self._subscriptions: dict[str, Callable[[mqtt.MQTTMessage], None]] = {}
         self.client = self._make_client(client_id)
-        outbox.on_append(self._wake.set)
+        self._urgent = threading.Event()
+        outbox.on_append(self._appended)
 
     # ---- set-up -------------------------------------------------------
     def _make_client(self, client_id: str) -> mqtt.Client:
@@ -227,6 +230,7 @@ class Uplink:
         for topic_filter in self._subscriptions:
             client.subscribe(topic_filter, qos=1)
         self.connected.set()
+        self._urgent.set()
         self._wake.set()
         log.info(
             "connected", extra={"fields": {"host": self.config.host, "port": self.config.port}}
@@ -243,6 +247,11 @@ class Uplink:
         self._wake.set()
 
     # ---- pump thread ---------------------------------------------------
+    def _appended(self, urgent: bool) -> None:
+        if urgent:
+            self._urgent.set()
+        self._wake.set()
+
     def _pump(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(timeout=0.5)
@@ -289,6 +298,8 @@ class Uplink:
         self.stats.inflight = len(self._inflight)
 
     def _rewind(self, row: Row) -> None:
+        if row.priority <= Priority.FAULT:
+            self._urgent.set()
         self._retry.add(row.rowid)
         cursor = self._cursors.get(row.priority, 0)
         self._cursors[row.priority] = min(cursor, row.rowid - 1)
@@ -308,12 +319,17 @@ class Uplink:
             return
         now = time.monotonic()
         held = {p for p, until in self._held_until.items() if until > now}
-        urgent = self.outbox.next_rows(
-            self._cursors, room, skip=held | {Priority.STATUS, Priority.SNAPSHOT}
-        )
+        urgent = []
+        if self._urgent.is_set() or not self._inflight:
+            self._urgent.clear()
+            urgent = self.outbox.next_rows(
+                self._cursors, room, skip=held | {Priority.STATUS, Priority.SNAPSHOT}
+            )
+            if len(urgent) == room:  # more may be waiting: look again at the next wake
+                self._urgent.set()
         low_room = min(room - len(urgent), self._low_window - self._low_inflight)
         low = []
-        if low_room > 0:
+        if low_room >= min(self._refill_at, self._low_window - self._low_inflight) > 0:
             low = self.outbox.next_rows(
                 self._cursors, low_room, skip=held | {Priority.ALARM, Priority.FAULT}
             )
