@@ -210,7 +210,15 @@ def render_config(data: dict[str, Any], device_id: str, now: dt.datetime | None 
         f"on {now:%Y-%m-%d %H:%M} UTC.\n"
         "# Check it after editing with: shaobing config check /etc/shaobing/shaobing.yaml\n"
     )
-    return header + yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=100)
+    return header + yaml.dump(
+        data, Dumper=_NoAliases, allow_unicode=True, sort_keys=False, width=100
+    )
+
+
+class _NoAliases(yaml.SafeDumper):
+    # A shared dict (site gps reused by the default zone) must not become &id001.
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 # ---- command-line flags ------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 
 from gpiozero.pins import Factory
 
-from shaobing.agent.config import Config, ConfigError, Problem, parse_config
+from shaobing.agent.config import Config, ConfigError, Problem, parse_config, validate_config
 from shaobing.agent.runtime import agent_version
 from shaobing.drivers.gpio import make_pin_factory
 from shaobing.provisioning import answers as A
@@ -107,7 +107,11 @@ def prepare(answers: A.Answers, opts: Options) -> tuple[Config, FileSet, dict[st
     if problems:
         raise ProvisionError(problems)
     assert identity is not None
-    text = A.render_config(data, answers.device_id)
+    # Written from the validated model, so the file says NO/NC and "0123..."
+    # in canonical form whatever YAML made of the answers (NO -> false).
+    validated = validate_config(data)
+    assert validated is not None
+    text = A.render_config(validated.model_dump(mode="json", exclude_unset=True), answers.device_id)
     try:
         # The exact parser `shaobing config check` and `shaobing run` use.
         config = parse_config(text, source=str(cdir / A.CONFIG_NAME))

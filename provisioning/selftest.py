@@ -296,6 +296,8 @@ class BrokerCheck:
         session.uplink.start()
         deadline = started + ctx.broker_timeout_s
         while time.monotonic() < deadline and not session.uplink.connected.is_set():
+            if session.uplink.stats.last_refusal:
+                break  # a definite answer (refused, TLS error): no use waiting it out
             time.sleep(0.02)
         if not session.uplink.connected.is_set():
             if cfg.tls and not cfg.tls.cert:

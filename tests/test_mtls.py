@@ -19,11 +19,12 @@ import pytest
 from agent_harness import SimulatedPost
 from conftest import config_for
 from paho.mqtt.enums import CallbackAPIVersion
+from tls_helpers import TlsBroker, start_tls_broker
 
 from shaobing.agent import tls as tls_words
 from shaobing.agent.config import TlsConfig
-from shaobing.simulator.broker import Mosquitto, free_port
-from shaobing.simulator.pki import CountyCA, tls_listener
+from shaobing.simulator.broker import free_port
+from shaobing.simulator.pki import CountyCA
 
 DEVICE = "sb-130521-dongguan-01"
 
@@ -56,23 +57,10 @@ def pki(tmp_path_factory) -> Pki:
     return Pki(d, d / "ca.pem", d / "other-ca.pem")
 
 
-@dataclass
-class TlsBroker:
-    broker: Mosquitto
-    tls_port: int
-    plain_port: int
-
-
 @pytest.fixture
 def tls_broker(pki) -> Iterator[TlsBroker]:
-    tls_port, plain_port = free_port(), free_port()
-    broker = Mosquitto(
-        port=tls_port,
-        listener=tls_listener(tls_port, pki.ca, pki.dir / "server.pem", pki.dir / "server.key"),
-        # The stand-in county platform subscribes on a plain loopback listener.
-        extra_conf=f"listener {plain_port} 127.0.0.1\n",
-    ).start()
-    yield TlsBroker(broker, tls_port, plain_port)
+    broker = start_tls_broker(pki.ca, pki.dir / "server.pem", pki.dir / "server.key")
+    yield broker
     broker.close()
 
 
