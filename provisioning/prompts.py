@@ -34,8 +34,17 @@ class Aborted(Exception):
     """The installer ended the interview (Ctrl-D / end of input)."""
 
 
-def _messages(exc: ValidationError) -> str:
-    return "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+def _messages(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """pydantic's words, plus the field's own description for the bare range errors."""
+    out = []
+    for e in exc.errors():
+        msg = e["msg"].removeprefix("Value error, ")
+        name = str(e["loc"][0]) if e["loc"] else ""
+        info = model.model_fields.get(name) if model and name else None
+        if e["type"] != "value_error" and info is not None and info.description:
+            msg = f"{name}: {msg} ({info.description})"
+        out.append(msg)
+    return "; ".join(out)
 
 
 def field_check(model: type[BaseModel], name: str, **known: Any) -> Callable[[str], Any]:
@@ -46,7 +55,7 @@ def field_check(model: type[BaseModel], name: str, **known: Any) -> Callable[[st
         try:
             model.__pydantic_validator__.validate_assignment(instance, name, raw)
         except ValidationError as exc:
-            raise ValueError(_messages(exc)) from None
+            raise ValueError(_messages(exc, model)) from None
         return getattr(instance, name)
 
     return check
@@ -60,7 +69,7 @@ def gps_check(raw: str) -> dict[str, float]:
     try:
         return GpsConfig(lat=lat, lon=lon).model_dump()
     except ValidationError as exc:
-        raise ValueError(_messages(exc)) from None
+        raise ValueError(_messages(exc, GpsConfig)) from None
 
 
 def file_check(loader: Callable[[Path, str], Any], what: str) -> Callable[[str], str]:
