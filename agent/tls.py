@@ -59,6 +59,10 @@ _EXPLANATIONS: tuple[tuple[str, str], ...] = (
 _AMBIGUOUS = ("closed the connection during TLS",)
 
 
+# A county CA may take weeks to issue a certificate; warn well before expiry.
+EXPIRY_WARNING_DAYS = 30
+
+
 class TlsSetupError(Exception):
     """The TLS files in the config cannot be used; the message names the file."""
 
@@ -87,6 +91,11 @@ def client_cert_findings(tls: TlsConfig, now: dt.datetime | None = None) -> list
         found.append(
             f"client certificate {tls.cert} expired on "
             f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+        )
+    elif cert.not_valid_after_utc - now < dt.timedelta(days=EXPIRY_WARNING_DAYS):
+        found.append(
+            f"client certificate {tls.cert} expires on "
+            f"{cert.not_valid_after_utc:%Y-%m-%d} UTC: ask the county for a new one now"
         )
     if cert.not_valid_before_utc > now:
         found.append(
@@ -120,7 +129,8 @@ def explain_refusal(
             f"the broker port does not speak TLS (plain MQTT port? TLS is usually 8883) ({error})"
         )
     if tls and ambiguous:
-        findings = client_cert_findings(tls)
+        # "expires soon" is no reason for a refusal; only real faults explain one.
+        findings = [f for f in client_cert_findings(tls) if "expires on" not in f]
         if findings:
             return "; ".join(findings) + f" ({reason})"
     return reason

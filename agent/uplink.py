@@ -105,6 +105,8 @@ class Uplink:
         if self.config.username:
             client.username_pw_set(self.config.username, self.config.password)
         if self.config.tls:
+            for finding in tls_words.client_cert_findings(self.config.tls):
+                log.warning(f"TLS: {finding}", extra={"fields": {"reason": finding}})
             try:
                 client.tls_set_context(tls_words.client_context(self.config.tls))
             except tls_words.TlsSetupError as exc:

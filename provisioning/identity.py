@@ -19,9 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-# Warn this long before a certificate expires: a county CA may take weeks to
-# issue a new one, and someone has to drive out if the box cannot renew.
-EXPIRY_WARNING_DAYS = 30
+from shaobing.agent.tls import EXPIRY_WARNING_DAYS
 
 
 class IdentityError(ValueError):
