@@ -159,6 +159,27 @@ class StorageConfig(_Model):
     path: Path = Field(
         default=Path("/var/lib/shaobing/outbox.db"), description="SQLite outbox file"
     )
+    max_bytes: int | None = Field(
+        default=512 * 1024 * 1024,
+        ge=64 * 1024,
+        description="payload budget; past it, snapshots then status then faults are evicted",
+    )
+    max_rows: int | None = Field(default=None, ge=10, description="row budget (None: no limit)")
+    max_age_h: float | None = Field(
+        default=24 * 14, gt=0, description="status and snapshot rows older than this are evicted"
+    )
+    batch_delay_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=10,
+        description="status/snapshot events wait this long in memory to share one fsync",
+    )
+
+
+class ClockConfig(_Model):
+    trust: Literal["auto", "always", "never"] = Field(
+        default="auto", description="auto: trusted once the kernel reports NTP synchronisation"
+    )
 
 
 class HealthConfig(_Model):
@@ -175,6 +196,7 @@ class Config(_Model):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    clock: ClockConfig = Field(default_factory=ClockConfig)
 
     def zone(self, zone_id: str) -> ZoneConfig | None:
         return next((z for z in self.zones if z.id == zone_id), None)

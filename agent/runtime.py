@@ -17,7 +17,7 @@ from shaobing.agent.clock import Clock
 from shaobing.agent.config import Config
 from shaobing.agent.events import Source
 from shaobing.agent.health import HealthReporter
-from shaobing.agent.outbox import Outbox
+from shaobing.agent.outbox import Budget, Outbox
 from shaobing.agent.recorder import Recorder
 from shaobing.agent.sdnotify import Notifier
 from shaobing.agent.topics import Topics
@@ -42,12 +42,27 @@ class Agent:
         self.config = config
         # Every worker registers here; the systemd watchdog is fed only while all pass.
         self.liveness = Liveness()
-        self.clock = Clock()
-        self.outbox = Outbox(config.storage.path)
+        self.clock = Clock(config.clock.trust)
+        storage = config.storage
+        self.outbox = Outbox(
+            storage.path,
+            Budget(
+                max_bytes=storage.max_bytes,
+                max_rows=storage.max_rows,
+                max_age_s=storage.max_age_h * 3600 if storage.max_age_h else None,
+            ),
+            batch_delay_s=storage.batch_delay_s,
+        )
         self.recorder = Recorder(config, self.outbox, self.clock)
+        self.clock.on_sync(self._clock_synchronised)
         self.topics = Topics(config.mqtt.topic_prefix, config.site.village_code, config.device.id)
         self.uplink = Uplink(
-            config.mqtt, config.device.id, self.topics, self.outbox, self._identity
+            config.mqtt,
+            config.device.id,
+            self.topics,
+            self.outbox,
+            self._identity,
+            correct_ts=self.clock.corrected_ts,
         )
         factory = pin_factory if pin_factory is not None else make_pin_factory(config.gpio)
         self.inputs = GpioInputs(config.inputs, self.recorder, factory)
@@ -56,6 +71,7 @@ class Agent:
             self.recorder, config.health.interval_s, config.storage.path.parent, self._sections
         )
         self.liveness.register("uplink", self.uplink.healthy)
+        self.liveness.register("outbox-writer", self.outbox.alive)
 
     def _identity(self) -> dict[str, Any]:
         return {
@@ -66,17 +82,29 @@ class Agent:
             "version": agent_version(),
         }
 
+    def _clock_synchronised(self, anchor) -> None:
+        # The platform re-times this boot's earlier events with this anchor;
+        # rows still in the outbox also get "ts_corrected" when published.
+        self.recorder.emit(
+            "status.clock_sync",
+            Source(kind="agent", id="clock"),
+            data={"boot_id": self.clock.boot_id, "ts": anchor.ts_ms, "mono_ns": anchor.mono_ns},
+        )
+
     def _sections(self) -> dict[str, Any]:
         stats = self.uplink.stats
         return {
             "run": self.outbox.run,
             "outbox": self.outbox.depth(),
+            "outbox_bytes": self.outbox.stored_bytes(),
+            "dropped": dict(self.outbox.dropped),
             "uplink": {
                 "connected": self.uplink.connected.is_set(),
                 "connects": stats.connects,
                 "published": stats.published,
                 "acked": stats.acked,
                 "refused": stats.refused,
+                "last_refusal": stats.last_refusal,
                 "inflight": stats.inflight,
             },
             "drivers": {

@@ -245,7 +245,7 @@ class BrokerSession:
 
     def __init__(self, config: Config, version: str):
         self.config = config
-        self.clock = Clock()
+        self.clock = Clock(config.clock.trust)
         self.outbox = Outbox(config.storage.path)
         self.recorder = Recorder(config, self.outbox, self.clock)
         self.topics = Topics(config.mqtt.topic_prefix, config.site.village_code, config.device.id)
@@ -292,6 +292,9 @@ class BrokerCheck:
             Source(kind="agent", id="provision"),
             data={"purpose": "provisioning self-test", "version": ctx.version},
         )
+        # Status events are batched in memory; committed first, the row's
+        # absence from the file later can only mean a PUBACK deleted it.
+        session.outbox.flush()
         started = time.monotonic()
         session.uplink.start()
         deadline = started + ctx.broker_timeout_s
@@ -313,6 +316,7 @@ class BrokerCheck:
             return Outcome(FAIL, reason, {"event_id": event.id})
         connected_s = time.monotonic() - started
         while time.monotonic() < deadline:
+            session.outbox.flush(1.0)  # acknowledgements are committed in batches too
             if not _pending(session.outbox, event.id):
                 tls = "mutual TLS" if cfg.tls and cfg.tls.cert else "TLS" if cfg.tls else "plain"
                 return Outcome(
