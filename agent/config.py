@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shaobing.agent import location
+from shaobing.agent.detection.config import CameraConfig, DetectorConfig
 
 Identifier = Annotated[
     str,
@@ -197,6 +198,12 @@ class Config(_Model):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     clock: ClockConfig = Field(default_factory=ClockConfig)
+    cameras: list[CameraConfig] = Field(
+        default_factory=list, description="cameras watched by the on-device detector"
+    )
+    detector: DetectorConfig = Field(
+        default_factory=DetectorConfig, description="the detector the cameras share"
+    )
 
     def zone(self, zone_id: str) -> ZoneConfig | None:
         return next((z for z in self.zones if z.id == zone_id), None)
@@ -280,7 +287,7 @@ def validate_config(
 def cross_check(config: Config) -> list[tuple[tuple, str]]:
     """Rules between sections that a single field validator cannot see."""
     found: list[tuple[tuple, str]] = []
-    for section in ("zones", "inputs", "outputs"):
+    for section in ("zones", "inputs", "outputs", "cameras"):
         seen: dict[str, int] = {}
         for i, item in enumerate(getattr(config, section)):
             if item.id in seen:
@@ -303,6 +310,12 @@ def cross_check(config: Config) -> list[tuple[tuple, str]]:
     for i, item in enumerate(config.inputs):
         if item.zone not in zone_ids:
             found.append((("inputs", i, "zone"), f"zone {item.zone!r} is not defined in zones"))
+    for i, cam in enumerate(config.cameras):
+        for j, cz in enumerate(cam.zones):
+            if cz.id not in zone_ids:
+                found.append(
+                    (("cameras", i, "zones", j, "id"), f"zone {cz.id!r} is not defined in zones")
+                )
     return found
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -67,6 +68,21 @@ class Agent:
         factory = pin_factory if pin_factory is not None else make_pin_factory(config.gpio)
         self.inputs = GpioInputs(config.inputs, self.recorder, factory)
         self.outputs = GpioOutputs(config.outputs, factory)
+        self.detection = None
+        self._detector_fault: str | None = None
+        if any(cam.enabled for cam in config.cameras):
+            # Imported here: OpenCV and the TFLite runtime load only on posts with cameras.
+            from shaobing.agent.detection.pipeline import DetectionPipeline
+            from shaobing.agent.detection.runtime import ModelError
+
+            try:
+                self.detection = DetectionPipeline.from_config(
+                    config.detector, config.cameras, self.recorder
+                )
+            except ModelError as exc:
+                # GPIO and serial alarms keep working without the detector.
+                self._detector_fault = str(exc)
+                log.error("detector unavailable: %s", exc)
         self.health = HealthReporter(
             self.recorder, config.health.interval_s, config.storage.path.parent, self._sections
         )
@@ -110,6 +126,7 @@ class Agent:
             "drivers": {
                 "gpio_inputs": self.inputs.state(),
                 "gpio_outputs": self.outputs.state(),
+                "cameras": [asdict(s) for s in self.detection.stats()] if self.detection else [],
             },
         }
 
@@ -125,6 +142,14 @@ class Agent:
                 },
             )
         self.inputs.start()
+        if self.detection is not None:
+            self.detection.start()
+        elif self._detector_fault:
+            self.recorder.emit(
+                "fault.detector",
+                Source(kind="agent", id="detector"),
+                data={"reason": self._detector_fault},
+            )
         self.health.start()
         log.info("agent started", extra={"fields": {"device": self.config.device.id}})
 
@@ -133,6 +158,8 @@ class Agent:
 
     def stop(self) -> None:
         self.health.stop()
+        if self.detection is not None:
+            self.detection.stop()
         self.inputs.close()
         self.outputs.close()
         self.uplink.stop()

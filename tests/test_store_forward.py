@@ -87,7 +87,9 @@ def test_sigkill_during_bursts_loses_no_accepted_event(tmp_path, mosquitto, coun
 
 
 def test_long_outage_delivers_alarms_first_each_class_in_order(tmp_path, county_factory, schemas):
-    broker = Mosquitto()  # down for the whole burst
+    broker = Mosquitto().start()
+    county = county_factory(broker.port)
+    broker.stop()  # down for the whole burst
     config = config_for(tmp_path, broker.port)
     post = SimulatedPost(config)
     try:
@@ -100,7 +102,6 @@ def test_long_outage_delivers_alarms_first_each_class_in_order(tmp_path, county_
         post.agent.outbox.flush()
         assert post.agent.outbox.depth()["alarm"] == 300
         broker.start()
-        county = county_factory(broker.port)
         assert _wait(lambda: sum(post.agent.outbox.depth().values()) == 0, 30)
         assert county.wait_for(lambda m: len(county.events()) >= 1816, 10)
     finally:
@@ -119,7 +120,9 @@ def test_long_outage_delivers_alarms_first_each_class_in_order(tmp_path, county_
 
 
 def test_full_budget_evicts_low_classes_and_counts_exactly(tmp_path, county_factory):
-    broker = Mosquitto()
+    broker = Mosquitto().start()
+    county = county_factory(broker.port)
+    broker.stop()
     config = config_for(tmp_path, broker.port)
     config = config.model_copy(
         update={"storage": config.storage.model_copy(update={"max_rows": 300, "max_bytes": None})}
@@ -138,7 +141,6 @@ def test_full_budget_evicts_low_classes_and_counts_exactly(tmp_path, county_fact
         assert dropped["alarm"] == 0 and dropped["fault"] == 0
         assert dropped["status"] > 0 and dropped["snapshot"] == 100
         broker.start()
-        county = county_factory(broker.port)
         assert _wait(lambda: sum(post.agent.outbox.depth().values()) == 0, 30)
         assert county.wait_for(lambda m: len(county.events("alarm")) == 100, 10)
         post.agent.health.report()
