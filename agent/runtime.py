@@ -79,6 +79,7 @@ class Agent:
                 self.detection = DetectionPipeline.from_config(
                     config.detector, config.cameras, self.recorder
                 )
+                self.liveness.register("inference", self.detection.alive)
             except ModelError as exc:
                 # GPIO and serial alarms keep working without the detector.
                 self._detector_fault = str(exc)

@@ -72,6 +72,8 @@ class Context:
     version: str = "0"
     # The broker check leaves its connection here so registration reuses it.
     session: BrokerSession | None = None
+    # Frames the camera checks got, for the model check to run inference on.
+    frames: dict[str, Any] = field(default_factory=dict)
 
 
 class Check(Protocol):
@@ -219,21 +221,122 @@ def _plugin_checks(
 
 
 def serial_checks(config: Config, ctx: Context) -> Iterable[Check]:
+    # The serial drivers (drivers/modbus.py, drivers/contact_id.py) plug in by
+    # shipping ``shaobing.drivers.serial_selftest.checks(config, ctx)``: one
+    # check per device that asks it for its profile's identification register.
     return _plugin_checks(
-        config, ctx, "serial", "serial device", "shaobing.drivers.selftest", "serial_checks"
+        config, ctx, "serial", "serial device", "shaobing.drivers.serial_selftest", "checks"
     )
+
+
+@dataclass
+class CameraCheck:
+    cfg: Any  # CameraConfig
+    kind: str = "camera"
+
+    @property
+    def name(self) -> str:
+        from shaobing.drivers.camera import redact
+
+        return f"{self.cfg.id} ({redact(str(self.cfg.source))})"
+
+    def run(self, ctx: Context) -> Outcome:
+        from shaobing.drivers.camera import source_opener
+
+        cfg = self.cfg
+        started = time.monotonic()
+        try:
+            source = source_opener(
+                cfg.source, fps=cfg.fps, loop=cfg.loop, timeout_s=cfg.open_timeout_s
+            )()
+        except Exception as exc:
+            return Outcome(FAIL, f"cannot open {self.name}: {exc}")
+        try:
+            if not source.isOpened():
+                return Outcome(
+                    FAIL,
+                    "does not open (USB: is it plugged in, /dev/video* present? "
+                    "RTSP: address, user/password, network)",
+                )
+            deadline = started + max(cfg.open_timeout_s, 2.0)
+            while time.monotonic() < deadline:
+                ok, image = source.read()
+                if ok and image is not None:
+                    ctx.frames[cfg.id] = image
+                    h, w = image.shape[:2]
+                    took = time.monotonic() - started
+                    return Outcome(
+                        PASS, f"opened, {w}x{h} frame in {took:.2f} s", {"width": w, "height": h}
+                    )
+                time.sleep(0.05)
+            return Outcome(FAIL, f"opened but delivered no frame within {cfg.open_timeout_s} s")
+        finally:
+            source.release()
+
+
+@dataclass
+class ModelCheck:
+    det: Any  # DetectorConfig
+    camera_ids: list[str]
+    kind: str = "model"
+
+    @property
+    def name(self) -> str:
+        return str(self.det.model)
+
+    def run(self, ctx: Context) -> Outcome:
+        import numpy as np
+
+        from shaobing.agent.detection.detector import Detector
+        from shaobing.agent.detection.runtime import ModelError
+
+        det = self.det
+        started = time.monotonic()
+        try:
+            detector = Detector(
+                det.model,
+                labels=det.labels,
+                runtime=det.runtime,
+                num_threads=det.num_threads,
+                score_threshold=det.score_threshold,
+                iou_threshold=det.iou_threshold,
+                adapter=det.adapter,
+                model_dir=det.model_dir,
+            )
+        except ModelError as exc:
+            return Outcome(FAIL, str(exc))
+        loaded = time.monotonic() - started
+        # A real frame from the camera check when there is one: the same
+        # resolution and colour path the detector will see on duty.
+        frame = next(
+            (ctx.frames[c] for c in self.camera_ids if c in ctx.frames),
+            np.full((480, 640, 3), 127, dtype=np.uint8),
+        )
+        try:
+            result = detector.detect(frame)
+        except Exception as exc:
+            return Outcome(FAIL, f"loaded, but inference failed: {type(exc).__name__}: {exc}")
+        return Outcome(
+            PASS,
+            f"{detector.model.runtime} loaded in {loaded:.2f} s, one inference in "
+            f"{result.invoke_s * 1000:.0f} ms ({len(result.detections)} detection(s))",
+            {"invoke_ms": round(result.invoke_s * 1000, 1), "runtime": detector.model.runtime},
+        )
+
+
+def _cameras(config: Config) -> list[Any]:
+    return [c for c in getattr(config, "cameras", None) or [] if c.enabled]
 
 
 def camera_checks(config: Config, ctx: Context) -> Iterable[Check]:
-    return _plugin_checks(
-        config, ctx, "cameras", "camera", "shaobing.drivers.selftest", "camera_checks"
-    )
+    return [CameraCheck(cam) for cam in _cameras(config)]
 
 
 def model_checks(config: Config, ctx: Context) -> Iterable[Check]:
-    return _plugin_checks(
-        config, ctx, "cameras", "model", "shaobing.drivers.selftest", "model_checks"
-    )
+    cams = _cameras(config)
+    if not cams:
+        return []
+    return [ModelCheck(config.detector, [c.id for c in cams])]
 
 
 # ---- broker ------------------------------------------------------------------

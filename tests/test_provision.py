@@ -433,3 +433,60 @@ def test_install_service_writes_the_unit_and_enables_it(tmp_path):
         text.replace("/opt/shaobing/.venv/bin/shaobing", "@SHAOBING@")
         == (ROOT / "systemd" / "shaobing.service").read_text()
     )
+
+
+def test_camera_and_model_checks(tmp_path, pki):
+    """A camera (a directory of site pictures) delivers a frame; the model loads and
+    runs one inference on it. A camera that cannot open fails with a reason."""
+    from detection_support import MEDIA, V1, need_shared
+
+    need_shared()
+    _, d = pki
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / "0001.jpg").write_bytes((MEDIA / "cat_720p.jpg").read_bytes())
+    data = answers_data(
+        d,
+        free_port(),
+        broker={"host": "127.0.0.1", "port": free_port(), "tls": False},
+        identity={},
+        inputs=[],
+        outputs=[],
+        cameras=[
+            {"id": "cam-road", "source": str(frames)},
+            {"id": "cam-dead", "source": str(tmp_path / "no-such-video.mp4")},
+        ],
+        detector={"model": str(V1)},
+        selftest={"broker_timeout_s": 0.5},
+    )
+    opts, _, _ = wired_options(tmp_path, data, register=False)
+    outcome = provision(A.parse_answers(data), opts)
+    by_kind = {(r.kind, r.name.split()[0]): r for r in outcome.results}
+    cam = by_kind[("camera", "cam-road")]
+    assert cam.status == PASS and "1280x720 frame" in cam.reason, cam
+    dead = by_kind[("camera", "cam-dead")]
+    assert dead.status == FAIL and "does not open" in dead.reason, dead
+    model = next(r for r in outcome.results if r.kind == "model")
+    assert model.status == PASS and "one inference in" in model.reason, model
+    assert outcome.report["inventory"]["cameras"] == ["cam-road", "cam-dead"]
+
+
+def test_broken_model_file_is_a_failed_check_with_the_reason(tmp_path, pki):
+    _, d = pki
+    bad = tmp_path / "detect.tflite"
+    bad.write_bytes(b"this is not a model")
+    data = answers_data(
+        d,
+        free_port(),
+        broker={"host": "127.0.0.1", "port": free_port(), "tls": False},
+        identity={},
+        inputs=[],
+        outputs=[],
+        cameras=[{"id": "cam-1", "source": str(tmp_path / "none")}],
+        detector={"model": str(bad)},
+        selftest={"broker_timeout_s": 0.5},
+    )
+    opts, _, _ = wired_options(tmp_path, data, register=False)
+    outcome = provision(A.parse_answers(data), opts)
+    model = next(r for r in outcome.results if r.kind == "model")
+    assert model.status == FAIL and "not a TFLite flatbuffer" in model.reason, model
