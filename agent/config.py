@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shaobing.agent import location
 from shaobing.agent.detection.config import CameraConfig, DetectorConfig
+from shaobing.drivers.serial_config import SerialConfig
 
 Identifier = Annotated[
     str,
@@ -204,6 +205,10 @@ class Config(_Model):
     detector: DetectorConfig = Field(
         default_factory=DetectorConfig, description="the detector the cameras share"
     )
+    serial: SerialConfig = Field(
+        default_factory=SerialConfig,
+        description="serial/RS-485 buses, Modbus detectors and Contact ID alarm hosts",
+    )
 
     def zone(self, zone_id: str) -> ZoneConfig | None:
         return next((z for z in self.zones if z.id == zone_id), None)
@@ -316,6 +321,17 @@ def cross_check(config: Config) -> list[tuple[tuple, str]]:
                 found.append(
                     (("cameras", i, "zones", j, "id"), f"zone {cz.id!r} is not defined in zones")
                 )
+    for section in ("modbus", "contact_id"):
+        for i, item in enumerate(getattr(config.serial, section)):
+            named = [(("zones", j, "zone"), z.zone) for j, z in enumerate(item.zones)]
+            extra = "box_zone" if section == "modbus" else "default_zone"
+            if getattr(item, extra):
+                named.append(((extra,), getattr(item, extra)))
+            for sub, zone in named:
+                if zone not in zone_ids:
+                    found.append(
+                        (("serial", section, i, *sub), f"zone {zone!r} is not defined in zones")
+                    )
     return found
 
 

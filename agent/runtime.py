@@ -25,6 +25,7 @@ from shaobing.agent.topics import Topics
 from shaobing.agent.uplink import Uplink
 from shaobing.agent.watchdog import Liveness
 from shaobing.drivers.gpio import GpioInputs, GpioOutputs, make_pin_factory
+from shaobing.drivers.serial_runtime import SerialDrivers
 
 log = logging.getLogger("shaobing.agent")
 
@@ -84,6 +85,7 @@ class Agent:
                 # GPIO and serial alarms keep working without the detector.
                 self._detector_fault = str(exc)
                 log.error("detector unavailable: %s", exc)
+        self.serial = SerialDrivers(config.serial, self.recorder)
         self.health = HealthReporter(
             self.recorder, config.health.interval_s, config.storage.path.parent, self._sections
         )
@@ -128,6 +130,7 @@ class Agent:
                 "gpio_inputs": self.inputs.state(),
                 "gpio_outputs": self.outputs.state(),
                 "cameras": [asdict(s) for s in self.detection.stats()] if self.detection else [],
+                "serial": self.serial.state(),
             },
         }
 
@@ -151,6 +154,7 @@ class Agent:
                 Source(kind="agent", id="detector"),
                 data={"reason": self._detector_fault},
             )
+        self.serial.start()
         self.health.start()
         log.info("agent started", extra={"fields": {"device": self.config.device.id}})
 
@@ -161,6 +165,7 @@ class Agent:
         self.health.stop()
         if self.detection is not None:
             self.detection.stop()
+        self.serial.stop()
         self.inputs.close()
         self.outputs.close()
         self.uplink.stop()

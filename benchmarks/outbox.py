@@ -129,7 +129,7 @@ def main() -> int:
         import sys
 
         sys.setswitchinterval(args.switch_interval)
-    tmp = Path(tempfile.mkdtemp(prefix="shaobing-bench-", dir=Path.cwd()))
+    tmp = Path(tempfile.mkdtemp(prefix="shaobing-bench-"))
     results: dict[str, float | int | str] = {}
 
     results["accept_alarm_1_thread_eps"] = accept_rate(tmp, "alarm.perimeter", 1, 2.0)
