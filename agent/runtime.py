@@ -86,6 +86,7 @@ class Agent:
                 self._detector_fault = str(exc)
                 log.error("detector unavailable: %s", exc)
         self.serial = SerialDrivers(config.serial, self.recorder)
+        self.liveness.register("serial", self.serial.alive)
         self.health = HealthReporter(
             self.recorder, config.health.interval_s, config.storage.path.parent, self._sections
         )

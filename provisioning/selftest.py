@@ -2,16 +2,16 @@
 
 A check is anything with ``kind``, ``name`` and ``run(ctx) -> Outcome``.
 Check factories turn a ``Config`` into checks; ``DEFAULT_FACTORIES`` is the
-registry point. Serial detectors, cameras and the detector model plug in by
-adding a factory there (or passing their own list to ``run_checks``); a
-section present in the config with no factory in this build is reported as
-skipped rather than silently passed.
+registry: GPIO inputs (read, and walk test), GPIO outputs (pulsed), serial
+devices (Modbus detectors answer their profile, Contact ID ports open),
+cameras (open, deliver a frame), the detector model (loads, one inference)
+and the broker (TLS, test event acknowledged). A new kind of driver adds a
+factory there, or a caller passes its own list to ``build_checks``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import sqlite3
 import threading
 import time
@@ -192,41 +192,83 @@ def gpio_output_checks(config: Config, ctx: Context) -> Iterable[Check]:
 # ---- other drivers: plug-in points ------------------------------------------
 
 
+class _NoEvents:
+    """The self-test reads devices; it raises no alarms (EventSink that drops)."""
+
+    def emit(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 @dataclass
-class NotInThisBuild:
-    kind: str
-    name: str
-    hint: str
+class ModbusCheck:
+    cfg: Any  # ModbusDetectorConfig
+    bus_cfg: Any  # SerialBusConfig
+    kind: str = "serial device"
+
+    @property
+    def name(self) -> str:
+        return f"{self.cfg.id} (Modbus unit {self.cfg.unit} on {self.bus_cfg.url})"
 
     def run(self, ctx: Context) -> Outcome:
-        return Outcome(SKIP, self.hint)
+        from shaobing.drivers.modbus import ModbusDetector
+        from shaobing.drivers.profile import decode
+        from shaobing.drivers.serial_bus import SerialBus
+
+        bus = SerialBus(self.bus_cfg)
+        try:
+            try:
+                detector = ModbusDetector(self.cfg, bus, _NoEvents())
+            except Exception as exc:  # profile missing or invalid
+                return Outcome(FAIL, f"profile {self.cfg.profile!r}: {exc}")
+            started = time.monotonic()
+            try:
+                decode(detector.profile, detector.read_blocks())
+            except Exception as exc:
+                return Outcome(
+                    FAIL,
+                    f"no valid answer to profile {self.cfg.profile!r} ({exc}): check the "
+                    f"unit address, baud rate {self.bus_cfg.baudrate}, A/B wiring, termination",
+                )
+            took = (time.monotonic() - started) * 1000
+            return Outcome(PASS, f"answers its profile {self.cfg.profile!r} in {took:.0f} ms")
+        finally:
+            bus.close()
 
 
-def _plugin_checks(
-    config: Config, ctx: Context, section: str, kind: str, module: str, attr: str
-) -> Iterable[Check]:
-    """Checks from ``module.attr(config, ctx)`` when that driver ships a self-test."""
-    value = getattr(config, section, None)
-    if not value:
-        return []
-    try:
-        factory = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError):
-        return [
-            NotInThisBuild(
-                kind, section, f"no self-test for {section} in this build ({module}.{attr})"
-            )
-        ]
-    return factory(config, ctx)
+@dataclass
+class ContactIdPortCheck:
+    cfg: Any  # ContactIdConfig
+    bus_cfg: Any
+    kind: str = "serial device"
+
+    @property
+    def name(self) -> str:
+        return f"{self.cfg.id} (Contact ID on {self.bus_cfg.url})"
+
+    def run(self, ctx: Context) -> Outcome:
+        from shaobing.drivers.serial_bus import SerialBus
+
+        bus = SerialBus(self.bus_cfg)
+        try:
+            bus.open()
+        except Exception as exc:
+            return Outcome(FAIL, f"cannot open {self.bus_cfg.url}: {exc}")
+        finally:
+            bus.close()
+        # The alarm host speaks only when it has something to report.
+        return Outcome(
+            PASS, "port opens; trigger a zone on the alarm host to see its report in the log"
+        )
 
 
 def serial_checks(config: Config, ctx: Context) -> Iterable[Check]:
-    # The serial drivers (drivers/modbus.py, drivers/contact_id.py) plug in by
-    # shipping ``shaobing.drivers.serial_selftest.checks(config, ctx)``: one
-    # check per device that asks it for its profile's identification register.
-    return _plugin_checks(
-        config, ctx, "serial", "serial device", "shaobing.drivers.serial_selftest", "checks"
-    )
+    serial_cfg = getattr(config, "serial", None)
+    if serial_cfg is None:
+        return []
+    buses = {b.id: b for b in serial_cfg.buses}
+    checks: list[Check] = [ModbusCheck(d, buses[d.bus]) for d in serial_cfg.modbus]
+    checks += [ContactIdPortCheck(c, buses[c.bus]) for c in serial_cfg.contact_id]
+    return checks
 
 
 @dataclass

@@ -490,3 +490,42 @@ def test_broken_model_file_is_a_failed_check_with_the_reason(tmp_path, pki):
     outcome = provision(A.parse_answers(data), opts)
     model = next(r for r in outcome.results if r.kind == "model")
     assert model.status == FAIL and "not a TFLite flatbuffer" in model.reason, model
+
+
+def test_serial_devices_answer_their_profile(tmp_path, pki):
+    from shaobing.simulator.modbus_device import SimulatedDetector, SimulatedModbusBus
+
+    _, d = pki
+    sim = SimulatedModbusBus([SimulatedDetector(2, "pulse_fence_2")], transport="pty")
+    sim.start()
+    try:
+        data = answers_data(
+            d,
+            free_port(),
+            broker={"host": "127.0.0.1", "port": free_port(), "tls": False},
+            identity={},
+            inputs=[],
+            outputs=[],
+            serial={
+                "buses": [
+                    {"id": "rs485-1", "url": sim.url, "timeout_s": 0.2},
+                    {"id": "rs485-2", "url": str(tmp_path / "ttyUSB9"), "timeout_s": 0.2},
+                ],
+                "modbus": [
+                    {"id": "fence-1", "bus": "rs485-1", "unit": 2, "profile": "pulse_fence_2",
+                     "retries": 0, "zones": [{"device_zone": 1, "zone": "post"}]},
+                    {"id": "fence-9", "bus": "rs485-1", "unit": 9, "profile": "pulse_fence_2",
+                     "retries": 0, "zones": [{"device_zone": 1, "zone": "post"}]},
+                ],
+                "contact_id": [{"id": "host-1", "bus": "rs485-2", "default_zone": "post"}],
+            },
+            selftest={"broker_timeout_s": 0.5},
+        )  # fmt: skip
+        opts, _, _ = wired_options(tmp_path, data, register=False)
+        outcome = provision(A.parse_answers(data), opts)
+    finally:
+        sim.stop()
+    by_id = {r.name.split()[0]: r for r in outcome.results if r.kind == "serial device"}
+    assert by_id["fence-1"].status == PASS and "answers its profile" in by_id["fence-1"].reason
+    assert by_id["fence-9"].status == FAIL and "no valid answer" in by_id["fence-9"].reason
+    assert by_id["host-1"].status == FAIL and "cannot open" in by_id["host-1"].reason
