@@ -94,8 +94,16 @@ def provision(args: argparse.Namespace) -> int:
         _print_problems(f"{len(exc.problems)} problem(s)", exc.problems)
         return 2
     if args.install_service:
+        import subprocess
+
         from shaobing.provisioning.service import install_service
 
-        unit, _ = install_service(args.config_dir, args.state_dir)
+        if not outcome.ok:
+            print("installing the service anyway: it buffers events until the failures are fixed")
+        try:
+            unit, _ = install_service(args.config_dir, args.state_dir)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            print(f"--install-service failed: {exc} (run as root: sudo)", file=sys.stderr)
+            return 2
         print(f"installed {unit}; started and enabled shaobing.service")
     return 0 if outcome.ok else 1
