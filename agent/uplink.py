@@ -293,7 +293,10 @@ class Uplink:
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         self._acks.append((mid, not reason_code.is_failure, str(reason_code)))
-        self._wake.set()
+        # Waking the pump per PUBACK costs a GIL hand-off each; wake it once a
+        # refill's worth has come back, or when nothing else is outstanding.
+        if len(self._acks) >= min(self._refill_at, self.stats.inflight) or reason_code.is_failure:
+            self._wake.set()
 
     # ---- pump thread ---------------------------------------------------
     def _appended(self, urgent: bool) -> None:
@@ -302,14 +305,17 @@ class Uplink:
         self._wake.set()
 
     def _pump(self) -> None:
+        stale_checked = 0.0
         while not self._stop.is_set():
             self.beats["uplink-pump"].beat()
-            self._wake.wait(timeout=0.5)
+            self._wake.wait(timeout=0.05)
             self._wake.clear()
             try:
                 self._flush_acks()
                 if self.connected.is_set():
-                    self._requeue_stale()
+                    if time.monotonic() - stale_checked > 1.0:
+                        stale_checked = time.monotonic()
+                        self._requeue_stale()
                     self._fill_window()
             except Exception:
                 # Keep draining: one bad row or a transient sqlite error must not
