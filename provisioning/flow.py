@@ -10,6 +10,7 @@ the self-test run, against the files as the daemon will read them.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from gpiozero.pins import Factory
 from shaobing.agent.config import Config, ConfigError, Problem, parse_config, validate_config
 from shaobing.agent.runtime import agent_version
 from shaobing.drivers.gpio import make_pin_factory
+from shaobing.models.fetch import ENV_MODEL_DIR
 from shaobing.provisioning import answers as A
 from shaobing.provisioning import report as R
 from shaobing.provisioning.atomic import FileSet, atomic_write
@@ -218,6 +220,7 @@ def selftest(config: Config, st: A.SelftestAnswers, opts: Options, version: str)
         broker_timeout_s=st.broker_timeout_s,
         say=opts.say,
         version=version,
+        model_dir=None if os.environ.get(ENV_MODEL_DIR) else opts.state_dir / "models",
     )
     checks = build_checks(config, ctx, opts.factories)
 

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from gpiozero import DigitalInputDevice, DigitalOutputDevice
@@ -74,6 +75,9 @@ class Context:
     session: BrokerSession | None = None
     # Frames the camera checks got, for the model check to run inference on.
     frames: dict[str, Any] = field(default_factory=dict)
+    # Where the service will look for a model named by manifest (its unit sets
+    # SHAOBING_MODEL_DIR), so a model found only in root's cache fails here too.
+    model_dir: Path | None = None
 
 
 class Check(Protocol):
@@ -343,7 +347,7 @@ class ModelCheck:
                 score_threshold=det.score_threshold,
                 iou_threshold=det.iou_threshold,
                 adapter=det.adapter,
-                model_dir=det.model_dir,
+                model_dir=det.model_dir or ctx.model_dir,
             )
         except ModelError as exc:
             return Outcome(FAIL, str(exc))
