@@ -216,3 +216,35 @@ def test_systemd_analyze_verify_is_clean(tmp_path):
     # verify exits 0 on unknown keys and bad values; its warnings are the failures.
     problems = [line for line in result.stderr.splitlines() if str(unit) in line]
     assert result.returncode == 0 and not problems, result.stderr
+
+
+def test_a_stuck_uplink_pump_makes_the_agent_unhealthy(tmp_path, mosquitto):
+    """The pump thread is alive but blocked (e.g. on a wedged SQLite read): no pings."""
+    agent = Agent(config_for(tmp_path, mosquitto.port), pin_factory=MockFactory())
+    agent.uplink.beats["uplink-pump"].max_age_s = 0.3
+    release = threading.Event()
+    real_flush = agent.uplink._flush_acks
+    stuck = threading.Event()
+
+    def wedged_flush() -> None:
+        if stuck.is_set():
+            release.wait(10)
+        real_flush()
+
+    agent.uplink._flush_acks = wedged_flush
+    agent.start()
+    try:
+        assert agent.uplink.connected.wait(10)
+        time.sleep(0.5)
+        assert agent.healthy()
+        stuck.set()
+        deadline = time.monotonic() + 5
+        while agent.healthy() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not agent.healthy()
+        assert agent.liveness.failing() == ["uplink"]
+        assert all(t.is_alive() for t in agent.uplink._threads)  # alive, yet stuck
+    finally:
+        release.set()
+        stuck.clear()
+        agent.stop()
