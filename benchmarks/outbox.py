@@ -123,6 +123,7 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--backlog", type=int, default=100_000)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--window", type=int, default=MqttConfig().inflight_window)
     p.add_argument("--switch-interval", type=float, default=None)
     args = p.parse_args()
     if args.switch_interval:
@@ -139,7 +140,7 @@ def main() -> int:
     broker = Mosquitto().start()
     try:
         config = load_config(EXAMPLE)
-        mqtt_cfg = MqttConfig(port=broker.port)
+        mqtt_cfg = MqttConfig(port=broker.port, inflight_window=args.window)
         outbox = TimedOutbox(tmp / "drain.db")
         rec = Recorder(config, outbox, Clock(trust="always"))
         topics = Topics(mqtt_cfg.topic_prefix, config.site.village_code, config.device.id)
