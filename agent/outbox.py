@@ -418,6 +418,10 @@ class Outbox:
     def stored_bytes(self) -> int:
         return sum(self._bytes.values())
 
+    def alive(self) -> bool:
+        """The writer thread runs (the agent's liveness check; see agent/watchdog.py)."""
+        return self._writer.is_alive()
+
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far is committed (tests, shutdown)."""
         deadline = time.monotonic() + timeout

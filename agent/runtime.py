@@ -20,8 +20,10 @@ from shaobing.agent.events import Source
 from shaobing.agent.health import HealthReporter
 from shaobing.agent.outbox import Budget, Outbox
 from shaobing.agent.recorder import Recorder
+from shaobing.agent.sdnotify import Notifier
 from shaobing.agent.topics import Topics
 from shaobing.agent.uplink import Uplink
+from shaobing.agent.watchdog import Liveness
 from shaobing.drivers.gpio import GpioInputs, GpioOutputs, make_pin_factory
 from shaobing.drivers.serial_runtime import SerialDrivers
 
@@ -40,6 +42,8 @@ class Agent:
 
     def __init__(self, config: Config, *, pin_factory: Factory | None = None):
         self.config = config
+        # Every worker registers here; the systemd watchdog is fed only while all pass.
+        self.liveness = Liveness()
         self.clock = Clock(config.clock.trust)
         storage = config.storage
         self.outbox = Outbox(
@@ -76,14 +80,18 @@ class Agent:
                 self.detection = DetectionPipeline.from_config(
                     config.detector, config.cameras, self.recorder
                 )
+                self.liveness.register("inference", self.detection.alive)
             except ModelError as exc:
                 # GPIO and serial alarms keep working without the detector.
                 self._detector_fault = str(exc)
                 log.error("detector unavailable: %s", exc)
         self.serial = SerialDrivers(config.serial, self.recorder)
+        self.liveness.register("serial", self.serial.alive)
         self.health = HealthReporter(
             self.recorder, config.health.interval_s, config.storage.path.parent, self._sections
         )
+        self.liveness.register("uplink", self.uplink.healthy)
+        self.liveness.register("outbox-writer", self.outbox.alive)
 
     def _identity(self) -> dict[str, Any]:
         return {
@@ -152,7 +160,7 @@ class Agent:
         log.info("agent started", extra={"fields": {"device": self.config.device.id}})
 
     def healthy(self) -> bool:
-        return self.uplink.healthy()
+        return not self.liveness.failing()
 
     def stop(self) -> None:
         self.health.stop()
@@ -165,12 +173,33 @@ class Agent:
         self.outbox.close()
         log.info("agent stopped")
 
-    def run_until_signalled(self) -> None:
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+    def run_until_signalled(
+        self, notifier: Notifier | None = None, stop: threading.Event | None = None
+    ) -> None:
+        notifier = notifier or Notifier.from_env()
+        stop = stop or threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: stop.set())
         self.start()
         try:
-            stop.wait()
+            notifier.ready(f"device {self.config.device.id}")
+            self.supervise(stop, notifier)
         finally:
+            notifier.stopping()
             self.stop()
+
+    def supervise(self, stop: threading.Event, notifier: Notifier) -> None:
+        """Feed the watchdog from this loop only while every worker is live."""
+        period = notifier.watchdog_interval_s or 5.0
+        reported: list[str] = []
+        while not stop.wait(period):
+            failing = self.liveness.failing()
+            if not failing:
+                notifier.watchdog()
+            elif failing != reported:
+                log.error(
+                    "workers not live; withholding watchdog pings so systemd restarts us",
+                    extra={"fields": {"failing": failing}},
+                )
+            reported = failing
