@@ -271,7 +271,7 @@ class VerifyConfig(_Model):
 
 class LinkageRuleConfig(_Model):
     zone: str = Field(description="id of a zone in zones")
-    on: list[AlarmType] = Field(
+    alarms: list[AlarmType] = Field(
         default_factory=lambda: ["alarm.intrusion", "alarm.perimeter", "alarm.panic"],
         min_length=1,
         description="alarm types that fire this rule",

@@ -214,7 +214,7 @@ class LinkageSink:
                 window = _Window(until=mono + cooldown)
                 self._windows[(zone, type)] = window
             self.stats.reported += 1
-            link = rule is not None and type in rule.on and (armed or always_armed)
+            link = rule is not None and type in rule.alarms and (armed or always_armed)
             return self._Decision(suppress=False, link=link, rule=rule, window=window)
 
     def _count(

@@ -59,6 +59,7 @@ class Agent:
         self.started_at = time.monotonic()
         self.restart_requested = threading.Event()
         self._wake = threading.Event()
+        self._stopped = False
         self.clock = Clock()
         self.outbox = Outbox(config.storage.path)
         self.recorder = Recorder(config, self.outbox, self.clock)
@@ -188,6 +189,9 @@ class Agent:
         return self.uplink.healthy()
 
     def stop(self) -> None:
+        if self._stopped:
+            return  # tests and signal handlers may both stop it
+        self._stopped = True
         self.health.stop()
         self.inputs.close()
         if self.control is not None:
