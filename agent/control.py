@@ -298,7 +298,12 @@ class ControlChannel:
             return {k: v for k, v in data["seen"].items() if isinstance(v, int)}
         return {}
 
-    def _remember(self, command_id: str, expires_ms: int) -> None:
+    def _remember(self, command_id: str, expires_ms: int) -> tuple[dict[str, int], bytes | None]:
+        """Record the id before executing; returns what ``_forget`` needs to undo it."""
+        undo = (
+            dict(self._seen),
+            self._seen_path.read_bytes() if self._seen_path.exists() else None,
+        )
         now_ms = int(self._now() * 1000)
         skew_ms = int(self.config.max_clock_skew_s * 1000)
         # An id whose command has expired can no longer be replayed successfully.
@@ -307,6 +312,16 @@ class ControlChannel:
             raise CommandError("busy", "too many recent commands; retry later")
         self._seen[command_id] = expires_ms
         write_atomic(self._seen_path, json.dumps({"v": 1, "seen": self._seen}).encode())
+        return undo
+
+    def _forget(self, undo: tuple[dict[str, int], bytes | None]) -> None:
+        # The command was refused by its handler before changing anything: it
+        # leaves no trace, not even its id.
+        self._seen, raw = undo
+        if raw is None:
+            self._seen_path.unlink(missing_ok=True)
+        else:
+            write_atomic(self._seen_path, raw)
 
     # ---- paho network thread -------------------------------------------
     def on_message(self, msg: mqtt.MQTTMessage) -> None:
@@ -379,8 +394,12 @@ class ControlChannel:
             args = _validated(ARGS[command], envelope.args, "bad_args", ("args",))
             if envelope.id in self._seen:
                 raise CommandError("replayed", f"command {envelope.id} was already executed")
-            self._remember(envelope.id, envelope.expires_ms)
-            result = self._handlers[command](args, envelope)
+            undo = self._remember(envelope.id, envelope.expires_ms)
+            try:
+                result = self._handlers[command](args, envelope)
+            except CommandError:
+                self._forget(undo)
+                raise
         except CommandError as exc:
             self.stats.rejected += 1
             error = {"code": exc.code, "message": exc.message}
