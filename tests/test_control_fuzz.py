@@ -181,23 +181,7 @@ def malformed(draw) -> tuple[str, bytes]:
         if command == "set_config" and field == "rollback" and draw(st.booleans()):
             body["args"].pop("patch")
     elif kind in ("bad_arg", "extra_arg"):
-        key = draw(
-            st.text(max_size=8).filter(
-                lambda k: (
-                    k
-                    not in (
-                        "zones",
-                        "on",
-                        "duration_s",
-                        "outputs",
-                        "camera",
-                        "sections",
-                        "patch",
-                        "rollback",
-                    )
-                )
-            )
-        )
+        key = draw(st.text(max_size=8).filter(lambda k: k not in ARG_KEYS))
         body["args"][key] = draw(json_values)
     elif kind == "too_large":
         body["args"]["pad"] = "x" * draw(st.integers(17_000, 40_000))
