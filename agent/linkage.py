@@ -121,10 +121,8 @@ class LinkageSink:
             self._configure(config, zones)
 
     def start(self) -> None:
+        # The state at start is in every status.health ("arming"); events mark changes only.
         self._known = {z: s.state for z, s in self._arming.states().items()}
-        self._emit_arming(
-            {z: s.as_dict() for z, s in self._arming.states().items()}, by="start", command=None
-        )
         self._watch.start()
 
     def stop(self) -> None:
