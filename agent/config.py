@@ -15,6 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shaobing.agent import location
+from shaobing.agent.detection.config import CameraConfig, DetectorConfig
+from shaobing.drivers.serial_config import SerialConfig
 
 Identifier = Annotated[
     str,
@@ -158,6 +160,27 @@ class MqttConfig(_Model):
 class StorageConfig(_Model):
     path: Path = Field(
         default=Path("/var/lib/shaobing/outbox.db"), description="SQLite outbox file"
+    )
+    max_bytes: int | None = Field(
+        default=512 * 1024 * 1024,
+        ge=64 * 1024,
+        description="payload budget; past it, snapshots then status then faults are evicted",
+    )
+    max_rows: int | None = Field(default=None, ge=10, description="row budget (None: no limit)")
+    max_age_h: float | None = Field(
+        default=24 * 14, gt=0, description="status and snapshot rows older than this are evicted"
+    )
+    batch_delay_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=10,
+        description="status/snapshot events wait this long in memory to share one fsync",
+    )
+
+
+class ClockConfig(_Model):
+    trust: Literal["auto", "always", "never"] = Field(
+        default="auto", description="auto: trusted once the kernel reports NTP synchronisation"
     )
 
 
@@ -339,6 +362,17 @@ class Config(_Model):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    clock: ClockConfig = Field(default_factory=ClockConfig)
+    cameras: list[CameraConfig] = Field(
+        default_factory=list, description="cameras watched by the on-device detector"
+    )
+    detector: DetectorConfig = Field(
+        default_factory=DetectorConfig, description="the detector the cameras share"
+    )
+    serial: SerialConfig = Field(
+        default_factory=SerialConfig,
+        description="serial/RS-485 buses, Modbus detectors and Contact ID alarm hosts",
+    )
     arming: ArmingConfig = Field(default_factory=ArmingConfig, description="zone arm states")
     linkage: LinkageConfig = Field(default_factory=LinkageConfig, description="alarm actions")
     control: ControlConfig = Field(default_factory=ControlConfig, description="platform commands")
@@ -425,7 +459,7 @@ def validate_config(
 def cross_check(config: Config) -> list[tuple[tuple, str]]:
     """Rules between sections that a single field validator cannot see."""
     found: list[tuple[tuple, str]] = []
-    for section in ("zones", "inputs", "outputs"):
+    for section in ("zones", "inputs", "outputs", "cameras"):
         seen: dict[str, int] = {}
         for i, item in enumerate(getattr(config, section)):
             if item.id in seen:
@@ -448,6 +482,23 @@ def cross_check(config: Config) -> list[tuple[tuple, str]]:
     for i, item in enumerate(config.inputs):
         if item.zone not in zone_ids:
             found.append((("inputs", i, "zone"), f"zone {item.zone!r} is not defined in zones"))
+    for i, cam in enumerate(config.cameras):
+        for j, cz in enumerate(cam.zones):
+            if cz.id not in zone_ids:
+                found.append(
+                    (("cameras", i, "zones", j, "id"), f"zone {cz.id!r} is not defined in zones")
+                )
+    for section in ("modbus", "contact_id"):
+        for i, item in enumerate(getattr(config.serial, section)):
+            named = [(("zones", j, "zone"), z.zone) for j, z in enumerate(item.zones)]
+            extra = "box_zone" if section == "modbus" else "default_zone"
+            if getattr(item, extra):
+                named.append(((extra,), getattr(item, extra)))
+            for sub, zone in named:
+                if zone not in zone_ids:
+                    found.append(
+                        (("serial", section, i, *sub), f"zone {zone!r} is not defined in zones")
+                    )
     found.extend(_check_linkage(config, zone_ids))
     return found
 
@@ -471,7 +522,16 @@ def _check_linkage(config: Config, zone_ids: set[str]) -> list[tuple[tuple, str]
                     )
                 )
             seen.setdefault(item.zone, i)
+    camera_ids = {c.id for c in config.cameras}
     for i, rule in enumerate(config.linkage.rules):
+        for j, camera in enumerate(rule.cameras or []):
+            if camera not in camera_ids:
+                found.append(
+                    (
+                        ("linkage", "rules", i, "cameras", j),
+                        f"camera {camera!r} is not defined in cameras",
+                    )
+                )
         for j, action in enumerate(rule.outputs):
             if action.output not in output_ids:
                 found.append(

@@ -40,6 +40,8 @@ log = logging.getLogger("shaobing.linkage")
 SOURCE = Source(kind="agent", id="linkage")
 ARMING_SOURCE = Source(kind="agent", id="arming")
 RESTORE = ".restore"
+# Camera track events after "start" (agent/detection): they follow their start like a restore.
+CONTINUED = ("update", "end")
 
 
 class Outputs(Protocol):
@@ -75,6 +77,12 @@ class LinkageStats:
     actions: int = 0
 
 
+def _mute_key(type: str, source: Source, zone: str, data: Mapping[str, Any] | None) -> tuple:
+    # One detector (a Modbus unit, an alarm host) serves several zones, and a
+    # camera follows several tracks: a suppressed alarm mutes only its own end.
+    return (source.kind, source.id, type, zone, (data or {}).get("track_id"))
+
+
 def output_cycles(duration_s: float, on_s: float | None, off_s: float) -> tuple[float, float, int]:
     """(on, off, n) for gpiozero's blink: steady is one cycle of the whole duration."""
     if on_s is None:
@@ -101,7 +109,7 @@ class LinkageSink:
         self._lock = threading.Lock()
         self._windows: dict[tuple[str, str], _Window] = {}
         self._buckets: dict[tuple[str, str, str], _Bucket] = {}
-        self._muted: set[tuple[str, str, str]] = set()  # (kind, id, alarm type)
+        self._muted: set[tuple] = set()  # see _mute_key
         self.stats = LinkageStats()
         self._configure(config, zones)
         self._known: dict[str, str] = {}
@@ -153,16 +161,19 @@ class LinkageSink:
         kwargs = {"zone": zone, "data": data, "severity": severity, "attachment": attachment}
         if zone is None or not type.startswith("alarm."):
             return self._inner.emit(type, source, **kwargs)
-        if type.endswith(RESTORE):
-            key = (source.kind, source.id, type.removesuffix(RESTORE))
+        phase = (data or {}).get("phase")
+        if type.endswith(RESTORE) or phase in CONTINUED:
+            # The end of an alarm, or a camera track's update/end: it follows its alarm.
+            key = _mute_key(type.removesuffix(RESTORE), source, zone, data)
             with self._lock:
                 muted = key in self._muted
-                self._muted.discard(key)
+                if phase != "update":
+                    self._muted.discard(key)
                 if muted:
                     self.stats.restores_dropped += 1
             return None if muted else self._inner.emit(type, source, **kwargs)
 
-        decision = self._decide(type, source, zone)
+        decision = self._decide(type, source, zone, _mute_key(type, source, zone, data))
         if decision.suppress:
             return None
         event: Event | None = None
@@ -183,7 +194,7 @@ class LinkageSink:
         rule: LinkageRuleConfig | None = None
         window: _Window | None = None
 
-    def _decide(self, type: str, source: Source, zone: str) -> _Decision:
+    def _decide(self, type: str, source: Source, zone: str, mute: tuple) -> _Decision:
         arming_cfg = self._arming.config
         state: ZoneState = self._arming.state(zone)
         armed = state.state == "armed"
@@ -199,13 +210,13 @@ class LinkageSink:
             if not reported:
                 self.stats.suppressed_disarmed += 1
                 self._count("disarmed", type, zone, source, now_ms, None, self.config.cooldown_s)
-                self._muted.add((source.kind, source.id, type))
+                self._muted.add(mute)
                 return self._Decision(suppress=True)
             window = self._windows.get((zone, type))
             if window is not None and mono < window.until:
                 self.stats.folded += 1
                 self._count("cooldown", type, zone, source, now_ms, window.alarm_id, cooldown)
-                self._muted.add((source.kind, source.id, type))
+                self._muted.add(mute)
                 return self._Decision(suppress=True)
             window = None
             if cooldown > 0:

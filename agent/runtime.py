@@ -18,17 +18,18 @@ from gpiozero.pins import Factory
 
 from shaobing.agent.arming import Arming
 from shaobing.agent.clock import Clock
-from shaobing.agent.config import Config
+from shaobing.agent.config import Config, ZoneConfig
 from shaobing.agent.control import LIVE_SECTIONS, ControlChannel
 from shaobing.agent.events import Source
 from shaobing.agent.health import HealthReporter
 from shaobing.agent.linkage import LinkageSink
-from shaobing.agent.outbox import Outbox
+from shaobing.agent.outbox import Budget, Outbox
 from shaobing.agent.recorder import Recorder
 from shaobing.agent.topics import Topics
 from shaobing.agent.uplink import Uplink
 from shaobing.agent.verification import VerificationWorker, Verifier
 from shaobing.drivers.gpio import GpioInputs, GpioOutputs, make_pin_factory
+from shaobing.drivers.serial_runtime import SerialDrivers
 
 log = logging.getLogger("shaobing.agent")
 
@@ -42,6 +43,19 @@ def agent_version() -> str:
         return version("shaobing")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+def zones_with_cameras(config: Config) -> list[ZoneConfig]:
+    """Zones whose ``cameras`` default to the enabled cameras that guard them (cameras[].zones)."""
+    seen_by: dict[str, list[str]] = {}
+    for cam in config.cameras:
+        if cam.enabled:
+            for zone in cam.zones:
+                seen_by.setdefault(zone.id, []).append(cam.id)
+    return [
+        z if z.cameras else z.model_copy(update={"cameras": seen_by.get(z.id, [])})
+        for z in config.zones
+    ]
 
 
 class Agent:
@@ -60,12 +74,27 @@ class Agent:
         self.restart_requested = threading.Event()
         self._wake = threading.Event()
         self._stopped = False
-        self.clock = Clock()
-        self.outbox = Outbox(config.storage.path)
+        self.clock = Clock(config.clock.trust)
+        storage = config.storage
+        self.outbox = Outbox(
+            storage.path,
+            Budget(
+                max_bytes=storage.max_bytes,
+                max_rows=storage.max_rows,
+                max_age_s=storage.max_age_h * 3600 if storage.max_age_h else None,
+            ),
+            batch_delay_s=storage.batch_delay_s,
+        )
         self.recorder = Recorder(config, self.outbox, self.clock)
+        self.clock.on_sync(self._clock_synchronised)
         self.topics = Topics(config.mqtt.topic_prefix, config.site.village_code, config.device.id)
         self.uplink = Uplink(
-            config.mqtt, config.device.id, self.topics, self.outbox, self._identity
+            config.mqtt,
+            config.device.id,
+            self.topics,
+            self.outbox,
+            self._identity,
+            correct_ts=self.clock.corrected_ts,
         )
         factory = pin_factory if pin_factory is not None else make_pin_factory(config.gpio)
         self.outputs = GpioOutputs(config.outputs, factory)
@@ -77,15 +106,37 @@ class Agent:
             self.clock.trusted,
         )
         self.verification = VerificationWorker(self.recorder, verifier)
-        # Drivers get the linkage sink; it commits through the recorder.
+        # Every driver gets the linkage sink; it commits through the recorder.
         self.sink = LinkageSink(
             self.recorder,
             config.linkage,
-            config.zones,
+            zones_with_cameras(config),
             self.arming,
             self.outputs,
             self.verification,
         )
+        self.detection = None
+        self._detector_fault: str | None = None
+        if any(cam.enabled for cam in config.cameras):
+            # Imported here: OpenCV and the TFLite runtime load only on posts with cameras.
+            from shaobing.agent.detection.pipeline import DetectionPipeline
+            from shaobing.agent.detection.runtime import ModelError
+
+            try:
+                self.detection = DetectionPipeline.from_config(
+                    config.detector, config.cameras, self.sink
+                )
+            except ModelError as exc:
+                # GPIO and serial alarms keep working without the detector.
+                self._detector_fault = str(exc)
+                log.error("detector unavailable: %s", exc)
+        if verifier is None and self.detection is not None:
+            from shaobing.agent.camera_verifier import PipelineVerifier
+
+            verify = config.linkage.verify
+            verifier = PipelineVerifier(self.detection, verify.labels, verify.min_score)
+            self.verification.verifier = verifier
+        self.serial = SerialDrivers(config.serial, self.sink)
         self.control: ControlChannel | None = None
         if config.control.enabled:
             self.control = ControlChannel(
@@ -118,7 +169,7 @@ class Agent:
         if "arming" in applied:
             self.arming.reconfigure(new.arming, zone_ids)
         if "linkage" in applied:
-            self.sink.reconfigure(new.linkage, self.config.zones)
+            self.sink.reconfigure(new.linkage, zones_with_cameras(self.config))
         if "control" in applied and self.control is not None:
             self.control.reconfigure(new.control)
         self.config = self.config.model_copy(update={s: getattr(new, s) for s in applied})
@@ -137,22 +188,36 @@ class Agent:
             "version": agent_version(),
         }
 
+    def _clock_synchronised(self, anchor) -> None:
+        # The platform re-times this boot's earlier events with this anchor;
+        # rows still in the outbox also get "ts_corrected" when published.
+        self.recorder.emit(
+            "status.clock_sync",
+            Source(kind="agent", id="clock"),
+            data={"boot_id": self.clock.boot_id, "ts": anchor.ts_ms, "mono_ns": anchor.mono_ns},
+        )
+
     def _sections(self) -> dict[str, Any]:
         stats = self.uplink.stats
         return {
             "run": self.outbox.run,
             "outbox": self.outbox.depth(),
+            "outbox_bytes": self.outbox.stored_bytes(),
+            "dropped": dict(self.outbox.dropped),
             "uplink": {
                 "connected": self.uplink.connected.is_set(),
                 "connects": stats.connects,
                 "published": stats.published,
                 "acked": stats.acked,
                 "refused": stats.refused,
+                "last_refusal": stats.last_refusal,
                 "inflight": stats.inflight,
             },
             "drivers": {
                 "gpio_inputs": self.inputs.state(),
                 "gpio_outputs": self.outputs.state(),
+                "cameras": [asdict(s) for s in self.detection.stats()] if self.detection else [],
+                "serial": self.serial.state(),
             },
             "arming": {z: s.state for z, s in self.arming.states().items()},
             "linkage": asdict(self.sink.stats),
@@ -182,6 +247,15 @@ class Agent:
         if self.control is not None:
             self.control.start()
         self.inputs.start()
+        if self.detection is not None:
+            self.detection.start()
+        elif self._detector_fault:
+            self.recorder.emit(
+                "fault.detector",
+                Source(kind="agent", id="detector"),
+                data={"reason": self._detector_fault},
+            )
+        self.serial.start()
         self.health.start()
         log.info("agent started", extra={"fields": {"device": self.config.device.id}})
 
@@ -193,6 +267,9 @@ class Agent:
             return  # tests and signal handlers may both stop it
         self._stopped = True
         self.health.stop()
+        if self.detection is not None:
+            self.detection.stop()
+        self.serial.stop()
         self.inputs.close()
         if self.control is not None:
             self.control.stop()

@@ -60,6 +60,7 @@ class Uplink:
         topics: Topics,
         outbox: Outbox,
         state_info: Callable[[], dict],
+        correct_ts: Callable[[str, int], int | None] = lambda boot_id, mono_ns: None,
     ):
         self.config = config
         self.topics = topics
@@ -67,6 +68,13 @@ class Uplink:
         self.stats = UplinkStats()
         self.connected = threading.Event()
         self._state_info = state_info
+        self._correct_ts = correct_ts
+        # Status and snapshot backlog may fill at most this much of the window,
+        # so a live alarm always finds room at once.
+        self._low_window = max(1, self.config.inflight_window // 2)
+        # Refill low classes in chunks: one query per few dozen acks, not per ack.
+        self._refill_at = max(1, self.config.inflight_window // 8)
+        self._low_inflight = 0
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._acks: collections.deque[tuple[int, bool, str]] = collections.deque()
@@ -81,7 +89,8 @@ class Uplink:
         self._threads: list[threading.Thread] = []
         self._subscriptions: dict[str, Callable[[mqtt.MQTTMessage], None]] = {}
         self.client = self._make_client(client_id)
-        outbox.on_append(self._wake.set)
+        self._urgent = threading.Event()
+        outbox.on_append(self._appended)
 
     # ---- set-up -------------------------------------------------------
     def _make_client(self, client_id: str) -> mqtt.Client:
@@ -221,6 +230,7 @@ class Uplink:
         for topic_filter in self._subscriptions:
             client.subscribe(topic_filter, qos=1)
         self.connected.set()
+        self._urgent.set()
         self._wake.set()
         log.info(
             "connected", extra={"fields": {"host": self.config.host, "port": self.config.port}}
@@ -237,6 +247,11 @@ class Uplink:
         self._wake.set()
 
     # ---- pump thread ---------------------------------------------------
+    def _appended(self, urgent: bool) -> None:
+        if urgent:
+            self._urgent.set()
+        self._wake.set()
+
     def _pump(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(timeout=0.5)
@@ -261,8 +276,9 @@ class Uplink:
                 continue  # a state message, not an outbox row
             row = entry[0]
             self._inflight_rows.discard(row.rowid)
+            self._low_inflight -= row.priority >= Priority.STATUS
             if ok:
-                done.append(row.rowid)
+                done.append(row)
                 self._retry.discard(row.rowid)
                 self._refusal_pause.pop(row.priority, None)
                 key = row.priority.name.lower()
@@ -282,6 +298,8 @@ class Uplink:
         self.stats.inflight = len(self._inflight)
 
     def _rewind(self, row: Row) -> None:
+        if row.priority <= Priority.FAULT:
+            self._urgent.set()
         self._retry.add(row.rowid)
         cursor = self._cursors.get(row.priority, 0)
         self._cursors[row.priority] = min(cursor, row.rowid - 1)
@@ -292,6 +310,7 @@ class Uplink:
             if sent < limit:
                 del self._inflight[mid]
                 self._inflight_rows.discard(row.rowid)
+                self._low_inflight -= row.priority >= Priority.STATUS
                 self._rewind(row)
 
     def _fill_window(self) -> None:
@@ -300,7 +319,21 @@ class Uplink:
             return
         now = time.monotonic()
         held = {p for p, until in self._held_until.items() if until > now}
-        for row in self.outbox.next_rows(self._cursors, room, skip=held):
+        urgent = []
+        if self._urgent.is_set() or not self._inflight:
+            self._urgent.clear()
+            urgent = self.outbox.next_rows(
+                self._cursors, room, skip=held | {Priority.STATUS, Priority.SNAPSHOT}
+            )
+            if len(urgent) == room:  # more may be waiting: look again at the next wake
+                self._urgent.set()
+        low_room = min(room - len(urgent), self._low_window - self._low_inflight)
+        low = []
+        if low_room >= min(self._refill_at, self._low_window - self._low_inflight) > 0:
+            low = self.outbox.next_rows(
+                self._cursors, low_room, skip=held | {Priority.ALARM, Priority.FAULT}
+            )
+        for row in urgent + low:
             self._cursors[row.priority] = max(self._cursors.get(row.priority, 0), row.rowid)
             if row.rowid in self._inflight_rows:
                 continue
@@ -312,13 +345,19 @@ class Uplink:
                 break
             self._inflight[info.mid] = (row, time.monotonic())
             self._inflight_rows.add(row.rowid)
+            self._low_inflight += row.priority >= Priority.STATUS
             self.stats.published += 1
         self.stats.inflight = len(self._inflight)
 
     def _message(self, row: Row) -> tuple[str, bytes]:
         if row.kind == "snapshot":
             return self.topics.snapshot(row.event_id), row.payload
-        payload = row.payload
+        extra = b""
         if row.replayed or row.rowid in self._retry:
-            payload = payload[:-1] + b',"replayed":true}'
+            extra += b',"replayed":true'
+        if not row.clock_trusted:
+            corrected = self._correct_ts(row.boot_id, row.mono_ns)
+            if corrected is not None:
+                extra += b',"ts_corrected":%d' % corrected
+        payload = row.payload[:-1] + extra + b"}" if extra else row.payload
         return self.topics.event(row.event_type), payload

@@ -58,7 +58,10 @@ class Mosquitto:
             # As root, mosquitto would switch to user "mosquitto" and then fail
             # to read the test's own files (ACLs, certificates) in 0700 dirs.
             f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
-            f"{listener}persistence false\nlog_dest file {self.dir / 'log'}\n"
+            # Persistence keeps subscribers' sessions across a restart, as a
+            # county broker does, so an outage test loses nothing on their side.
+            f"{listener}persistence true\npersistence_location {self.dir}/\n"
+            f"log_dest file {self.dir / 'log'}\n"
             f"max_queued_messages 100000\n{extra_conf}"
         )
         self.proc: subprocess.Popen | None = None

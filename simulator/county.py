@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 
 @dataclass(frozen=True)
@@ -31,20 +34,33 @@ class County:
         topic: str = "shaobing/#",
         protocol: int = mqtt.MQTTv5,
         on_message: Callable[[Received], None] | None = None,
-        client_id: str = "",
+        client_id: str | None = None,
     ):
         self.messages: list[Received] = []
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
         self._callback = on_message
         self._topic = topic
+        # A persistent session, like a real platform's: the broker queues what
+        # arrives while this subscriber reconnects after a broker restart.
+        client_id = client_id or f"county-{uuid.uuid4().hex[:12]}"
+        v5 = protocol == mqtt.MQTTv5
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=protocol,
+            clean_session=None if v5 else False,
         )
+        self.client.reconnect_delay_set(0.1, 0.5)
         self.client.on_connect = lambda c, *_: c.subscribe(self._topic, qos=1)
         self.client.on_subscribe = lambda *_: self._subscribed.set()
         self.client.on_message = self._on_message
-        self.client.connect_async(host, port, keepalive=30)
+        session: dict = {}
+        if v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600
+            session = {"clean_start": False, "properties": props}
+        self.client.connect_async(host, port, keepalive=30, **session)
         self.client.loop_start()
         if not self._subscribed.wait(10):
             raise TimeoutError(f"could not subscribe to {host}:{port}")

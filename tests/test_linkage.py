@@ -152,7 +152,9 @@ def test_any_source_perimeter_alarm_is_linked_and_folded(
     """Linkage is source-agnostic: a serial fence detector's event gets the same rules."""
     county = county_factory(mosquitto.port)
     camera = FakeCamera({"cam-1": "vehicle"})
-    post = post_factory(linkage_config(tmp_path, mosquitto.port), verifier=camera)
+    linkage = {**DEFAULT_LINKAGE, "cooldown_s": 3}
+    config = linkage_config(tmp_path, mosquitto.port, linkage=linkage)
+    post = post_factory(config, verifier=camera)
     fence = Source(kind="modbus", id="fence-1")
     first = post.agent.sink.emit(
         "alarm.perimeter", fence, zone="crossing", data={"segment": 3, "state": "alarm"}
@@ -165,6 +167,8 @@ def test_any_source_perimeter_alarm_is_linked_and_folded(
         post.agent.sink.emit("alarm.perimeter.restore", fence, zone="crossing", data={})
     assert county.wait_for(lambda m: county.events("status.verification"), 10)
     assert wait_until(lambda: pin_on_periods(siren_pin(post)), 10)
+    # The summary comes when the window closes.
+    assert county.wait_for(lambda m: county.events("status.suppressed"), 15)
     post.stop()
 
     (alarm,) = of_type(county, "alarm.perimeter")

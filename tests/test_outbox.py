@@ -31,13 +31,16 @@ def test_seq_survives_restart_and_rows_keep_their_class(tmp_path):
     later = rec.emit("fault.camera", Source(kind="camera", id="c"))
     assert (first.seq, later.seq) == (1, 4)
     assert outbox.run == 2
+    outbox.flush()
     assert outbox.depth() == {"alarm": 2, "fault": 1, "status": 1, "snapshot": 1}
     rows = outbox.next_rows({}, 10)
     # most urgent class first, then by insertion; earlier runs are replays
     assert [r.priority.name for r in rows] == ["ALARM", "ALARM", "FAULT", "STATUS", "SNAPSHOT"]
     assert [r.replayed for r in rows] == [True, True, False, True, True]
-    assert outbox.ack([rows[0].rowid, rows[1].rowid]) == 2
+    assert outbox.ack(rows[:2]) == 2
+    outbox.flush()
     assert outbox.depth()["alarm"] == 0
+    outbox.close()
 
 
 def test_corrupt_database_is_set_aside_and_reported(tmp_path, mosquitto, county_factory):
@@ -77,7 +80,7 @@ def test_broker_refusal_keeps_event_in_outbox(tmp_path, county_factory):
             assert post.agent.uplink.stats.acked == 0
             # held back with a growing pause, not retried in a tight loop
             time.sleep(1.0)
-            assert post.agent.uplink.stats.refused <= 3
+            assert post.agent.uplink.stats.refused <= 8  # a tight loop would be thousands
         finally:
             post.stop()
     finally:

@@ -47,6 +47,28 @@ def _start_local_broker():
     return EmbeddedBroker().start(), "3.1.1", "embedded amqtt"
 
 
+def _demo_camera(config):
+    """A virtual camera on the crossing when the detector and real images are at hand."""
+    from shaobing.agent.detection.config import CameraConfig, CameraZone
+    from shaobing.agent.detection.detector import ModelError, resolve_model
+    from shaobing.simulator.camera import default_media_dir
+
+    if config.cameras or not config.zones:
+        return config.cameras, None
+    try:
+        resolve_model(config.detector.model)
+    except ModelError as exc:
+        return [], f"no camera in the demo: {exc}"
+    if not (default_media_dir() / "squat.bmp").is_file():
+        return [], f"no camera in the demo: no images in {default_media_dir()} (SHAOBING_MEDIA_DIR)"
+    zone = config.zones[0].id
+    band = [(0.35, 0.0), (0.65, 0.0), (0.65, 1.0), (0.35, 1.0)]
+    camera = CameraConfig(
+        id="cam-sim", source="sim:person-crossing?fps=10", zones=[CameraZone(id=zone, polygon=band)]
+    )
+    return [camera], f"camera cam-sim: a real person walks across zone {zone}"
+
+
 def _describe(item) -> str:
     if "/state" in item.topic:
         return f"state   {item.json()['state']}{' (retained)' if item.retain else ''}"
@@ -64,7 +86,9 @@ def _describe(item) -> str:
             where += (
                 f" {r['line']} {r['start']}{'-' + r['end'] if r.get('end') else ''} {r['side']}"
             )
-    extra = e["data"].get("state", "")
+    extra = e["data"].get("state", "") or e["data"].get("phase", "")
+    if e["data"].get("label"):
+        extra += f" {e['data']['label']} {e['data'].get('score', 0):.2f}"
     if e["type"] == "status.health":
         extra = f"outbox={e['data']['outbox']} uptime={e['data']['uptime_s']}s"
     return f"event   seq={e['seq']:<4} {e['type']:<24} {extra}{where}"
@@ -106,6 +130,10 @@ def demo(args: argparse.Namespace) -> int:
             "health": config.health.model_copy(update={"interval_s": 10}),
         }
     )
+    cameras, note = _demo_camera(config)
+    config = config.model_copy(update={"cameras": cameras})
+    if note:
+        print(note)
     print(f"broker: {name} at {host}:{port} (MQTT {protocol}); outbox: {workdir / 'outbox.db'}")
     county = County(
         host,
@@ -130,7 +158,9 @@ def demo(args: argparse.Namespace) -> int:
     scenario.join(5)
     agent.stop()
     waiting = agent.outbox.pending_after_close
-    county.wait_for(lambda msgs: any('"stopped"' in m.payload.decode() for m in msgs), 5)
+    county.wait_for(
+        lambda msgs: any(m.topic.endswith("/state") and b'"stopped"' in m.payload for m in msgs), 5
+    )
     county.close()
     if broker:
         broker.close()

@@ -1,0 +1,1 @@
+"""On-device object detection: runtime, model adapters, cameras-to-events pipeline."""

@@ -1,0 +1,146 @@
+"""Inference benchmark: raw interpreter vs the whole pipeline, in one run.
+
+Same model, same thread count, same process: the gap between the two numbers
+is what preprocessing, decoding, tracking and the camera threads cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from shaobing.agent.events import Source
+
+from .config import CameraConfig, CameraZone, DetectorConfig, MotionConfig
+from .detector import Detector
+from .motion import MotionGate
+from .pipeline import DetectionPipeline
+
+
+class _NullSink:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def emit(self, type: str, source: Source, **kwargs):
+        self.count += 1
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        pages = int(fh.read().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def _median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def run(model: str, threads: int, iterations: int, seconds: float, runtime: str) -> dict:
+    from shaobing.simulator.camera import Scene, SceneSpec
+
+    detector = Detector(model, num_threads=threads, runtime=runtime)
+    scene = Scene(SceneSpec(width=1280, height=720, loop=True))
+    frames = [scene.frame(i) for i in range(scene.length)]
+    rss_loaded = _rss_mb()
+
+    zone = CameraZone(id="z", polygon=[(0.4, 0), (0.6, 0), (0.6, 1), (0.4, 1)])
+    cam = CameraConfig(id="bench", source="sim:person-crossing", zones=[zone])
+    sink = _NullSink()
+    pipe = DetectionPipeline(detector, [cam], sink, DetectorConfig(num_threads=threads))
+    c = pipe.camera("bench")
+    detector.detect(frames[10])  # warm-up
+    raw, per_frame = [], []
+    # Interleaved, so that both figures see the same load on a shared machine.
+    for i in range(iterations):
+        raw.append(detector.invoke_raw())
+        start = time.perf_counter()
+        pipe.process(c, frames[i % len(frames)])
+        per_frame.append(time.perf_counter() - start)
+
+    gate = MotionGate(MotionConfig())
+    still = frames[0]
+    gate.check(still)
+    idle = []
+    for _ in range(max(200, iterations)):
+        start = time.perf_counter()
+        gate.check(still)
+        idle.append(time.perf_counter() - start)
+
+    # Threaded: a 1280x720 virtual camera far faster than inference, as in the field.
+    live_cam = CameraConfig(
+        id="live", source="sim:person-crossing?fps=200&width=1280&height=720", zones=[zone]
+    )
+    live = DetectionPipeline(detector, [live_cam], sink, DetectorConfig(num_threads=threads))
+    live.start()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.1)  # a benchmark duration, not a synchronisation
+    stats = live.stats()[0]
+    elapsed = seconds
+    live.stop()
+
+    raw_ms, pipe_ms, idle_ms = _median_ms(raw), _median_ms(per_frame), _median_ms(idle)
+    return {
+        "model": str(detector.model.path.name),
+        "runtime": detector.model.runtime,
+        "threads": threads,
+        "iterations": iterations,
+        "raw_invoke_ms_median": round(raw_ms, 2),
+        "raw_fps": round(1000 / raw_ms, 1),
+        "pipeline_frame_ms_median": round(pipe_ms, 2),
+        "pipeline_fps": round(1000 / pipe_ms, 1),
+        "pipeline_vs_raw": round(raw_ms / pipe_ms, 3),
+        "threaded_infer_fps": round(stats.inferences / elapsed, 1),
+        "threaded_capture_fps": round(stats.captured / elapsed, 1),
+        "threaded_dropped": stats.dropped,
+        "idle_frame_us_median": round(idle_ms * 1000, 1),
+        "idle_vs_inference": round(idle_ms / pipe_ms, 4),
+        "rss_mb_after_load": round(rss_loaded, 1),
+        "rss_mb_end": round(_rss_mb(), 1),
+        "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "frame": "1280x720 BGR (simulator, real person crop)",
+        "cv2_threads": cv2.getNumThreads(),
+        "numpy": np.__version__,
+    }
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="blazepose-person", help="manifest name or .tflite path")
+    p.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
+    p.add_argument("--iterations", type=int, default=100, help="timed inferences per phase")
+    p.add_argument("--seconds", type=float, default=5.0, help="threaded pipeline run time")
+    p.add_argument(
+        "--runtime", default="auto", choices=["auto", "ai-edge-litert", "tflite-runtime"]
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def main_args(args: argparse.Namespace) -> int:
+    result = run(args.model, args.threads, args.iterations, args.seconds, args.runtime)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        width = max(map(len, result))
+        for key, value in result.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("bench", help="benchmark raw interpreter vs detection pipeline")
+    add_arguments(p)
+    p.set_defaults(func=main_args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog=Path(sys.argv[0]).name, description=__doc__)
+    add_arguments(p)
+    return main_args(p.parse_args(argv))

@@ -1,0 +1,139 @@
+"""Configuration of cameras and the detector (plugged into the root config by the agent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shaobing.models.manifest import DEFAULT_MODEL
+
+Point = tuple[float, float]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_polygon(points: list[Point]) -> list[Point]:
+    if len(points) < 3:
+        raise ValueError("a polygon needs at least 3 points")
+    for x, y in points:
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            raise ValueError(f"point {(x, y)} is outside the frame: use relative coordinates 0..1")
+    return points
+
+
+class LabelFilter(_Strict):
+    min_score: float = Field(default=0.5, ge=0, le=1, description="minimum detection score")
+    min_area: float = Field(
+        default=0.0, ge=0, le=1, description="minimum box area as a fraction of the frame"
+    )
+    max_area: float = Field(
+        default=1.0, ge=0, le=1, description="maximum box area as a fraction of the frame"
+    )
+
+
+class CameraZone(_Strict):
+    id: str = Field(description="zone id; also the 'zone' of the events raised in it")
+    name: str | None = Field(default=None, description="human name, e.g. 'K123 bridge'")
+    polygon: list[Point] = Field(
+        description="corners in relative frame coordinates (0..1, x right, y down); an object "
+        "is in the zone when the bottom centre of its box (where it stands) is inside"
+    )
+    labels: list[str] | None = Field(
+        default=None, description="labels that raise alarms here; None means every label"
+    )
+
+    @field_validator("polygon")
+    @classmethod
+    def _polygon(cls, points: list[Point]) -> list[Point]:
+        return _check_polygon(points)
+
+
+class MotionConfig(_Strict):
+    enabled: bool = Field(default=True, description="skip inference on frames without motion")
+    width: int = Field(default=160, ge=16, description="width the frame is shrunk to for the test")
+    pixel_delta: int = Field(
+        default=18, ge=1, le=255, description="grey-level change that counts as a changed pixel"
+    )
+    min_fraction: float = Field(
+        default=0.002, ge=0, le=1, description="fraction of changed pixels that means motion"
+    )
+
+
+class TrackerConfig(_Strict):
+    iou_match: float = Field(default=0.2, gt=0, le=1, description="IoU to continue a track")
+    max_missed: int = Field(
+        default=3, ge=0, description="inferences a track may go unseen before it ends"
+    )
+    min_hits: int = Field(
+        default=2, ge=1, description="detections before a track may raise an alarm (noise guard)"
+    )
+    exit_inferences: int = Field(
+        default=2, ge=1, description="inferences outside every zone before an alarm ends"
+    )
+    update_interval_s: float | None = Field(
+        default=60.0, description="'update' event for an alarm still active this long; None: never"
+    )
+
+
+class CameraConfig(_Strict):
+    id: str = Field(description="camera id, the source id of its events")
+    source: str = Field(
+        description="V4L2 index ('0') or device ('/dev/video0'), rtsp/http URL, video file, "
+        "image directory, or 'sim:SCENE?opts' for the simulator"
+    )
+    enabled: bool = Field(default=True, description="a disabled camera is not opened")
+    fps: float = Field(default=5.0, gt=0, description="frame rate of image directories")
+    loop: bool = Field(default=True, description="replay video files and image directories")
+    open_timeout_s: float = Field(default=5.0, gt=0, description="network stream open/read limit")
+    stall_timeout_s: float = Field(
+        default=10.0, gt=0, description="no frame for this long raises fault.camera"
+    )
+    backoff_min_s: float = Field(default=1.0, gt=0, description="first reopen delay")
+    backoff_max_s: float = Field(default=60.0, gt=0, description="longest reopen delay")
+    zones: list[CameraZone] = Field(
+        default_factory=list, description="guarded zones; no zone means nothing raises alarms"
+    )
+    masks: list[list[Point]] = Field(
+        default_factory=list,
+        description="polygons ignored for motion and detection (trees, a public road)",
+    )
+    filters: dict[str, LabelFilter] = Field(
+        default_factory=dict,
+        description="per-label score and size filters; other labels use the detector threshold",
+    )
+    motion: MotionConfig = Field(default_factory=MotionConfig, description="motion gate")
+    snapshot_max_bytes: int = Field(
+        default=60_000, ge=5_000, description="JPEG snapshot size cap for the rural uplink"
+    )
+
+    @field_validator("masks")
+    @classmethod
+    def _masks(cls, masks: list[list[Point]]) -> list[list[Point]]:
+        return [_check_polygon(m) for m in masks]
+
+
+class DetectorConfig(_Strict):
+    model: str = Field(
+        default=DEFAULT_MODEL, description="manifest name (in the model cache) or .tflite path"
+    )
+    labels: Path | None = Field(default=None, description="labels file overriding the manifest")
+    runtime: Literal["auto", "ai-edge-litert", "tflite-runtime"] = Field(
+        default="auto", description="TFLite runtime; auto prefers ai-edge-litert"
+    )
+    num_threads: int = Field(default=2, ge=1, le=8, description="interpreter threads")
+    adapter: Literal["auto", "ssd_postprocess", "anchor_ssd"] = Field(
+        default="auto", description="output decoder; auto: manifest, else the output tensors"
+    )
+    score_threshold: float = Field(default=0.5, ge=0, le=1, description="minimum score")
+    iou_threshold: float = Field(default=0.45, gt=0, le=1, description="NMS overlap limit")
+    model_dir: Path | None = Field(
+        default=None, description="model cache; default $SHAOBING_MODEL_DIR or models/cache"
+    )
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="object tracker")
+    stats_interval_s: float = Field(
+        default=300.0, gt=0, description="period of the status.detection statistics event"
+    )

@@ -1,0 +1,307 @@
+"""Cameras -> motion gate -> shared detector -> zones -> tracker -> intrusion events.
+
+Threads: one capture thread per camera (``drivers.camera``) and ONE inference
+thread that owns the interpreter and every tracker. The interpreter is the
+scarce resource and runs its own ``num_threads`` worker threads inside
+``invoke()`` with the GIL released, so a second inference thread would only
+contend for the same cores; capture threads meanwhile decode frames (OpenCV
+also releases the GIL) and overwrite their one-frame slot. See docs/inference.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from shaobing.agent.events import EventSink, Severity, Source
+from shaobing.drivers.camera import Camera, Frame, FrameSource, source_opener
+
+from .config import CameraConfig, DetectorConfig
+from .detector import Detector
+from .motion import MotionGate
+from .snapshot import snapshot
+from .tracker import IouTracker, Track
+from .zones import CameraZones
+
+log = logging.getLogger(__name__)
+
+INTRUSION = "alarm.intrusion"
+
+
+@dataclass(frozen=True, slots=True)
+class CameraPipelineStats:
+    id: str
+    state: str
+    captured: int
+    capture_fps: float
+    dropped: int  # frames replaced before the inference thread looked at them
+    idle: int  # frames the motion gate judged not worth an inference
+    inferences: int
+    infer_fps: float
+    last_infer_ms: float
+    active_tracks: int
+
+
+class _Cam:
+    """Everything the inference thread keeps for one camera."""
+
+    def __init__(self, cfg: CameraConfig, camera: Camera, det_cfg: DetectorConfig) -> None:
+        self.cfg = cfg
+        self.camera = camera
+        self.zones = CameraZones(cfg, det_cfg.score_threshold)
+        self.gate = MotionGate(cfg.motion, self.zones.motion_mask())
+        self.tracker = IouTracker(det_cfg.tracker)
+        self.floor = min([det_cfg.score_threshold] + [f.min_score for f in cfg.filters.values()])
+        self.last_served = 0.0
+        self.superseded = 0
+        self.idle = 0
+        self.inferences = 0
+        self.last_infer_ms = 0.0
+        self.infer_times: deque[float] = deque(maxlen=20)
+
+
+class DetectionPipeline:
+    def __init__(
+        self,
+        detector: Detector,
+        cameras: Sequence[CameraConfig],
+        sink: EventSink,
+        cfg: DetectorConfig,
+        *,
+        openers: Mapping[str, Callable[[], FrameSource]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.detector = detector
+        self.sink = sink
+        self.cfg = cfg
+        self.clock = clock
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._cams: list[_Cam] = []
+        for cam_cfg in cameras:
+            if not cam_cfg.enabled:
+                continue
+            opener = (openers or {}).get(cam_cfg.id) or source_opener(
+                cam_cfg.source, fps=cam_cfg.fps, loop=cam_cfg.loop, timeout_s=cam_cfg.open_timeout_s
+            )
+            camera = Camera(
+                cam_cfg.id,
+                opener,
+                sink,
+                describe=cam_cfg.source,
+                backoff_min_s=cam_cfg.backoff_min_s,
+                backoff_max_s=cam_cfg.backoff_max_s,
+                on_frame=self._wake.set,
+            )
+            self._cams.append(_Cam(cam_cfg, camera, cfg))
+
+    @classmethod
+    def from_config(
+        cls, det_cfg: DetectorConfig, cameras: Sequence[CameraConfig], sink: EventSink
+    ) -> DetectionPipeline:
+        detector = Detector(
+            det_cfg.model,
+            labels=det_cfg.labels,
+            runtime=det_cfg.runtime,
+            num_threads=det_cfg.num_threads,
+            score_threshold=det_cfg.score_threshold,
+            iou_threshold=det_cfg.iou_threshold,
+            adapter=det_cfg.adapter,
+            model_dir=det_cfg.model_dir,
+        )
+        return cls(detector, cameras, sink, det_cfg)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start_cameras(self) -> None:
+        for c in self._cams:
+            c.camera.start()
+
+    def start(self) -> None:
+        self.start_cameras()
+        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout)
+        for c in self._cams:
+            c.camera.stop()
+            for track in c.tracker.drain():
+                if track.alarm_zone is not None:
+                    self._emit(c, track, "end", None, reason="shutdown")
+
+    def _run(self) -> None:
+        last_stats = self.clock()
+        while not self._stop.is_set():
+            self._wake.wait(0.5)
+            self._wake.clear()
+            try:
+                self.step()
+            except Exception:  # a bad frame must not kill the only inference thread
+                log.exception("inference step failed")
+            if self.clock() - last_stats >= self.cfg.stats_interval_s:
+                last_stats = self.clock()
+                self._emit_stats()
+
+    # -- scheduling -------------------------------------------------------------
+
+    def step(self) -> int:
+        """Serve every camera whose newest frame has motion (or live tracks), once.
+
+        Cameras are served least-recently-served first, so a busy camera cannot
+        starve a quiet one that just saw something: each gets one inference per
+        round, and a round lasts about (cameras with motion) x (inference time).
+        """
+        ready: list[tuple[_Cam, Frame]] = []
+        for c in self._cams:
+            c.camera.check_stall(c.cfg.stall_timeout_s)
+            frame = c.camera.take()
+            if frame is None:
+                continue
+            if c.gate.check(frame.image) or c.tracker.tracks:
+                ready.append((c, frame))
+            else:
+                c.idle += 1
+        ready.sort(key=lambda item: item[0].last_served)
+        for c, frame in ready:
+            newer = c.camera.take()
+            if newer is not None:
+                c.superseded += 1
+                frame = newer
+            self.process(c, frame.image)
+        return len(ready)
+
+    # -- per frame ---------------------------------------------------------------
+
+    def camera(self, cam_id: str) -> _Cam:
+        return next(c for c in self._cams if c.cfg.id == cam_id)
+
+    def process(self, c: _Cam, image: np.ndarray) -> None:
+        """Detect, track and raise events for one frame of camera ``c``."""
+        now = self.clock()
+        result = self.detector.detect(image, c.floor)
+        c.last_served = now
+        c.inferences += 1
+        c.last_infer_ms = result.invoke_s * 1000
+        c.infer_times.append(now)
+        dets = [
+            d
+            for d in result.detections
+            if c.zones.passes(d) and not c.zones.masked(d.box.bottom_centre)
+        ]
+        seen, ended = c.tracker.update(dets, now)
+        for track in seen:
+            # The newest frame of each live track is what its snapshot shows.
+            track.extra["image"] = image
+            track.extra["ir"] = result.ir
+            self._lifecycle(c, track, now)
+        for track in ended:
+            if track.alarm_zone is not None:
+                self._emit(c, track, "end", None, reason="lost")
+
+    def _lifecycle(self, c: _Cam, t: Track, now: float) -> None:
+        if t.hits < self.cfg.tracker.min_hits:
+            return
+        zone = c.zones.zone_of(t.det)
+        if t.alarm_zone is None:
+            if zone is not None:
+                t.alarm_zone, t.alarm_since, t.outside = zone.id, now, 0
+                self._emit(c, t, "start", t.extra.get("image"), reason="entered")
+            return
+        if zone is None:
+            t.outside += 1
+            if t.outside >= self.cfg.tracker.exit_inferences:
+                self._emit(c, t, "end", None, reason="left_zone")
+                t.alarm_zone = None
+            return
+        t.outside = 0
+        interval = self.cfg.tracker.update_interval_s
+        if zone.id != t.alarm_zone:
+            t.alarm_zone = zone.id
+            self._emit(c, t, "update", t.extra.get("image"), reason="zone_changed")
+        elif interval is not None and now - t.last_event_mono >= interval:
+            self._emit(c, t, "update", t.extra.get("image"), reason="still_present")
+
+    def _emit(
+        self, c: _Cam, t: Track, phase: str, image: np.ndarray | None, *, reason: str
+    ) -> None:
+        now = self.clock()
+        det = t.det
+        zone = t.alarm_zone
+        data: dict[str, object] = {
+            "phase": phase,
+            "reason": reason,
+            "track_id": t.id,
+            "camera": c.cfg.id,
+            "label": det.label,
+            "score": round(det.score, 3),
+            "max_score": round(t.best_score, 3),
+            "box": det.box.as_list(),
+            "box_px": list(det.box_px),
+            "frame": list(det.frame_size),
+            "night_ir": bool(t.extra.get("ir", False)),
+        }
+        if phase == "end":
+            data["duration_s"] = round(now - t.alarm_since, 3)
+        attachment = None
+        if image is not None:
+            caption = f"#{t.id} {det.label} {det.score:.2f}"
+            attachment = snapshot(image, [det], c.cfg.snapshot_max_bytes, [caption])
+            data["snapshot_bytes"] = len(attachment)
+        t.last_event_mono = now
+        self.sink.emit(
+            INTRUSION,
+            Source(kind="camera", id=c.cfg.id),
+            zone=zone,
+            data=data,
+            severity=None if phase != "end" else Severity.INFO,
+            attachment=attachment,
+        )
+
+    # -- statistics ----------------------------------------------------------------
+
+    def stats(self) -> list[CameraPipelineStats]:
+        out = []
+        now = self.clock()
+        for c in self._cams:
+            cs = c.camera.stats()
+            times = c.infer_times
+            fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+            if times and now - times[-1] > 5.0:
+                fps = 0.0
+            out.append(
+                CameraPipelineStats(
+                    id=c.cfg.id,
+                    state=cs.state,
+                    captured=cs.captured,
+                    capture_fps=round(cs.capture_fps, 2),
+                    dropped=cs.dropped + c.superseded,
+                    idle=c.idle,
+                    inferences=c.inferences,
+                    infer_fps=round(fps, 2),
+                    last_infer_ms=round(c.last_infer_ms, 2),
+                    active_tracks=len(c.tracker.tracks),
+                )
+            )
+        return out
+
+    def _emit_stats(self) -> None:
+        self.sink.emit(
+            "status.detection",
+            Source(kind="agent", id="detection"),
+            data={
+                "model": str(self.detector.model.path.name),
+                "runtime": self.detector.model.runtime,
+                "cameras": [asdict(s) for s in self.stats()],
+            },
+        )

@@ -1,0 +1,323 @@
+"""Camera driver: one capture thread per camera, keeping only the latest frame.
+
+Capture never waits for inference: a frame not taken before the next one
+arrives is dropped and counted, so memory stays flat however slow the
+detector is. A camera that cannot be opened or stops delivering raises
+``fault.camera`` once, is reopened with exponential backoff, and a
+``fault.camera`` with ``state: recovered`` follows when frames return.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+from tenacity import Retrying, retry_if_exception_type, wait_exponential
+
+from shaobing.agent.events import EventSink, Severity, Source
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+class FrameSource(Protocol):
+    """The reading surface of ``cv2.VideoCapture``, which all sources share."""
+
+    def isOpened(self) -> bool: ...
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
+    def release(self) -> None: ...
+
+
+class CameraError(RuntimeError):
+    pass
+
+
+class _Stopped(Exception):
+    pass
+
+
+def redact(source: str) -> str:
+    """Camera URLs carry passwords (rtsp://admin:pw@...): never put them in events."""
+    return re.sub(r"(//)[^/@\s]+@", r"\1***@", source)
+
+
+class ImageDirSource:
+    """A directory of pictures (or one picture) played as a camera at ``fps``."""
+
+    def __init__(self, path: Path, fps: float = 5.0, loop: bool = True) -> None:
+        files = [path] if path.is_file() else sorted(path.iterdir())
+        self.files = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
+        self.period = 1.0 / fps
+        self.loop = loop
+        self.index = 0
+        self._next = time.monotonic()
+
+    def isOpened(self) -> bool:
+        return bool(self.files)
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if not self.files or (not self.loop and self.index >= len(self.files)):
+            return False, None
+        delay = self._next - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        self._next = max(self._next + self.period, time.monotonic() - self.period)
+        img = cv2.imread(str(self.files[self.index % len(self.files)]), cv2.IMREAD_UNCHANGED)
+        self.index += 1
+        return img is not None, img
+
+    def release(self) -> None:
+        self.files = []
+
+
+class PacedVideo:
+    """A video file read at its own frame rate, as a camera would deliver it."""
+
+    def __init__(self, path: Path, loop: bool) -> None:
+        self.cap = cv2.VideoCapture(str(path))
+        fps = self.cap.get(cv2.CAP_PROP_FPS) or 0.0
+        self.period = 1.0 / fps if 0 < fps < 240 else 1.0 / 25
+        self.loop = loop
+        self._next = time.monotonic()
+
+    def isOpened(self) -> bool:
+        return self.cap.isOpened()
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        delay = self._next - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        self._next = max(self._next + self.period, time.monotonic() - self.period)
+        ok, img = self.cap.read()
+        if not ok and self.loop:
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, img = self.cap.read()
+        return ok, img
+
+    def release(self) -> None:
+        self.cap.release()
+
+
+def source_opener(
+    source: str | int, *, fps: float = 5.0, loop: bool = True, timeout_s: float = 5.0
+) -> Callable[[], FrameSource]:
+    """Turn a configured source into a function that opens it (called on every retry)."""
+    text = str(source)
+    if text.startswith("sim:"):
+        from shaobing.simulator.camera import VirtualCameraFactory
+
+        return VirtualCameraFactory(text)
+    if text.isdigit() or text.startswith("/dev/video"):
+        dev: str | int = int(text) if text.isdigit() else text
+        return lambda: cv2.VideoCapture(dev, cv2.CAP_V4L2)
+    if re.match(r"^(rtsp|rtsps|rtmp|http|https)://", text):
+        ms = int(timeout_s * 1000)
+        # Without these a dead RTSP camera blocks read() for ffmpeg's default 30 s.
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+        return lambda: cv2.VideoCapture(text, cv2.CAP_FFMPEG, params)
+    path = Path(text)
+    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
+        return lambda: ImageDirSource(path, fps, loop)
+    return lambda: PacedVideo(path, loop)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    seq: int
+    mono: float
+    image: np.ndarray
+
+
+class LatestFrame:
+    """A one-frame slot: a new frame replaces an untaken one, which counts as dropped."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._frame: Frame | None = None
+        self._taken = True
+        self.captured = 0
+        self.dropped = 0
+
+    def put(self, image: np.ndarray) -> None:
+        with self._lock:
+            if not self._taken:
+                self.dropped += 1
+            self.captured += 1
+            self._frame = Frame(self.captured, time.monotonic(), image)
+            self._taken = False
+
+    def take(self) -> Frame | None:
+        with self._lock:
+            if self._taken:
+                return None
+            self._taken = True
+            return self._frame
+
+    def latest(self) -> Frame | None:
+        """The newest frame, taken or not, without taking it (video verification reads it)."""
+        with self._lock:
+            return self._frame
+
+
+@dataclass(frozen=True, slots=True)
+class CameraStats:
+    id: str
+    state: str
+    captured: int
+    dropped: int
+    capture_fps: float
+    reconnects: int
+
+
+class Camera:
+    """Capture thread for one camera; the detection pipeline takes frames from it."""
+
+    def __init__(
+        self,
+        cam_id: str,
+        open_source: Callable[[], FrameSource],
+        sink: EventSink,
+        *,
+        describe: str = "",
+        backoff_min_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        on_frame: Callable[[], None] | None = None,
+    ) -> None:
+        self.id = cam_id
+        self._open = open_source
+        self._sink = sink
+        self._describe = redact(describe)
+        self._backoff = wait_exponential(
+            multiplier=backoff_min_s, min=backoff_min_s, max=backoff_max_s
+        )
+        self._on_frame = on_frame or (lambda: None)
+        self.slot = LatestFrame()
+        self.state = "starting"
+        # Capture thread and the stall watchdog (inference thread) both change state.
+        self._state_lock = threading.Lock()
+        self._last_frame = time.monotonic()
+        self._down_since = 0.0
+        self.reconnects = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._fps_window: deque[float] = deque(maxlen=30)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"camera-{self.id}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout)
+
+    def take(self) -> Frame | None:
+        return self.slot.take()
+
+    def latest(self) -> Frame | None:
+        return self.slot.latest()
+
+    def stats(self) -> CameraStats:
+        with self._state_lock:
+            window = list(self._fps_window)
+        fps = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 else 0.0
+        if window and time.monotonic() - window[-1] > 2.0:
+            fps = 0.0
+        return CameraStats(
+            self.id, self.state, self.slot.captured, self.slot.dropped, fps, self.reconnects
+        )
+
+    def _sleep(self, seconds: float) -> None:
+        if self._stop.wait(seconds):
+            raise _Stopped
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                # A fresh Retrying per outage: backoff restarts small after frames flowed.
+                for attempt in Retrying(
+                    wait=self._backoff,
+                    retry=retry_if_exception_type(CameraError),
+                    sleep=self._sleep,
+                    reraise=True,
+                ):
+                    with attempt:
+                        self._session()
+        except _Stopped:
+            pass
+
+    def _session(self) -> None:
+        """Open, then read until the source fails; raises CameraError if no frame came."""
+        if self._stop.is_set():
+            raise _Stopped
+        try:
+            src = self._open()
+        except Exception as exc:  # any backend error is a camera fault, not a crash
+            self._down(f"open failed: {exc}")
+            raise CameraError(str(exc)) from exc
+        try:
+            if not src.isOpened():
+                self._down("cannot open")
+                raise CameraError("cannot open")
+            delivered = False
+            while not self._stop.is_set():
+                ok, image = src.read()
+                if not ok or image is None or image.size == 0:
+                    self._down("stopped delivering frames" if delivered else "no frames")
+                    if delivered:
+                        return
+                    raise CameraError("no frames")
+                if not delivered:
+                    delivered = True
+                    self._up()
+                self.slot.put(image)
+                with self._state_lock:
+                    self._last_frame = time.monotonic()
+                    self._fps_window.append(self._last_frame)
+                if self.state != "up":  # frames again after a stall
+                    self._up()
+                self._on_frame()
+        finally:
+            src.release()
+
+    def check_stall(self, timeout_s: float) -> None:
+        """Called from outside: a read() that blocks (a hung stream) raises the fault too."""
+        with self._state_lock:
+            stalled = self.state == "up" and time.monotonic() - self._last_frame > timeout_s
+        if stalled:
+            self._down(f"no frame for {timeout_s:g} s")
+
+    def _down(self, reason: str) -> None:
+        with self._state_lock:
+            if self.state == "down":
+                return
+            self.state = "down"
+            self._down_since = time.monotonic()
+        self._sink.emit(
+            "fault.camera",
+            Source(kind="camera", id=self.id),
+            data={"state": "down", "reason": reason, "source": self._describe},
+        )
+
+    def _up(self) -> None:
+        with self._state_lock:
+            was_down, self.state = self.state == "down", "up"
+        if was_down:
+            self.reconnects += 1
+            self._sink.emit(
+                "fault.camera",
+                Source(kind="camera", id=self.id),
+                data={
+                    "state": "recovered",
+                    "down_s": round(time.monotonic() - self._down_since, 3),
+                    "source": self._describe,
+                },
+                severity=Severity.INFO,
+            )

@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+from detection_support import MEDIA, ListSink, need_shared
+
+from shaobing.drivers.camera import Camera, LatestFrame, redact, source_opener
+from shaobing.simulator.camera import Scene, SceneSpec, VirtualCameraFactory
+
+
+def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
+    cond = threading.Condition()
+    deadline = time.monotonic() + timeout
+    with cond:
+        while not predicate():
+            left = deadline - time.monotonic()
+            assert left > 0, f"timed out waiting for {what}"
+            cond.wait(min(left, 0.02))
+
+
+def states(sink: ListSink) -> list[str]:
+    return [e.data["state"] for e in sink.of_type("fault.camera")]
+
+
+def test_camera_latest_frame_counts_drops():
+    slot = LatestFrame()
+    img = np.zeros((2, 2, 3), np.uint8)
+    for _ in range(5):
+        slot.put(img)
+    frame = slot.take()
+    assert frame is not None and frame.seq == 5
+    assert slot.take() is None
+    assert (slot.captured, slot.dropped) == (5, 4)
+    slot.put(img)
+    assert slot.take().seq == 6 and slot.dropped == 4
+
+
+def test_camera_that_fails_to_open_raises_fault_then_recovery():
+    need_shared()
+    sink = ListSink()
+    cam = Camera(
+        "gate",
+        VirtualCameraFactory("sim:empty?fps=50&fail_open=3"),
+        sink,
+        describe="sim:empty",
+        backoff_min_s=0.02,
+        backoff_max_s=0.1,
+    )
+    cam.start()
+    try:
+        sink.wait_for(lambda ev: len(ev) >= 2)
+        wait_until(lambda: cam.take() is not None, what="a frame")
+    finally:
+        cam.stop()
+    assert states(sink) == ["down", "recovered"]
+    down, up = sink.of_type("fault.camera")
+    assert down.source.kind == "camera" and down.source.id == "gate"
+    assert down.data["reason"] == "cannot open" and up.data["down_s"] > 0
+    assert cam.stats().reconnects == 1
+
+
+def test_camera_that_stops_delivering_raises_fault_then_recovery():
+    need_shared()
+    sink = ListSink()
+    cam = Camera(
+        "track",
+        VirtualCameraFactory("sim:empty?fps=100&fail_after=5"),
+        sink,
+        backoff_min_s=0.02,
+        backoff_max_s=0.1,
+    )
+    cam.start()
+    try:
+        sink.wait_for(lambda ev: len(ev) >= 2)
+        before = cam.stats().captured
+        wait_until(lambda: cam.stats().captured > before + 3, what="frames after recovery")
+    finally:
+        cam.stop()
+    assert states(sink) == ["down", "recovered"]
+    assert sink.of_type("fault.camera")[0].data["reason"] == "stopped delivering frames"
+
+
+def test_camera_failure_leaves_other_cameras_running():
+    need_shared()
+    sink = ListSink()
+    bad = Camera("bad", source_opener("/dev/video99"), sink, backoff_min_s=0.02, backoff_max_s=0.05)
+    good = Camera("good", VirtualCameraFactory("sim:traffic?fps=100"), sink)
+    bad.start()
+    good.start()
+    try:
+        sink.wait_for(lambda ev: any(e.source.id == "bad" for e in ev))
+        wait_until(lambda: good.stats().captured > 10, what="good camera frames")
+        wait_until(lambda: bad.stats().reconnects == 0 and bad.state == "down")
+    finally:
+        bad.stop()
+        good.stop()
+    # One fault for the whole outage, not one per retry.
+    assert [e.source.id for e in sink.of_type("fault.camera")] == ["bad"]
+
+
+def test_camera_drops_frames_inference_cannot_keep_up_with():
+    need_shared()
+    sink = ListSink()
+    cam = Camera("fast", VirtualCameraFactory("sim:traffic?fps=400"), sink)
+    cam.start()
+    taken = 0
+    try:
+        wait_until(lambda: cam.take() is not None, what="first frame")
+        taken = 1
+        # A consumer that looks only every 20 captured frames.
+        for _ in range(3):
+            target = cam.stats().captured + 20
+            wait_until(lambda t=target: cam.stats().captured >= t, what="capture progress")
+            if cam.take() is not None:
+                taken += 1
+    finally:
+        cam.stop()
+    s = cam.stats()
+    pending = 0 if cam.take() is None else 1
+    assert s.dropped == s.captured - taken - pending
+    assert s.dropped >= 50 and s.capture_fps > 0
+
+
+def test_camera_image_directory_and_video_file_sources(tmp_path):
+    need_shared()
+    for name in ("traffic_0001.bmp", "owl.jpg"):
+        (tmp_path / name).write_bytes((MEDIA / name).read_bytes())
+    src = source_opener(str(tmp_path), fps=1000)()
+    assert src.isOpened()
+    shapes = [src.read()[1].shape for _ in range(3)]
+    assert shapes[0] == (384, 512, 3) and shapes[1] == (256, 256, 3) and shapes[2] == shapes[0]
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 100, (256, 256))
+    for i in (1, 2, 3):
+        writer.write(cv2.imread(str(MEDIA / f"traffic_000{i}.bmp")))
+    writer.release()
+    vid = source_opener(str(video), loop=True)()
+    frames = [vid.read() for _ in range(5)]
+    vid.release()
+    assert all(ok and img.shape == (256, 256, 3) for ok, img in frames)
+
+
+def test_camera_simulator_ir_scene_is_single_channel():
+    need_shared()
+    scene = Scene(SceneSpec.parse("sim:person-crossing?ir=1&width=320&height=180"))
+    assert scene.frame(10).shape == (180, 320)
+    with pytest.raises(ValueError, match="unknown simulator scene"):
+        SceneSpec.parse("sim:nothing")
+
+
+def test_camera_redacts_credentials():
+    assert redact("rtsp://admin:secret@10.1.2.3/stream") == "rtsp://***@10.1.2.3/stream"
+
+
+def test_camera_hung_stream_raises_fault_then_recovery():
+    need_shared()
+    sink = ListSink()
+    cam = Camera("hung", VirtualCameraFactory("sim:empty?fps=50&freeze_after=5&freeze_s=1.5"), sink)
+    cam.start()
+    try:
+        wait_until(lambda: cam.stats().captured >= 5, what="frames before the freeze")
+        # The inference loop calls this on every round; here the test plays that part.
+        wait_until(
+            lambda: cam.check_stall(0.3) or cam.state == "down", what="stall detected", timeout=10
+        )
+        sink.wait_for(lambda ev: len(ev) >= 2, timeout=10)
+    finally:
+        cam.stop()
+    events = sink.of_type("fault.camera")
+    assert states(sink) == ["down", "recovered"]
+    assert events[0].data["reason"] == "no frame for 0.3 s"
