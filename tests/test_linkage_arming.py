@@ -150,3 +150,45 @@ def test_reconfigure_drops_overrides_of_changed_zones(tmp_path):
     )
     assert arming.state("yard").why == "mode"
     assert arming.state("crossing").why == "override"
+
+
+def test_schedule_transitions_are_reported_as_status_arming(tmp_path):
+    from detection_support import ListSink
+    from linkage_helpers import wait_until
+
+    from shaobing.agent.config import LinkageConfig, ZoneConfig
+    from shaobing.agent.linkage import LinkageSink
+
+    clock = FakeTime(at(2026, 11, 23, 19, 59))
+    arming = make(tmp_path, clock, **SCHEDULED)
+    inner = ListSink()
+    zones = [ZoneConfig(id=z) for z in ("crossing", "cabinet", "yard")]
+    sink = LinkageSink(inner, LinkageConfig(), zones, arming, None, None, watch_s=0.02)
+    sink.start()
+    try:
+        clock.set(at(2026, 11, 23, 20, 0))
+        assert wait_until(lambda: inner.of_type("status.arming"), 5)
+    finally:
+        sink.stop()
+    (event,) = inner.of_type("status.arming")
+    assert event.zone == "crossing"
+    assert event.data == {
+        "state": "armed",
+        "mode": "schedule",
+        "why": "schedule",
+        "by": "schedule",
+        "command_id": None,
+    }
+
+
+def test_command_key_from_file_or_environment(tmp_path, monkeypatch):
+    from shaobing.agent.config import ControlConfig
+    from shaobing.agent.control import load_key
+
+    key_file = tmp_path / "command.key"
+    key_file.write_bytes(b"  s3cret\n")
+    assert load_key(ControlConfig(require_signature=True, key_file=key_file)) == b"s3cret"
+    monkeypatch.setenv("SB_KEY", "from-env")
+    both = ControlConfig(require_signature=True, key_file=key_file, key_env="SB_KEY")
+    assert load_key(both) == b"from-env"
+    assert load_key(ControlConfig(key_file=tmp_path / "absent.key")) is None
