@@ -378,6 +378,9 @@ class ControlChannel:
                 body = json.loads(item.payload.decode("utf-8"))
             except (UnicodeDecodeError, ValueError) as exc:
                 raise CommandError("bad_json", f"not a UTF-8 JSON document: {exc}") from None
+            except RecursionError:
+                # 16 KiB of "[[[[..." is enough to exhaust the parser's stack.
+                raise CommandError("bad_json", "nested too deeply") from None
             if not isinstance(body, dict):
                 raise CommandError("bad_json", "the command must be a JSON object")
             raw_id = body.get("id")

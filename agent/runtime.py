@@ -105,7 +105,7 @@ class Agent:
             state_dir / "arming.json",
             self.clock.trusted,
         )
-        self.verification = VerificationWorker(self.recorder, verifier)
+        self.verification = VerificationWorker(self.recorder, verifier, flush=self.outbox.flush)
         # Every driver gets the linkage sink; it commits through the recorder.
         self.sink = LinkageSink(
             self.recorder,

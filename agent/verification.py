@@ -19,7 +19,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -82,8 +82,17 @@ class VerificationStats:
 
 
 class VerificationWorker:
-    def __init__(self, sink: EventSink, verifier: Verifier | None, max_queue: int = 16):
+    def __init__(
+        self,
+        sink: EventSink,
+        verifier: Verifier | None,
+        max_queue: int = 16,
+        flush: Callable[[], None] | None = None,
+    ):
         self._sink = sink
+        # The outbox holds status rows up to a second to share an fsync; a
+        # verdict is worth that fsync: it is what the operator waits for.
+        self._flush = flush
         self.verifier = verifier
         self.stats = VerificationStats()
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
@@ -200,6 +209,8 @@ class VerificationWorker:
                 severity=severity,
                 attachment=snapshot,
             )
+            if self._flush is not None:
+                self._flush()
         except Exception:
             log.exception("could not record verification", extra={"fields": data})
             return

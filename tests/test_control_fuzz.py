@@ -151,12 +151,16 @@ def malformed(draw) -> tuple[str, bytes]:
     body = valid_body(command, n)
     kind = draw(
         st.sampled_from(
-            ["bytes", "not_object", "unknown_command", "bad_field", "missing", "extra",
+            ["bytes", "deep", "not_object", "unknown_command", "bad_field", "missing", "extra",
              "bad_arg", "extra_arg", "too_large", "expired", "future", "reversed", "ttl", "sig"]
         )
     )  # fmt: skip
     if kind == "bytes":
         return command, draw(st.binary(max_size=200))
+    if kind == "deep":
+        depth = draw(st.integers(2000, 8000))
+        opener, closer = draw(st.sampled_from([("[", "]"), ('{"a":', "}")]))
+        return command, (opener * depth + "1" + closer * depth).encode()
     if kind == "not_object":
         return command, json.dumps(
             draw(json_values.filter(lambda v: not isinstance(v, dict)))
