@@ -192,3 +192,42 @@ def test_command_key_from_file_or_environment(tmp_path, monkeypatch):
     both = ControlConfig(require_signature=True, key_file=key_file, key_env="SB_KEY")
     assert load_key(both) == b"from-env"
     assert load_key(ControlConfig(key_file=tmp_path / "absent.key")) is None
+
+
+def test_camera_track_events_follow_their_start(tmp_path):
+    """A muted track start mutes its update/end; a reported one lets them through."""
+    from detection_support import ListSink
+
+    from shaobing.agent.config import LinkageConfig, ZoneConfig
+    from shaobing.agent.events import Source
+    from shaobing.agent.linkage import LinkageSink
+
+    class IdSink(ListSink):
+        def emit(self, *args, **kwargs):
+            event = super().emit(*args, **kwargs)
+            event.id = f"ev-{len(self.events)}"  # the Recorder's events carry a ULID
+            return event
+
+    clock = FakeTime(at(2026, 11, 23, 15))  # crossing: schedule, disarmed at 15:00
+    arming = make(tmp_path, clock, **SCHEDULED)
+    inner = IdSink()
+    zones = [ZoneConfig(id=z) for z in ("crossing", "cabinet", "yard")]
+    sink = LinkageSink(inner, LinkageConfig(suppressed="drop"), zones, arming, None, None)
+    cam = Source(kind="camera", id="cam-1")
+
+    def track(zone: str, track_id: int) -> None:
+        for phase in ("start", "update", "end"):
+            sink.emit(
+                "alarm.intrusion", cam, zone=zone, data={"phase": phase, "track_id": track_id}
+            )
+
+    track("crossing", 1)  # disarmed: the whole track is suppressed
+    track("yard", 2)  # armed: the whole track passes
+    assert [(e.zone, e.data["track_id"], e.data["phase"]) for e in inner.events] == [
+        ("yard", 2, "start"),
+        ("yard", 2, "update"),
+        ("yard", 2, "end"),
+    ]
+    track("yard", 3)  # a second track within the cooldown is folded with its update/end
+    assert len(inner.events) == 3
+    sink.stop()
