@@ -20,6 +20,7 @@ models: $(STAMP)
 
 bench: $(STAMP) models
 	$(BIN)/python -m benchmarks.inference
+	$(BIN)/python benchmarks/outbox.py
 
 demo: $(STAMP) models
 	$(BIN)/shaobing demo --duration $${DURATION:-30} $(if $(BROKER),--broker $(BROKER))

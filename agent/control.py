@@ -349,6 +349,10 @@ class ControlChannel:
     def start(self) -> None:
         self._thread.start()
 
+    def alive(self) -> bool:
+        """Liveness for the systemd watchdog: the worker runs (or was never started)."""
+        return self._thread.ident is None or self._thread.is_alive()
+
     def stop(self, timeout: float = 3.0) -> None:
         if self._thread.is_alive():
             self._queue.put(None)

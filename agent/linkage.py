@@ -133,6 +133,9 @@ class LinkageSink:
         self._known = {z: s.state for z, s in self._arming.states().items()}
         self._watch.start()
 
+    def alive(self) -> bool:
+        return self._watch.ident is None or self._watch.is_alive() or self._stop.is_set()
+
     def stop(self) -> None:
         """Flush the open summaries while the outbox is still open."""
         self._stop.set()

@@ -134,13 +134,7 @@ class Outbox:
         self.run = self._meta("run")
         self._seq = self._meta("seq")
         self.dropped = {p.name.lower(): self._meta(f"dropped.{p.name.lower()}") for p in Priority}
-        self._rows = dict.fromkeys(Priority, 0)
-        self._bytes = dict.fromkeys(Priority, 0)
-        for prio, rows, size in self._db.execute(
-            "SELECT priority, count(*), coalesce(sum(length(payload)), 0) FROM outbox"
-            " GROUP BY priority"
-        ):
-            self._rows[Priority(prio)], self._bytes[Priority(prio)] = rows, size
+        self._recount()
         # Rows evicted while maybe in flight: an ack for one means it was delivered after all.
         self._evicted: collections.OrderedDict[int, Priority] = collections.OrderedDict()
         self._waiters: list[Callable[[], None]] = []
@@ -300,16 +294,27 @@ class Outbox:
         )
 
     def _delete_acked(self, acks: list[Row]) -> None:
-        for row in acks:
-            gone = self._db.execute(
-                "DELETE FROM outbox WHERE rowid = ? RETURNING length(payload)", (row.rowid,)
-            ).fetchone()
-            if gone:
+        cur = self._db.executemany("DELETE FROM outbox WHERE rowid = ?", [(r.rowid,) for r in acks])
+        if cur.rowcount == len(acks):
+            for row in acks:
                 self._rows[row.priority] -= 1
-                self._bytes[row.priority] -= gone[0]
-            elif self._evicted.pop(row.rowid, None) is not None:
-                # Evicted while in flight, yet delivered: it was not lost after all.
+                self._bytes[row.priority] -= len(row.payload)
+            return
+        # Rare: a row evicted while in flight, or acknowledged twice after a resend.
+        for row in acks:
+            if self._evicted.pop(row.rowid, None) is not None:
+                # Evicted, yet delivered: it was not lost after all.
                 self._count_dropped(row.priority, -1)
+        self._recount()
+
+    def _recount(self) -> None:
+        self._rows = dict.fromkeys(Priority, 0)
+        self._bytes = dict.fromkeys(Priority, 0)
+        for prio, rows, size in self._db.execute(
+            "SELECT priority, count(*), coalesce(sum(length(payload)), 0) FROM outbox"
+            " GROUP BY priority"
+        ):
+            self._rows[Priority(prio)], self._bytes[Priority(prio)] = rows, size
 
     def _evict(self, now_ms: int) -> None:
         budget = self.budget
@@ -412,6 +417,10 @@ class Outbox:
 
     def stored_bytes(self) -> int:
         return sum(self._bytes.values())
+
+    def alive(self) -> bool:
+        """The writer thread runs (the agent's liveness check; see agent/watchdog.py)."""
+        return self._writer.is_alive()
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far is committed (tests, shutdown)."""

@@ -25,9 +25,11 @@ from shaobing.agent.health import HealthReporter
 from shaobing.agent.linkage import LinkageSink
 from shaobing.agent.outbox import Budget, Outbox
 from shaobing.agent.recorder import Recorder
+from shaobing.agent.sdnotify import Notifier
 from shaobing.agent.topics import Topics
 from shaobing.agent.uplink import Uplink
 from shaobing.agent.verification import VerificationWorker, Verifier
+from shaobing.agent.watchdog import Liveness
 from shaobing.drivers.gpio import GpioInputs, GpioOutputs, make_pin_factory
 from shaobing.drivers.serial_runtime import SerialDrivers
 
@@ -74,6 +76,8 @@ class Agent:
         self.restart_requested = threading.Event()
         self._wake = threading.Event()
         self._stopped = False
+        # Every worker registers here; the systemd watchdog is fed only while all pass.
+        self.liveness = Liveness()
         self.clock = Clock(config.clock.trust)
         storage = config.storage
         self.outbox = Outbox(
@@ -126,6 +130,7 @@ class Agent:
                 self.detection = DetectionPipeline.from_config(
                     config.detector, config.cameras, self.sink
                 )
+                self.liveness.register("inference", self.detection.alive)
             except ModelError as exc:
                 # GPIO and serial alarms keep working without the detector.
                 self._detector_fault = str(exc)
@@ -137,6 +142,7 @@ class Agent:
             verifier = PipelineVerifier(self.detection, verify.labels, verify.min_score)
             self.verification.verifier = verifier
         self.serial = SerialDrivers(config.serial, self.sink)
+        self.liveness.register("serial", self.serial.alive)
         self.control: ControlChannel | None = None
         if config.control.enabled:
             self.control = ControlChannel(
@@ -154,10 +160,15 @@ class Agent:
                 v5=config.mqtt.protocol == "5",
             )
             self.uplink.subscribe(self.topics.commands, self.control.on_message)
+            self.liveness.register("control", self.control.alive)
         self.inputs = GpioInputs(config.inputs, self.sink, factory)
+        self.liveness.register("verification", self.verification.alive)
+        self.liveness.register("arming-watch", self.sink.alive)
         self.health = HealthReporter(
             self.recorder, config.health.interval_s, config.storage.path.parent, self._sections
         )
+        self.liveness.register("uplink", self.uplink.healthy)
+        self.liveness.register("outbox-writer", self.outbox.alive)
 
     def identity(self) -> dict[str, Any]:
         return {**self._identity(), "uptime_s": round(time.monotonic() - self.started_at, 1)}
@@ -260,7 +271,7 @@ class Agent:
         log.info("agent started", extra={"fields": {"device": self.config.device.id}})
 
     def healthy(self) -> bool:
-        return self.uplink.healthy()
+        return not self.liveness.failing()
 
     def stop(self) -> None:
         if self._stopped:
@@ -280,13 +291,36 @@ class Agent:
         self.outbox.close()
         log.info("agent stopped")
 
-    def run_until_signalled(self) -> bool:
+    def run_until_signalled(
+        self, notifier: Notifier | None = None, stop: threading.Event | None = None
+    ) -> bool:
         """Returns True when a `restart` command, not a signal, ended the run."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self._wake.set())
+        notifier = notifier or Notifier.from_env()
+        # A `restart` command sets the same event a signal does.
+        stop = self._wake = stop or self._wake
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: stop.set())
         self.start()
         try:
-            self._wake.wait()
+            notifier.ready(f"device {self.config.device.id}")
+            self.supervise(stop, notifier)
         finally:
+            notifier.stopping()
             self.stop()
         return self.restart_requested.is_set()
+
+    def supervise(self, stop: threading.Event, notifier: Notifier) -> None:
+        """Feed the watchdog from this loop only while every worker is live."""
+        period = notifier.watchdog_interval_s or 5.0
+        reported: list[str] = []
+        while not stop.wait(period):
+            failing = self.liveness.failing()
+            if not failing:
+                notifier.watchdog()
+            elif failing != reported:
+                log.error(
+                    "workers not live; withholding watchdog pings so systemd restarts us",
+                    extra={"fields": {"failing": failing}},
+                )
+            reported = failing

@@ -27,6 +27,11 @@ class Topics:
         return f"{self.base}/snapshot/{event_id}"
 
     @property
+    def register(self) -> str:
+        """Retained registration written by `shaobing provision` (docs/mqtt.md)."""
+        return f"{self.base}/register"
+
+    @property
     def commands(self) -> str:
         """Subscription filter for platform commands (handled by a later component)."""
         return f"{self.base}/cmd/+"

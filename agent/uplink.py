@@ -16,7 +16,6 @@ import collections
 import json
 import logging
 import random
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -28,10 +27,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from tenacity import Retrying, retry_if_exception_type, wait_random_exponential
 
+from shaobing.agent import tls as tls_words
 from shaobing.agent.config import MqttConfig
 from shaobing.agent.events import Priority
 from shaobing.agent.outbox import Outbox, Row
 from shaobing.agent.topics import Topics
+from shaobing.agent.watchdog import Heartbeat
 
 log = logging.getLogger("shaobing.uplink")
 
@@ -88,6 +89,12 @@ class Uplink:
         self._refusal_pause: dict[Priority, float] = {}
         self._threads: list[threading.Thread] = []
         self._subscriptions: dict[str, Callable[[mqtt.MQTTMessage], None]] = {}
+        self._tls_error: str | None = None
+        self._socket_error: str | None = None  # paho reports read errors only to on_log
+        self._accepted = False  # CONNACK success on the current connection
+        # The network thread beats at least every 1 s (loop and backoff sleep in
+        # slices); the pump at least every 0.5 s. 30 s without a beat is stuck.
+        self.beats = {"uplink-network": Heartbeat(30.0), "uplink-pump": Heartbeat(30.0)}
         self.client = self._make_client(client_id)
         self._urgent = threading.Event()
         outbox.on_append(self._appended)
@@ -107,13 +114,16 @@ class Uplink:
         if self.config.username:
             client.username_pw_set(self.config.username, self.config.password)
         if self.config.tls:
-            tls = self.config.tls
-            client.tls_set(
-                ca_certs=str(tls.ca),
-                certfile=str(tls.cert) if tls.cert else None,
-                keyfile=str(tls.key) if tls.key else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
+            for finding in tls_words.client_cert_findings(self.config.tls):
+                log.warning(f"TLS: {finding}", extra={"fields": {"reason": finding}})
+            try:
+                client.tls_set_context(tls_words.client_context(self.config.tls))
+            except tls_words.TlsSetupError as exc:
+                # Never fall back to plain TCP: keep buffering and say why, every attempt.
+                self._tls_error = str(exc)
+                self.stats.last_refusal = self._tls_error
+                log.error("TLS settings unusable", extra={"fields": {"reason": self._tls_error}})
+        client.on_log = self._on_log
         client.will_set(self.topics.state, self._state_payload("offline"), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -172,7 +182,11 @@ class Uplink:
         self._flush_acks()
 
     def healthy(self) -> bool:
-        return all(t.is_alive() for t in self._threads) and not self._stop.is_set()
+        return (
+            all(t.is_alive() for t in self._threads)
+            and not self._stop.is_set()
+            and all(beat.alive() for beat in self.beats.values())
+        )
 
     # ---- network thread ----------------------------------------------
     def _network(self) -> None:
@@ -182,13 +196,8 @@ class Uplink:
             ),
             retry=retry_if_exception_type(OSError),
             stop=lambda _state: self._stop.is_set(),
-            sleep=self._stop.wait,
-            before_sleep=lambda s: log.warning(
-                "broker unreachable",
-                extra={
-                    "fields": {"attempt": s.attempt_number, "error": str(s.outcome.exception())}
-                },
-            ),
+            sleep=self._backoff_sleep,
+            before_sleep=self._connect_failed,
             reraise=False,
         )
         while not self._stop.is_set():
@@ -200,6 +209,7 @@ class Uplink:
                 return
             started = time.monotonic()
             while not self._stop.is_set():
+                self.beats["uplink-network"].beat()
                 rc = self.client.loop(timeout=0.2)
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     break
@@ -208,9 +218,35 @@ class Uplink:
                 # A broker that accepts and then drops us must not be hammered.
                 self._stop.wait(random.uniform(0, self.config.reconnect_min_s * 4))
 
+    def _backoff_sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.beats["uplink-network"].beat()
+            self._stop.wait(min(left, 1.0))
+
+    def _connect_failed(self, state) -> None:
+        reason = tls_words.explain_refusal(
+            state.outcome.exception(), self.config.tls, in_handshake=True
+        )
+        self.stats.last_refusal = reason
+        level = logging.ERROR if self.config.tls else logging.WARNING
+        log.log(
+            level,
+            f"cannot connect to broker: {reason}",
+            extra={"fields": {"attempt": state.attempt_number, "error": reason}},
+        )
+
+    def _on_log(self, client, userdata, level, buf) -> None:
+        if level == mqtt.MQTT_LOG_ERR:
+            self._socket_error = buf
+
     def _connect_once(self) -> None:
         if self._stop.is_set():
             return
+        if self._tls_error:
+            raise OSError(self._tls_error)
+        self._accepted = False
+        self._socket_error = None
         cfg = self.config
         if cfg.protocol == "5":
             props = Properties(PacketTypes.CONNECT)
@@ -224,6 +260,7 @@ class Uplink:
             self.stats.last_refusal = str(reason_code)
             log.error("broker refused connection", extra={"fields": {"reason": str(reason_code)}})
             return
+        self._accepted = True
         self.stats.connects += 1
         self.stats.connected_since = time.time()
         client.publish(self.topics.state, self._state_payload("online"), qos=1, retain=True)
@@ -239,12 +276,27 @@ class Uplink:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
         self.stats.connected_since = None
+        if not self._accepted and not self._stop.is_set():
+            # With TLS 1.3 the broker judges our certificate after our side of
+            # the handshake is done: its verdict arrives here, as a read error.
+            reason = tls_words.explain_refusal(
+                self._socket_error or str(reason_code), self.config.tls
+            )
+            self.stats.last_refusal = reason
+            log.error(
+                f"broker closed the connection before accepting it: {reason}",
+                extra={"fields": {"reason": reason}},
+            )
+            return
         level = logging.INFO if self._stop.is_set() else logging.WARNING
         log.log(level, "disconnected", extra={"fields": {"reason": str(reason_code)}})
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         self._acks.append((mid, not reason_code.is_failure, str(reason_code)))
-        self._wake.set()
+        # Waking the pump per PUBACK costs a GIL hand-off each; wake it once a
+        # refill's worth has come back, or when nothing else is outstanding.
+        if len(self._acks) >= min(self._refill_at, self.stats.inflight) or reason_code.is_failure:
+            self._wake.set()
 
     # ---- pump thread ---------------------------------------------------
     def _appended(self, urgent: bool) -> None:
@@ -253,13 +305,17 @@ class Uplink:
         self._wake.set()
 
     def _pump(self) -> None:
+        stale_checked = 0.0
         while not self._stop.is_set():
-            self._wake.wait(timeout=0.5)
+            self.beats["uplink-pump"].beat()
+            self._wake.wait(timeout=0.05)
             self._wake.clear()
             try:
                 self._flush_acks()
                 if self.connected.is_set():
-                    self._requeue_stale()
+                    if time.monotonic() - stale_checked > 1.0:
+                        stale_checked = time.monotonic()
+                        self._requeue_stale()
                     self._fill_window()
             except Exception:
                 # Keep draining: one bad row or a transient sqlite error must not

@@ -104,6 +104,10 @@ class VerificationWorker:
         self._started = True
         self._thread.start()
 
+    def alive(self) -> bool:
+        # Not a heartbeat: a job may legitimately block until its deadline.
+        return not self._started or self._thread.is_alive()
+
     def stop(self, timeout: float = 3.0) -> None:
         """Answer every waiting job with ``shutdown`` so no alarm is left without a verdict."""
         while True:

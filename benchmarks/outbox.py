@@ -123,6 +123,7 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--backlog", type=int, default=100_000)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--window", type=int, default=MqttConfig().inflight_window)
     p.add_argument("--switch-interval", type=float, default=None)
     args = p.parse_args()
     if args.switch_interval:
@@ -139,16 +140,17 @@ def main() -> int:
     broker = Mosquitto().start()
     try:
         config = load_config(EXAMPLE)
-        mqtt_cfg = MqttConfig(port=broker.port)
+        mqtt_cfg = MqttConfig(port=broker.port, inflight_window=args.window)
         outbox = TimedOutbox(tmp / "drain.db")
         rec = Recorder(config, outbox, Clock(trust="always"))
         topics = Topics(mqtt_cfg.topic_prefix, config.site.village_code, config.device.id)
         sample = rec.emit("status.telemetry", SRC, data={"n": 0})
         payload = sample.model_dump_json().encode()
         results["payload_bytes"] = len(payload)
-        results["bare_paho_qos1_msgs_per_s"] = bare_paho_rate(
-            broker.port, 20_000, mqtt_cfg.inflight_window, payload
-        )
+        # The machine is shared: bare paho is measured before and after the
+        # drain, and the ratio uses the median of the three runs.
+        bare = [bare_paho_rate(broker.port, 20_000, mqtt_cfg.inflight_window, payload)]
+        bare.append(bare_paho_rate(broker.port, 20_000, mqtt_cfg.inflight_window, payload))
 
         for i in range(args.backlog - 1):
             rec.emit("status.telemetry", SRC, data={"n": i})
@@ -163,6 +165,9 @@ def main() -> int:
         while sum(outbox.depth().values()) > 0:
             time.sleep(0.01)
         drain_s = time.perf_counter() - started
+        bare.append(bare_paho_rate(broker.port, 20_000, mqtt_cfg.inflight_window, payload))
+        results["bare_paho_qos1_msgs_per_s"] = statistics.median(bare)
+        results["bare_paho_runs"] = ", ".join(f"{b:.0f}" for b in bare)
         results["backlog_events"] = args.backlog
         results["backlog_drain_s"] = drain_s
         results["drain_eps"] = args.backlog / drain_s

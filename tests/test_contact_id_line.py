@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from serial_helpers import ListSink, wait_for
+from conftest import wait_for
+from serial_helpers import ListSink
 
 from shaobing.drivers.contact_id import ACK, NAK, ContactIdLine, ContactIdReceiver
 from shaobing.drivers.serial_bus import SerialBus

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import config_for
+from conftest import config_for, wait_for
 from gpiozero.pins.mock import MockFactory
-from serial_helpers import wait_for
 
 from shaobing.agent.config import RailwayConfig, ZoneConfig
 from shaobing.agent.runtime import Agent

@@ -6,22 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import yaml
 from agent_harness import SimulatedPost
-from conftest import EXAMPLE, config_for
+from conftest import EXAMPLE, config_for, wait_for
 
 from shaobing.simulator.broker import Mosquitto
-
-
-def _wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def test_starts_with_broker_down_then_delivers_everything(tmp_path, county_factory, schemas):
@@ -36,7 +26,7 @@ def test_starts_with_broker_down_then_delivers_everything(tmp_path, county_facto
         depth = post.agent.outbox.depth()
         assert depth["alarm"] == 7, depth  # 3 presses + 3 restores + 1 PIR
         broker.start()
-        assert _wait(lambda: sum(post.agent.outbox.depth().values()) == 0, 15)
+        wait_for(lambda: sum(post.agent.outbox.depth().values()) == 0, 15)
         assert county.wait_for(lambda m: len(county.events("alarm")) == 7, 5)
     finally:
         post.stop()
@@ -55,12 +45,12 @@ def test_broker_restart_mid_run_loses_nothing(tmp_path, mosquitto, county_factor
         post.wiring.press("panic-1", hold_s=0.1)
         assert county.wait_for(lambda m: len(county.events("alarm")) == 2, 5)
         mosquitto.stop()
-        assert _wait(lambda: not post.agent.uplink.connected.is_set(), 10)
+        wait_for(lambda: not post.agent.uplink.connected.is_set(), 10)
         post.wiring.press("panic-1", hold_s=0.1)
         post.wiring.press("pir-1", hold_s=0.3)
         assert post.agent.outbox.depth()["alarm"] == 4
         mosquitto.start()
-        assert _wait(lambda: sum(post.agent.outbox.depth().values()) == 0, 20)
+        wait_for(lambda: sum(post.agent.outbox.depth().values()) == 0, 20)
         assert county.wait_for(lambda m: len({e["id"] for e in county.events("alarm")}) == 6, 10)
     finally:
         post.stop()
@@ -114,7 +104,7 @@ def test_killed_agent_leaves_offline_will_and_replays_after_restart(
         mosquitto.stop()  # 4G down: run 2 can only buffer
         proc = start()
         # health is batched for up to 1 s before its commit: wait until two are on disk
-        assert _wait(lambda: _count_rows(tmp_path / "outbox.db", "status.health") >= 2, 15)
+        wait_for(lambda: _count_rows(tmp_path / "outbox.db", "status.health") >= 2, 15)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(5)
         buffered = _count_rows(tmp_path / "outbox.db")

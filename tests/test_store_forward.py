@@ -16,22 +16,13 @@ from collections import Counter
 
 import yaml
 from agent_harness import SimulatedPost
-from conftest import EXAMPLE, config_for
+from conftest import EXAMPLE, config_for, wait_for
 
 from shaobing.agent.clock import Clock
 from shaobing.agent.events import Source
 from shaobing.simulator.broker import Mosquitto
 
 SRC = Source(kind="test", id="burst")
-
-
-def _wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def _config_file(tmp_path, port: int, **storage) -> str:
@@ -102,7 +93,7 @@ def test_long_outage_delivers_alarms_first_each_class_in_order(tmp_path, county_
         post.agent.outbox.flush()
         assert post.agent.outbox.depth()["alarm"] == 300
         broker.start()
-        assert _wait(lambda: sum(post.agent.outbox.depth().values()) == 0, 30)
+        wait_for(lambda: sum(post.agent.outbox.depth().values()) == 0, 30)
         assert county.wait_for(lambda m: len(county.events()) >= 1816, 10)
     finally:
         post.stop()
@@ -141,7 +132,7 @@ def test_full_budget_evicts_low_classes_and_counts_exactly(tmp_path, county_fact
         assert dropped["alarm"] == 0 and dropped["fault"] == 0
         assert dropped["status"] > 0 and dropped["snapshot"] == 100
         broker.start()
-        assert _wait(lambda: sum(post.agent.outbox.depth().values()) == 0, 30)
+        wait_for(lambda: sum(post.agent.outbox.depth().values()) == 0, 30)
         assert county.wait_for(lambda m: len(county.events("alarm")) == 100, 10)
         post.agent.health.report()
         # (the start-up health report was the oldest status row: evicted)
@@ -172,7 +163,7 @@ def test_refusal_is_visible_in_health_and_logs(tmp_path, county_factory, caplog)
     post = SimulatedPost(config_for(tmp_path, broker.port))
     try:
         post.wiring.trigger("panic-1")
-        assert _wait(lambda: post.agent.uplink.stats.refused >= 1, 10)
+        wait_for(lambda: post.agent.uplink.stats.refused >= 1, 10)
         snap = post.agent.health.snapshot()
     finally:
         post.stop()

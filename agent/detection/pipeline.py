@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from shaobing.agent.events import EventSink, Severity, Source
+from shaobing.agent.watchdog import Heartbeat
 from shaobing.drivers.camera import Camera, Frame, FrameSource, source_opener
 
 from .config import CameraConfig, DetectorConfig
@@ -84,6 +85,9 @@ class DetectionPipeline:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # One round is (cameras with motion) x (one inference), seconds at most
+        # on a Pi; a minute without a beat means an invoke() that never returns.
+        self.heartbeat = Heartbeat(60.0)
         self._cams: list[_Cam] = []
         for cam_cfg in cameras:
             if not cam_cfg.enabled:
@@ -129,6 +133,12 @@ class DetectionPipeline:
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
         self._thread.start()
 
+    def alive(self) -> bool:
+        """The agent's liveness check: the inference thread runs and is not stuck."""
+        if self._thread is None:
+            return True
+        return self._thread.is_alive() and self.heartbeat.alive()
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
@@ -143,6 +153,7 @@ class DetectionPipeline:
     def _run(self) -> None:
         last_stats = self.clock()
         while not self._stop.is_set():
+            self.heartbeat.beat()
             self._wake.wait(0.5)
             self._wake.clear()
             try:

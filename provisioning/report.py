@@ -1,0 +1,131 @@
+"""The provisioning report (JSON for the county, text for the installer) and
+the registration message published on ``{prefix}/{village_code}/{device}/register``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from shaobing.agent.config import Config
+from shaobing.provisioning.selftest import FAIL, PASS, Result, summary, table
+
+REGISTER_VERSION = 1
+
+
+def _zone(z) -> dict[str, Any]:
+    return {
+        "id": z.id,
+        "name": z.name,
+        "railway": z.railway.model_dump() if z.railway else None,
+        "gps": z.gps.model_dump() if z.gps else None,
+    }
+
+
+def selftest_summary(results: list[Result]) -> dict[str, Any]:
+    counts = summary(results)
+    return {
+        "ok": counts[FAIL] == 0,
+        "passed": counts[PASS],
+        "failed": counts[FAIL],
+        "skipped": counts["skip"],
+        "failures": [
+            {"kind": r.kind, "name": r.name, "reason": r.reason}
+            for r in results
+            if r.status == FAIL
+        ],
+    }
+
+
+def registration(
+    config: Config,
+    identity: dict[str, Any],
+    results: list[Result],
+    version: str,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    now = now or dt.datetime.now(dt.UTC)
+    site = config.site
+    cert = None
+    if identity.get("fingerprint_sha256"):
+        cert = {
+            "fingerprint_sha256": identity["fingerprint_sha256"],
+            "subject": identity["subject"],
+            "issuer": identity["issuer"],
+            "not_after": identity["not_after"],
+        }
+    return {
+        "v": REGISTER_VERSION,
+        "device": config.device.id,
+        "ts": int(now.timestamp() * 1000),
+        "version": version,
+        "site": {
+            "village_code": site.village_code,
+            "code_year": site.code_year,
+            "village_name": site.village_name,
+        },
+        "location": {
+            "gps": site.gps.model_dump() if site.gps else None,
+            "zones": [_zone(z) for z in config.zones],
+        },
+        "certificate": cert,
+        "inventory": {
+            "inputs": [{"id": i.id, "kind": i.kind, "pin": i.pin} for i in config.inputs],
+            "outputs": [{"id": o.id, "kind": o.kind, "pin": o.pin} for o in config.outputs],
+            "cameras": [c.id for c in getattr(config, "cameras", None) or []],
+        },
+        "selftest": selftest_summary(results),
+    }
+
+
+def report(
+    config: Config,
+    identity: dict[str, Any],
+    results: list[Result],
+    version: str,
+    files: dict[str, str],
+    warnings: list[str],
+    seconds: float,
+    registered: str | None,
+) -> dict[str, Any]:
+    return {
+        **registration(config, identity, results, version),
+        "identity": identity,
+        "files": files,
+        "warnings": warnings,
+        "checks": [r.as_dict() for r in results],
+        "duration_s": round(seconds, 2),
+        "registered_on": registered,
+    }
+
+
+def render_text(rep: dict[str, Any], results: list[Result]) -> str:
+    site = rep["site"]
+    st = rep["selftest"]
+    lines = [
+        f"shaobing provisioning report — {rep['device']}",
+        f"site:     {site['village_name']} {site['village_code']} (code year {site['code_year']})",
+        f"time:     {dt.datetime.fromtimestamp(rep['ts'] / 1000, dt.UTC):%Y-%m-%d %H:%M:%S} UTC"
+        f" ({rep['duration_s']} s)",
+        f"version:  {rep['version']}",
+    ]
+    ident = rep["identity"]
+    if ident.get("fingerprint_sha256"):
+        lines.append(f"cert:     {ident['subject']}, valid until {ident['not_after']}")
+        lines.append(f"          SHA-256 {ident['fingerprint_sha256']}")
+    elif ident.get("csr"):
+        lines.append(f"cert:     none yet; send {rep['files'].get('csr')} to the county CA")
+    for w in rep["warnings"]:
+        lines.append(f"WARNING:  {w}")
+    lines += ["", table(results), ""]
+    verdict = "ALL CHECKS PASSED" if st["ok"] else f"{st['failed']} CHECK(S) FAILED"
+    lines.append(
+        f"{verdict}: {st['passed']} passed, {st['failed']} failed, {st['skipped']} skipped"
+    )
+    if rep.get("registered_on"):
+        lines.append(f"registered on {rep['registered_on']}")
+    return "\n".join(lines) + "\n"
+
+
+def dumps(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, ensure_ascii=False, indent=2) + "\n"
