@@ -188,6 +188,170 @@ class HealthConfig(_Model):
     interval_s: float = Field(default=60.0, ge=1, le=3600, description="status.health period")
 
 
+# ---- arming, linkage and platform commands (agent/arming.py, linkage.py, control.py) ----
+
+HhMm = Annotated[
+    str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="local time HH:MM")
+]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+AlarmType = Annotated[
+    str, Field(pattern=r"^alarm(\.[a-z0-9_]+)+$", description="an alarm event type")
+]
+
+
+class ScheduleConfig(_Model):
+    start: HhMm = Field(description="the zone arms at this local time")
+    end: HhMm = Field(description="and disarms at this one; end before start spans midnight")
+    days: list[Weekday] = Field(
+        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+        min_length=1,
+        description="days on which the window starts",
+    )
+
+    @model_validator(mode="after")
+    def _length(self) -> ScheduleConfig:
+        if self.start == self.end:
+            raise ValueError("start and end are equal; use mode '24h' for always armed")
+        return self
+
+
+class ZoneArmingConfig(_Model):
+    zone: str = Field(description="id of a zone in zones")
+    mode: Literal["armed", "disarmed", "24h", "schedule"] = Field(
+        description="24h zones cannot be disarmed; schedule zones follow their windows"
+    )
+    schedules: list[ScheduleConfig] = Field(
+        default_factory=list, description="armed windows, for mode 'schedule'"
+    )
+
+    @model_validator(mode="after")
+    def _schedules(self) -> ZoneArmingConfig:
+        if self.mode == "schedule" and not self.schedules:
+            raise ValueError("mode 'schedule' needs at least one entry in schedules")
+        if self.mode != "schedule" and self.schedules:
+            raise ValueError(f"schedules are only used with mode 'schedule', not {self.mode!r}")
+        return self
+
+
+class ArmingConfig(_Model):
+    default_mode: Literal["armed", "disarmed", "24h"] = Field(
+        default="armed", description="mode of zones not listed in arming.zones"
+    )
+    zones: list[ZoneArmingConfig] = Field(default_factory=list, description="per-zone arming")
+    timezone: str = Field(default="Asia/Shanghai", description="IANA zone the schedules use")
+    untrusted_clock: Literal["armed", "disarmed"] = Field(
+        default="armed",
+        description="state of schedule zones while the wall clock is not NTP-synchronised",
+    )
+    always_armed: list[AlarmType] = Field(
+        default_factory=lambda: ["alarm.panic"],
+        description="alarm types reported and linked whatever the zone's arm state",
+    )
+    always_reported: list[AlarmType] = Field(
+        default_factory=lambda: ["alarm.tamper"],
+        description="alarm types reported in a disarmed zone too (linked only when armed)",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+
+class OutputActionConfig(_Model):
+    output: str = Field(description="id of an output in outputs")
+    duration_s: float = Field(gt=0, le=600, description="how long the pattern runs")
+    on_s: float | None = Field(
+        default=None, gt=0, le=60, description="blink on time; omit for steady on"
+    )
+    off_s: float = Field(default=0.0, ge=0, le=60, description="blink off time")
+
+    @model_validator(mode="after")
+    def _blink(self) -> OutputActionConfig:
+        if self.off_s and self.on_s is None:
+            raise ValueError("off_s needs on_s (a blink pattern)")
+        return self
+
+
+class VerifyConfig(_Model):
+    labels: list[str] = Field(
+        default_factory=lambda: ["person", "car", "truck", "bus", "motorcycle", "bicycle"],
+        min_length=1,
+        description="detector labels that make an alarm 'verified'",
+    )
+    min_score: float = Field(default=0.5, gt=0, le=1, description="minimum detection score")
+    timeout_s: float = Field(
+        default=8.0, gt=0, le=60, description="alarm to result; later counts as unverified"
+    )
+    frames: int = Field(default=5, ge=1, le=30, description="frames per camera in the burst")
+
+
+class LinkageRuleConfig(_Model):
+    zone: str = Field(description="id of a zone in zones")
+    alarms: list[AlarmType] = Field(
+        default_factory=lambda: ["alarm.intrusion", "alarm.perimeter", "alarm.panic"],
+        min_length=1,
+        description="alarm types that fire this rule",
+    )
+    outputs: list[OutputActionConfig] = Field(
+        default_factory=list, description="outputs driven on an alarm"
+    )
+    cameras: list[str] | None = Field(
+        default=None, description="cameras asked to verify; default: the zone's cameras"
+    )
+    verify: bool = Field(default=True, description="run video verification")
+    cooldown_s: float | None = Field(
+        default=None, ge=0, le=3600, description="overrides linkage.cooldown_s for this zone"
+    )
+
+
+class LinkageConfig(_Model):
+    cooldown_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="repeats of one alarm type in one zone within this window are folded",
+    )
+    suppressed: Literal["report", "drop"] = Field(
+        default="report",
+        description="report: folded and disarmed alarms are counted in status.suppressed",
+    )
+    verify: VerifyConfig = Field(default_factory=VerifyConfig, description="video verification")
+    rules: list[LinkageRuleConfig] = Field(default_factory=list, description="per-zone rules")
+
+
+class ControlConfig(_Model):
+    enabled: bool = Field(default=True, description="accept commands on .../cmd/+")
+    require_signature: bool = Field(
+        default=False, description="reject commands without a valid HMAC-SHA256 'sig'"
+    )
+    key_file: Path | None = Field(default=None, description="file holding the shared key")
+    key_env: str | None = Field(
+        default=None, pattern=r"^[A-Z_][A-Z0-9_]*$", description="env variable with the key"
+    )
+    max_payload_bytes: int = Field(
+        default=16384, ge=256, le=262144, description="larger commands are rejected unread"
+    )
+    max_clock_skew_s: float = Field(
+        default=30.0, ge=0, le=3600, description="tolerance between platform and device clocks"
+    )
+    max_ttl_s: float = Field(
+        default=600.0, gt=0, le=86400, description="longest allowed expires_ms - issued_ms"
+    )
+
+    @model_validator(mode="after")
+    def _key(self) -> ControlConfig:
+        if self.require_signature and not (self.key_file or self.key_env):
+            raise ValueError("require_signature needs key_file or key_env")
+        return self
+
+
 class Config(_Model):
     device: DeviceConfig
     site: SiteConfig
@@ -209,6 +373,9 @@ class Config(_Model):
         default_factory=SerialConfig,
         description="serial/RS-485 buses, Modbus detectors and Contact ID alarm hosts",
     )
+    arming: ArmingConfig = Field(default_factory=ArmingConfig, description="zone arm states")
+    linkage: LinkageConfig = Field(default_factory=LinkageConfig, description="alarm actions")
+    control: ControlConfig = Field(default_factory=ControlConfig, description="platform commands")
 
     def zone(self, zone_id: str) -> ZoneConfig | None:
         return next((z for z in self.zones if z.id == zone_id), None)
@@ -332,6 +499,47 @@ def cross_check(config: Config) -> list[tuple[tuple, str]]:
                     found.append(
                         (("serial", section, i, *sub), f"zone {zone!r} is not defined in zones")
                     )
+    found.extend(_check_linkage(config, zone_ids))
+    return found
+
+
+def _check_linkage(config: Config, zone_ids: set[str]) -> list[tuple[tuple, str]]:
+    found: list[tuple[tuple, str]] = []
+    output_ids = {o.id for o in config.outputs}
+    for section, items in (("arming", config.arming.zones), ("linkage", config.linkage.rules)):
+        key = "zones" if section == "arming" else "rules"
+        seen: dict[str, int] = {}
+        for i, item in enumerate(items):
+            if item.zone not in zone_ids:
+                found.append(
+                    ((section, key, i, "zone"), f"zone {item.zone!r} is not defined in zones")
+                )
+            if item.zone in seen:
+                found.append(
+                    (
+                        (section, key, i, "zone"),
+                        f"zone {item.zone!r} already has {section}.{key}[{seen[item.zone]}]",
+                    )
+                )
+            seen.setdefault(item.zone, i)
+    camera_ids = {c.id for c in config.cameras}
+    for i, rule in enumerate(config.linkage.rules):
+        for j, camera in enumerate(rule.cameras or []):
+            if camera not in camera_ids:
+                found.append(
+                    (
+                        ("linkage", "rules", i, "cameras", j),
+                        f"camera {camera!r} is not defined in cameras",
+                    )
+                )
+        for j, action in enumerate(rule.outputs):
+            if action.output not in output_ids:
+                found.append(
+                    (
+                        ("linkage", "rules", i, "outputs", j, "output"),
+                        f"output {action.output!r} is not defined in outputs",
+                    )
+                )
     return found
 
 

@@ -8,26 +8,36 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 from gpiozero.pins import Factory
 
+from shaobing.agent.arming import Arming
 from shaobing.agent.clock import Clock
-from shaobing.agent.config import Config
+from shaobing.agent.config import Config, ZoneConfig
+from shaobing.agent.control import LIVE_SECTIONS, ControlChannel
 from shaobing.agent.events import Source
 from shaobing.agent.health import HealthReporter
+from shaobing.agent.linkage import LinkageSink
 from shaobing.agent.outbox import Budget, Outbox
 from shaobing.agent.recorder import Recorder
 from shaobing.agent.sdnotify import Notifier
 from shaobing.agent.topics import Topics
 from shaobing.agent.uplink import Uplink
+from shaobing.agent.verification import VerificationWorker, Verifier
 from shaobing.agent.watchdog import Liveness
 from shaobing.drivers.gpio import GpioInputs, GpioOutputs, make_pin_factory
 from shaobing.drivers.serial_runtime import SerialDrivers
 
 log = logging.getLogger("shaobing.agent")
+
+# `shaobing run` exits with this after a `restart` command; systemd's
+# Restart=always (or RestartForceExitStatus=75) starts it again.
+EXIT_RESTART = 75
 
 
 def agent_version() -> str:
@@ -37,11 +47,35 @@ def agent_version() -> str:
         return "0+unknown"
 
 
+def zones_with_cameras(config: Config) -> list[ZoneConfig]:
+    """Zones whose ``cameras`` default to the enabled cameras that guard them (cameras[].zones)."""
+    seen_by: dict[str, list[str]] = {}
+    for cam in config.cameras:
+        if cam.enabled:
+            for zone in cam.zones:
+                seen_by.setdefault(zone.id, []).append(cam.id)
+    return [
+        z if z.cameras else z.model_copy(update={"cameras": seen_by.get(z.id, [])})
+        for z in config.zones
+    ]
+
+
 class Agent:
     """Construct, then ``start()``; the simulator sets its wiring in between."""
 
-    def __init__(self, config: Config, *, pin_factory: Factory | None = None):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        pin_factory: Factory | None = None,
+        verifier: Verifier | None = None,
+        config_path: Path | None = None,
+    ):
         self.config = config
+        self.started_at = time.monotonic()
+        self.restart_requested = threading.Event()
+        self._wake = threading.Event()
+        self._stopped = False
         # Every worker registers here; the systemd watchdog is fed only while all pass.
         self.liveness = Liveness()
         self.clock = Clock(config.clock.trust)
@@ -67,8 +101,24 @@ class Agent:
             correct_ts=self.clock.corrected_ts,
         )
         factory = pin_factory if pin_factory is not None else make_pin_factory(config.gpio)
-        self.inputs = GpioInputs(config.inputs, self.recorder, factory)
         self.outputs = GpioOutputs(config.outputs, factory)
+        state_dir = config.storage.path.parent
+        self.arming = Arming(
+            config.arming,
+            [z.id for z in config.zones],
+            state_dir / "arming.json",
+            self.clock.trusted,
+        )
+        self.verification = VerificationWorker(self.recorder, verifier, flush=self.outbox.flush)
+        # Every driver gets the linkage sink; it commits through the recorder.
+        self.sink = LinkageSink(
+            self.recorder,
+            config.linkage,
+            zones_with_cameras(config),
+            self.arming,
+            self.outputs,
+            self.verification,
+        )
         self.detection = None
         self._detector_fault: str | None = None
         if any(cam.enabled for cam in config.cameras):
@@ -78,20 +128,67 @@ class Agent:
 
             try:
                 self.detection = DetectionPipeline.from_config(
-                    config.detector, config.cameras, self.recorder
+                    config.detector, config.cameras, self.sink
                 )
                 self.liveness.register("inference", self.detection.alive)
             except ModelError as exc:
                 # GPIO and serial alarms keep working without the detector.
                 self._detector_fault = str(exc)
                 log.error("detector unavailable: %s", exc)
-        self.serial = SerialDrivers(config.serial, self.recorder)
+        if verifier is None and self.detection is not None:
+            from shaobing.agent.camera_verifier import PipelineVerifier
+
+            verify = config.linkage.verify
+            verifier = PipelineVerifier(self.detection, verify.labels, verify.min_score)
+            self.verification.verifier = verifier
+        self.serial = SerialDrivers(config.serial, self.sink)
         self.liveness.register("serial", self.serial.alive)
+        self.control: ControlChannel | None = None
+        if config.control.enabled:
+            self.control = ControlChannel(
+                config.control,
+                self.topics,
+                config.device.id,
+                self.uplink,
+                self,
+                self.arming,
+                self.sink,
+                self.recorder,
+                verifier,
+                state_dir,
+                config_path,
+                v5=config.mqtt.protocol == "5",
+            )
+            self.uplink.subscribe(self.topics.commands, self.control.on_message)
+            self.liveness.register("control", self.control.alive)
+        self.inputs = GpioInputs(config.inputs, self.sink, factory)
+        self.liveness.register("verification", self.verification.alive)
+        self.liveness.register("arming-watch", self.sink.alive)
         self.health = HealthReporter(
             self.recorder, config.health.interval_s, config.storage.path.parent, self._sections
         )
         self.liveness.register("uplink", self.uplink.healthy)
         self.liveness.register("outbox-writer", self.outbox.alive)
+
+    def identity(self) -> dict[str, Any]:
+        return {**self._identity(), "uptime_s": round(time.monotonic() - self.started_at, 1)}
+
+    def apply_config(self, new: Config) -> list[str]:
+        """Take over the sections that can change while running; see control.LIVE_SECTIONS."""
+        applied = [s for s in LIVE_SECTIONS if getattr(new, s) != getattr(self.config, s)]
+        zone_ids = [z.id for z in self.config.zones]
+        if "arming" in applied:
+            self.arming.reconfigure(new.arming, zone_ids)
+        if "linkage" in applied:
+            self.sink.reconfigure(new.linkage, zones_with_cameras(self.config))
+        if "control" in applied and self.control is not None:
+            self.control.reconfigure(new.control)
+        self.config = self.config.model_copy(update={s: getattr(new, s) for s in applied})
+        return applied
+
+    def request_restart(self) -> None:
+        self.restart_requested.set()
+        self._wake.set()
 
     def _identity(self) -> dict[str, Any]:
         return {
@@ -133,6 +230,10 @@ class Agent:
                 "cameras": [asdict(s) for s in self.detection.stats()] if self.detection else [],
                 "serial": self.serial.state(),
             },
+            "arming": {z: s.state for z, s in self.arming.states().items()},
+            "linkage": asdict(self.sink.stats),
+            "verification": asdict(self.verification.stats),
+            "control": asdict(self.control.stats) if self.control else None,
         }
 
     def start(self) -> None:
@@ -146,6 +247,16 @@ class Agent:
                     "kept_as": str(self.outbox.recovered_from),
                 },
             )
+        if self.arming.set_aside:
+            self.recorder.emit(
+                "fault.storage",
+                Source(kind="agent", id="arming"),
+                data={"reason": "arm state file unreadable", "kept_as": str(self.arming.set_aside)},
+            )
+        self.verification.start()
+        self.sink.start()
+        if self.control is not None:
+            self.control.start()
         self.inputs.start()
         if self.detection is not None:
             self.detection.start()
@@ -163,11 +274,18 @@ class Agent:
         return not self.liveness.failing()
 
     def stop(self) -> None:
+        if self._stopped:
+            return  # tests and signal handlers may both stop it
+        self._stopped = True
         self.health.stop()
         if self.detection is not None:
             self.detection.stop()
         self.serial.stop()
         self.inputs.close()
+        if self.control is not None:
+            self.control.stop()
+        self.verification.stop()
+        self.sink.stop()
         self.outputs.close()
         self.uplink.stop()
         self.outbox.close()
@@ -175,9 +293,11 @@ class Agent:
 
     def run_until_signalled(
         self, notifier: Notifier | None = None, stop: threading.Event | None = None
-    ) -> None:
+    ) -> bool:
+        """Returns True when a `restart` command, not a signal, ended the run."""
         notifier = notifier or Notifier.from_env()
-        stop = stop or threading.Event()
+        # A `restart` command sets the same event a signal does.
+        stop = self._wake = stop or self._wake
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: stop.set())
@@ -188,6 +308,7 @@ class Agent:
         finally:
             notifier.stopping()
             self.stop()
+        return self.restart_requested.is_set()
 
     def supervise(self, stop: threading.Event, notifier: Notifier) -> None:
         """Feed the watchdog from this loop only while every worker is live."""

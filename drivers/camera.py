@@ -160,6 +160,11 @@ class LatestFrame:
             self._taken = True
             return self._frame
 
+    def latest(self) -> Frame | None:
+        """The newest frame, taken or not, without taking it (video verification reads it)."""
+        with self._lock:
+            return self._frame
+
 
 @dataclass(frozen=True, slots=True)
 class CameraStats:
@@ -215,6 +220,9 @@ class Camera:
 
     def take(self) -> Frame | None:
         return self.slot.take()
+
+    def latest(self) -> Frame | None:
+        return self.slot.latest()
 
     def stats(self) -> CameraStats:
         with self._state_lock:

@@ -127,6 +127,13 @@ class GpioOutputs:
         """On for ``seconds`` then off, timed by gpiozero's background thread."""
         self._devices[output_id].blink(on_time=seconds, off_time=0, n=1, background=True)
 
+    def blink(self, output_id: str, on_s: float, off_s: float, n: int) -> None:
+        """``n`` cycles of on/off, timed by gpiozero's background thread; ends off.
+
+        A new pattern on the same output replaces the running one.
+        """
+        self._devices[output_id].blink(on_time=on_s, off_time=off_s, n=n, background=True)
+
     def state(self) -> dict[str, Any]:
         return {i: ("on" if d.is_active else "off") for i, d in self._devices.items()}
 

@@ -10,9 +10,9 @@ from shaobing.simulator.gpio import VirtualWiring
 
 
 class SimulatedPost:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, **agent_options):
         self.factory = MockFactory()
-        self.agent = Agent(config, pin_factory=self.factory)
+        self.agent = Agent(config, pin_factory=self.factory, **agent_options)
         self.wiring = VirtualWiring(self.factory, config.inputs, config.outputs)
         self.wiring.rest()
         self.agent.start()

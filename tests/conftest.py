@@ -47,6 +47,16 @@ def config_for(tmp_path: Path, port: int, **mqtt: object) -> Config:
             "storage": base.storage.model_copy(update={"path": tmp_path / "outbox.db"}),
             "gpio": base.gpio.model_copy(update={"backend": "mock"}),
             "health": base.health.model_copy(update={"interval_s": 3600}),
+            # Delivery tests press the same button several times in a row and
+            # count every alarm: no de-duplication window for them.
+            "linkage": base.linkage.model_copy(
+                update={
+                    "cooldown_s": 0.0,
+                    "rules": [
+                        rule.model_copy(update={"cooldown_s": None}) for rule in base.linkage.rules
+                    ],
+                }
+            ),
         }
     )
 
@@ -69,17 +79,33 @@ class Schemas:
     def __init__(self) -> None:
         self.event = Draft202012Validator(json.loads((SCHEMAS / "event.schema.json").read_text()))
         self.state = Draft202012Validator(json.loads((SCHEMAS / "state.schema.json").read_text()))
+        self.command_doc = json.loads((SCHEMAS / "command.schema.json").read_text())
+        self.command = Draft202012Validator(self.command_doc)
+        self.response = Draft202012Validator(
+            json.loads((SCHEMAS / "response.schema.json").read_text())
+        )
 
     def check(self, topic: str, payload: bytes) -> None:
         """Validate one published message against the schema for its topic."""
         if "/snapshot/" in topic:
             assert payload[:2] == b"\xff\xd8", f"{topic}: snapshot is not a JPEG"
             return
+        if "/cmd/" in topic and not topic.endswith("/cmd/response"):
+            return  # commands are the platform's (and tests send malformed ones on purpose)
         validator = self.state if topic.endswith("/state") else self.event
+        if topic.endswith("/cmd/response") or "/replies/" in topic:
+            validator = self.response
         errors = sorted(validator.iter_errors(json.loads(payload)), key=lambda e: e.path)
         assert not errors, f"{topic}: " + "; ".join(
             f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors
         )
+
+    def check_command(self, command: str, body: dict) -> None:
+        """A well-formed command: envelope and the command's own args."""
+        errors = list(self.command.iter_errors(body))
+        args_schema = {"$ref": f"#/$defs/{command}_args", "$defs": self.command_doc["$defs"]}
+        errors += list(Draft202012Validator(args_schema).iter_errors(body.get("args", {})))
+        assert not errors, f"{command}: " + "; ".join(e.message for e in errors)
 
 
 @pytest.fixture(scope="session")

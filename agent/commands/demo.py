@@ -91,6 +91,14 @@ def _describe(item) -> str:
         extra += f" {e['data']['label']} {e['data'].get('score', 0):.2f}"
     if e["type"] == "status.health":
         extra = f"outbox={e['data']['outbox']} uptime={e['data']['uptime_s']}s"
+    if e["type"] == "status.verification":
+        d = e["data"]
+        pairs = zip(d["labels"], d["scores"], strict=True)
+        seen = ", ".join(f"{label} {score:.2f}" for label, score in pairs)
+        extra = f"{d['result']} ({seen or d['reason']}) in {d['latency_ms']} ms"
+    if e["type"] == "status.suppressed":
+        d = e["data"]
+        extra = f"{d['count']} x {d['alarm_type']} ({d['reason']})"
     return f"event   seq={e['seq']:<4} {e['type']:<24} {extra}{where}"
 
 

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shaobing.agent.runtime import Agent
+    from shaobing.agent.runtime import EXIT_RESTART, Agent
 
     logs.setup(args.log_level)
     try:
@@ -24,5 +24,5 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    Agent(config).run_until_signalled()
-    return 0
+    restart = Agent(config, config_path=args.config).run_until_signalled()
+    return EXIT_RESTART if restart else 0

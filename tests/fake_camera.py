@@ -1,0 +1,76 @@
+"""TEST DOUBLE for the camera pipeline (drivers/camera.py, agent/detection/), which is
+not merged yet. It implements the ``Verifier`` protocol with fixed answers: a
+camera "shows" either a person or an empty scene, chosen by the test. No frame
+is grabbed and no detector runs here; the JPEG is synthetic but real.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from shaobing.agent.verification import VerificationResult
+
+
+def synthetic_jpeg(text: str = "shaobing test") -> bytes:
+    image = np.full((240, 320, 3), 60, dtype=np.uint8)
+    cv2.putText(image, text, (10, 120), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2)
+    ok, buf = cv2.imencode(".jpg", image)
+    assert ok
+    return buf.tobytes()
+
+
+class FakeCamera:
+    """Scenes: "person", "vehicle", "empty", "dark" (no frame), "stuck" (never answers in time)."""
+
+    def __init__(self, scenes: dict[str, str] | None = None):
+        self.scenes = dict(scenes or {})
+        self.calls: list[tuple[tuple[str, ...], float]] = []
+        self.release = threading.Event()  # lets a "stuck" camera go at the end of a test
+
+    def verify(
+        self, camera_ids: Sequence[str], deadline: float, frames: int = 5
+    ) -> VerificationResult | None:
+        self.calls.append((tuple(camera_ids), deadline))
+        for camera in camera_ids:
+            scene = self.scenes.get(camera, "empty")
+            if scene == "stuck":
+                self.release.wait(max(0.0, deadline - time.monotonic()) + 2.0)
+                return None
+            if scene == "person":
+                return VerificationResult(
+                    labels=("person", "dog"),
+                    scores=(0.91, 0.40),
+                    snapshot_jpeg=synthetic_jpeg("person"),
+                    camera_id=camera,
+                    frames=frames,
+                )
+            if scene == "vehicle":
+                return VerificationResult(
+                    labels=("car",),
+                    scores=(0.77,),
+                    snapshot_jpeg=synthetic_jpeg("car"),
+                    camera_id=camera,
+                    frames=frames,
+                )
+        if all(self.scenes.get(c, "empty") == "dark" for c in camera_ids):
+            return None
+        # An empty scene: the detector ran and found nothing of interest.
+        return VerificationResult(
+            labels=("bird",),
+            scores=(0.30,),
+            snapshot_jpeg=synthetic_jpeg("empty"),
+            camera_id=camera_ids[0],
+            frames=frames,
+        )
+
+    def snapshot(self, camera_id: str, deadline: float) -> bytes:
+        if camera_id not in self.scenes:
+            raise KeyError(camera_id)
+        if self.scenes[camera_id] == "dark":
+            raise TimeoutError(camera_id)
+        return synthetic_jpeg(camera_id)
