@@ -129,6 +129,12 @@ class Uplink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        # Without this, publish() from the pump (or a command worker) writes to
+        # the socket itself, racing the network thread's writes: two threads
+        # popping paho's packet queue can put message N+1 on the wire before N.
+        # With a write-registration callback set, publish() only queues and
+        # wakes the network thread, which then does every socket write.
+        client.on_socket_register_write = lambda client, userdata, sock: None
         return client
 
     def subscribe(self, topic_filter: str, handler: Callable[[mqtt.MQTTMessage], None]) -> None:
