@@ -105,7 +105,13 @@ class Event(_Strict):
 
 
 class EventSink(Protocol):
-    """What drivers are given. ``emit`` returns once the event is durable."""
+    """What drivers are given.
+
+    ``emit`` returns the recorded event once it is durable (alarm and fault
+    classes) or queued (status, snapshot), or None when the linkage layer
+    decided not to record it as such (an alarm in a disarmed zone, or a repeat
+    folded into the alarm before it; see docs/linkage.md).
+    """
 
     def emit(
         self,
@@ -116,4 +122,4 @@ class EventSink(Protocol):
         data: Mapping[str, Any] | None = None,
         severity: Severity | None = None,
         attachment: bytes | None = None,
-    ) -> Event: ...
+    ) -> Event | None: ...
