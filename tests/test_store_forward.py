@@ -94,7 +94,11 @@ def test_long_outage_delivers_alarms_first_each_class_in_order(tmp_path, county_
         assert post.agent.outbox.depth()["alarm"] == 300
         broker.start()
         wait_for(lambda: sum(post.agent.outbox.depth().values()) == 0, 30)
-        assert county.wait_for(lambda m: len(county.events()) >= 1816, 10)
+        assert county.wait_for(lambda m: len(county.events()) >= 1816, 30), (
+            len(county.events()),
+            county.client.is_connected(),
+            broker.log()[-1500:],
+        )
     finally:
         post.stop()
         broker.close()
