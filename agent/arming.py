@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from shaobing.agent.atomic import read_json, write_atomic
+from shaobing.agent.atomic import atomic_write, read_json
 from shaobing.agent.config import ArmingConfig, ScheduleConfig, ZoneArmingConfig
 
 log = logging.getLogger("shaobing.arming")
@@ -209,7 +209,7 @@ class Arming:
 
     def _save(self) -> None:
         body = {"v": 1, "overrides": self._overrides}
-        write_atomic(self._path, json.dumps(body, ensure_ascii=False, indent=1).encode())
+        atomic_write(self._path, json.dumps(body, ensure_ascii=False, indent=1).encode())
 
 
 _STATES = ("armed", "disarmed")

@@ -1,7 +1,14 @@
-"""Small files replaced whole: write a temporary file, fsync, rename, fsync the directory.
+"""Files that survive a power cut: each one whole or not at all, owner-only.
 
-A power cut leaves either the old or the new file, never a torn one; the
-rename is atomic on the same file system (ext4 and f2fs on an SD card).
+The one home for small state and config files (arm state, command replay
+cache, config, keys and certificates).
+
+A file is written to a temporary name in the same directory, fsynced, then
+renamed over the target, and the directory is fsynced so the rename itself is
+durable. ``FileSet`` stages several files first and renames them only when
+every one of them was written, in the order given (config last, so a config
+never names a key that is not there yet); if a rename fails, the files
+already replaced are put back.
 """
 
 from __future__ import annotations
@@ -10,29 +17,107 @@ import contextlib
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+OWNER_ONLY = 0o600
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
+        os.fsync(fd)
     finally:
-        os.close(dir_fd)
+        os.close(fd)
+
+
+def _write_temp(path: Path, data: bytes, mode: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for attempt in range(100):
+        temp = path.with_name(f".{path.name}.tmp{os.getpid()}-{attempt}")
+        try:
+            # O_EXCL + mode at creation: the secret is never readable by others,
+            # not even between open() and a later chmod().
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        except FileExistsError:
+            continue
+        try:
+            os.fchmod(fd, mode)  # the umask may have removed bits we asked for
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            temp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        return temp
+    raise FileExistsError(f"cannot create a temporary file next to {path}")
+
+
+def atomic_write(path: Path, data: bytes | str, mode: int = OWNER_ONLY) -> Path:
+    if isinstance(data, str):
+        data = data.encode()
+    temp = _write_temp(path, data, mode)
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+@dataclass
+class FileSet:
+    """Stage, then commit all or none."""
+
+    _staged: list[tuple[Path, Path]] = field(default_factory=list)  # (temp, target)
+
+    def add(self, path: Path, data: bytes | str, mode: int = OWNER_ONLY) -> None:
+        if isinstance(data, str):
+            data = data.encode()
+        self._staged.append((_write_temp(path, data, mode), path))
+
+    @property
+    def targets(self) -> list[Path]:
+        return [target for _, target in self._staged]
+
+    def commit(self) -> list[Path]:
+        backups: list[tuple[Path, Path | None]] = []  # (target, backup or None if new)
+        try:
+            for temp, target in self._staged:
+                backup = None
+                if target.exists():
+                    backup = target.with_name(f".{target.name}.bak{os.getpid()}")
+                    backup.unlink(missing_ok=True)
+                    os.link(target, backup)
+                backups.append((target, backup))
+                os.replace(temp, target)
+        except BaseException:
+            for target, backup in reversed(backups):
+                with contextlib.suppress(OSError):
+                    if backup is not None:
+                        os.replace(backup, target)
+                    else:
+                        target.unlink(missing_ok=True)
+            self.discard()
+            raise
+        for directory in {target.parent for _, target in self._staged}:
+            _fsync_dir(directory)
+        for _, backup in backups:
+            if backup is not None:
+                backup.unlink(missing_ok=True)
+        done = self.targets
+        self._staged.clear()
+        return done
+
+    def discard(self) -> None:
+        for temp, _ in self._staged:
+            temp.unlink(missing_ok=True)
+        self._staged.clear()
 
 
 def read_json(path: Path) -> tuple[Any, Path | None]:

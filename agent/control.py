@@ -42,7 +42,7 @@ from paho.mqtt.properties import Properties
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shaobing.agent.arming import Arming, ArmingError
-from shaobing.agent.atomic import read_json, write_atomic
+from shaobing.agent.atomic import atomic_write, read_json
 from shaobing.agent.config import (
     Config,
     ConfigError,
@@ -311,7 +311,7 @@ class ControlChannel:
         if len(self._seen) >= REPLAY_CACHE_MAX:
             raise CommandError("busy", "too many recent commands; retry later")
         self._seen[command_id] = expires_ms
-        write_atomic(self._seen_path, json.dumps({"v": 1, "seen": self._seen}).encode())
+        atomic_write(self._seen_path, json.dumps({"v": 1, "seen": self._seen}).encode())
         return undo
 
     def _forget(self, undo: tuple[dict[str, int], bytes | None]) -> None:
@@ -321,7 +321,7 @@ class ControlChannel:
         if raw is None:
             self._seen_path.unlink(missing_ok=True)
         else:
-            write_atomic(self._seen_path, raw)
+            atomic_write(self._seen_path, raw)
 
     # ---- paho network thread -------------------------------------------
     def on_message(self, msg: mqtt.MQTTMessage) -> None:
@@ -635,8 +635,8 @@ class ControlChannel:
             config_data(new), allow_unicode=True, sort_keys=False, default_flow_style=False
         )
         if path.exists():
-            write_atomic(path.with_name(path.name + ".prev"), path.read_bytes())
-        write_atomic(path, text.encode("utf-8"), mode=0o640)
+            atomic_write(path.with_name(path.name + ".prev"), path.read_bytes())
+        atomic_write(path, text.encode("utf-8"), mode=0o640)
         return True
 
     def _ping(self, args: NoArgs, envelope: Envelope) -> dict:

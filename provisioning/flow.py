@@ -19,13 +19,13 @@ from typing import Any
 
 from gpiozero.pins import Factory
 
+from shaobing.agent.atomic import FileSet, atomic_write
 from shaobing.agent.config import Config, ConfigError, Problem, parse_config, validate_config
 from shaobing.agent.runtime import agent_version
 from shaobing.drivers.gpio import make_pin_factory
 from shaobing.models.fetch import ENV_MODEL_DIR
 from shaobing.provisioning import answers as A
 from shaobing.provisioning import report as R
-from shaobing.provisioning.atomic import FileSet, atomic_write
 from shaobing.provisioning.identity import IdentityError, build_identity
 from shaobing.provisioning.selftest import (
     DEFAULT_FACTORIES,
