@@ -287,9 +287,22 @@ class Agent:
         self.verification.stop()
         self.sink.stop()
         self.outputs.close()
+        self._drain_before_stop()
         self.uplink.stop()
         self.outbox.close()
         log.info("agent stopped")
+
+    def _drain_before_stop(self, grace_s: float = 2.0) -> None:
+        """Commit batched telemetry and, while connected, give the uplink a moment
+        to send what is waiting; whatever is left goes out after the next start."""
+        self.outbox.flush()
+        deadline = time.monotonic() + grace_s
+        while (
+            self.uplink.connected.is_set()
+            and sum(self.outbox.depth().values())
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.02)
 
     def run_until_signalled(
         self, notifier: Notifier | None = None, stop: threading.Event | None = None

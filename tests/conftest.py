@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from jsonschema import Draft202012Validator
 
 from shaobing.agent.config import Config, load_config
 from shaobing.simulator.broker import Mosquitto
 from shaobing.simulator.county import County
+
+# CI replays the same examples every run (a red CI must be reproducible);
+# developers' runs explore new ones: set HYPOTHESIS_PROFILE=ci to replay.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "village-post.yaml"

@@ -115,9 +115,11 @@ BAD_ARG = {
     },
     "snapshot": {"camera": json_values.filter(lambda v: v != "cam-1")},
     "get_config": {
+        # None is valid: "all sections".
         "sections": json_values.filter(
             lambda v: (
-                not (
+                v is not None
+                and not (
                     isinstance(v, list)
                     and 0 < len(v) <= 32
                     and all(isinstance(x, str) and x in SECTIONS for x in v)

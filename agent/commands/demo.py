@@ -172,10 +172,10 @@ def demo(args: argparse.Namespace) -> int:
     county.close()
     if broker:
         broker.close()
-    received = len(county.events())
+    received = len([m for m in county.messages if not m.topic.endswith("/state")])
     print(
-        f"\nsummary: {agent.uplink.stats.acked} events acknowledged by the broker, "
-        f"{received} received by the county subscriber, {waiting} still in the outbox"
+        f"\nsummary: {agent.uplink.stats.acked} messages (events, snapshots) acknowledged by "
+        f"the broker, {received} received by the county subscriber, {waiting} still in the outbox"
     )
     logging.shutdown()
     return 0
