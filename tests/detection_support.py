@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from threading import Condition
-from typing import Any
 
 import pytest
 
@@ -29,47 +25,3 @@ def default_model_path() -> Path:
         return fetch()
     except FetchError as exc:
         pytest.skip(f"default model cannot be fetched here (offline registry?): {exc}")
-
-
-@dataclass
-class Emitted:
-    type: str
-    source: Any
-    zone: str | None
-    data: dict[str, Any]
-    severity: Any
-    attachment: bytes | None
-
-
-@dataclass
-class ListSink:
-    """Collects what drivers emit; tests wait on it with a deadline."""
-
-    events: list[Emitted] = field(default_factory=list)
-    cond: Condition = field(default_factory=Condition)
-
-    def emit(
-        self,
-        type: str,
-        source: Any,
-        *,
-        zone: str | None = None,
-        data: Mapping[str, Any] | None = None,
-        severity: Any = None,
-        attachment: bytes | None = None,
-    ) -> Emitted:
-        ev = Emitted(type, source, zone, dict(data or {}), severity, attachment)
-        with self.cond:
-            self.events.append(ev)
-            self.cond.notify_all()
-        return ev
-
-    def wait_for(self, predicate, timeout: float = 20.0) -> list[Emitted]:
-        with self.cond:
-            ok = self.cond.wait_for(lambda: predicate(self.events), timeout=timeout)
-            assert ok, f"condition not met in {timeout}s; events: {self.events}"
-            return list(self.events)
-
-    def of_type(self, prefix: str) -> list[Emitted]:
-        with self.cond:
-            return [e for e in self.events if e.type.startswith(prefix)]

@@ -6,7 +6,8 @@ import time
 import cv2
 import numpy as np
 import pytest
-from detection_support import MEDIA, ListSink, need_shared
+from detection_support import MEDIA, need_shared
+from sinks import ListSink
 
 from shaobing.drivers.camera import Camera, LatestFrame, redact, source_opener
 from shaobing.simulator.camera import Scene, SceneSpec, VirtualCameraFactory

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from serial_helpers import ListSink
+from sinks import ListSink
 
 from shaobing.drivers.contact_id import (
     ACK,

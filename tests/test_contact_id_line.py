@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import wait_for
-from serial_helpers import ListSink
+from sinks import ListSink
 
 from shaobing.drivers.contact_id import ACK, NAK, ContactIdLine, ContactIdReceiver
 from shaobing.drivers.serial_bus import SerialBus

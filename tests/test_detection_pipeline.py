@@ -3,7 +3,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from detection_support import V1, ListSink, default_model_path, need_shared
+from detection_support import V1, default_model_path, need_shared
+from sinks import ListSink
 
 from shaobing.agent.detection.config import (
     CameraConfig,

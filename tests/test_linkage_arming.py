@@ -153,8 +153,8 @@ def test_reconfigure_drops_overrides_of_changed_zones(tmp_path):
 
 
 def test_schedule_transitions_are_reported_as_status_arming(tmp_path):
-    from detection_support import ListSink
     from linkage_helpers import wait_until
+    from sinks import ListSink
 
     from shaobing.agent.config import LinkageConfig, ZoneConfig
     from shaobing.agent.linkage import LinkageSink
@@ -196,7 +196,7 @@ def test_command_key_from_file_or_environment(tmp_path, monkeypatch):
 
 def test_camera_track_events_follow_their_start(tmp_path):
     """A muted track start mutes its update/end; a reported one lets them through."""
-    from detection_support import ListSink
+    from sinks import ListSink
 
     from shaobing.agent.config import LinkageConfig, ZoneConfig
     from shaobing.agent.events import Source

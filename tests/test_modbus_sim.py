@@ -6,7 +6,7 @@ import pytest
 from conftest import wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from serial_helpers import ListSink
+from sinks import ListSink
 
 from shaobing.drivers.modbus import ModbusBusPoller, ModbusDetector
 from shaobing.drivers.serial_bus import SerialBus
