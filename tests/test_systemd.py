@@ -218,10 +218,10 @@ def test_systemd_analyze_verify_is_clean(tmp_path):
     assert result.returncode == 0 and not problems, result.stderr
 
 
-def test_a_stuck_uplink_pump_makes_the_agent_unhealthy(tmp_path, mosquitto):
-    """The pump thread is alive but blocked (e.g. on a wedged SQLite read): no pings."""
+def test_a_stuck_uplink_makes_the_agent_unhealthy(tmp_path, mosquitto):
+    """The uplink thread is alive but blocked (e.g. on a wedged SQLite read): no pings."""
     agent = Agent(config_for(tmp_path, mosquitto.port), pin_factory=MockFactory())
-    agent.uplink.beats["uplink-pump"].max_age_s = 0.3
+    agent.uplink.beats["uplink"].max_age_s = 0.3
     release = threading.Event()
     real_flush = agent.uplink._flush_acks
     stuck = threading.Event()
