@@ -98,8 +98,8 @@ class Uplink:
         self._tls_error: str | None = None
         self._socket_error: str | None = None  # paho reports read errors only to on_log
         self._accepted = False  # CONNACK success on the current connection
-        # The network thread beats at least every 1 s (loop and backoff sleep in
-        # slices); the pump at least every 0.5 s. 30 s without a beat is stuck.
+        # The uplink thread beats at least every 1 s (select and backoff sleep in
+        # slices); 30 s without a beat means it is stuck.
         self.beats = {"uplink": Heartbeat(30.0)}
         # Any thread wakes the uplink's select() by writing one byte here.
         self._wake_r, self._wake_w = socket.socketpair()
@@ -139,11 +139,11 @@ class Uplink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
-        # Without this, publish() from the pump (or a command worker) writes to
-        # the socket itself, racing the network thread's writes: two threads
-        # popping paho's packet queue can put message N+1 on the wire before N.
-        # With a write-registration callback set, publish() only queues and
-        # wakes the network thread, which then does every socket write.
+        # Without this, publish() from another thread (a command worker, stop())
+        # writes to the socket itself, racing the uplink thread's writes: two
+        # threads popping paho's packet queue can put message N+1 on the wire
+        # before N. With a write-registration callback set, publish() only
+        # queues; the uplink thread, woken by _kick(), does every socket write.
         client.on_socket_register_write = lambda client, userdata, sock: None
         return client
 
