@@ -24,6 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, default=30.0, metavar="SECONDS")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config to simulate")
     p.add_argument("--verbose", action="store_true", help="show the agent's JSON logs")
+    p.add_argument(
+        "--embedded-broker",
+        action="store_true",
+        help="use the embedded amqtt broker even when Mosquitto is installed",
+    )
     p.set_defaults(func=demo)
 
 
@@ -34,16 +39,17 @@ def _broker_arg(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _start_local_broker():
+def _start_local_broker(embedded: bool):
     from shaobing.simulator.broker import EmbeddedBroker, Mosquitto, mosquitto_path
 
-    if mosquitto_path():
+    if mosquitto_path() and not embedded:
         return Mosquitto().start(), "5", "Mosquitto"
-    print(
-        "mosquitto not found (install it with: sudo apt-get install -y mosquitto); "
-        "using the embedded amqtt broker, which speaks MQTT 3.1.1 only",
-        file=sys.stderr,
-    )
+    if not embedded:
+        print(
+            "mosquitto not found (install it with: sudo apt-get install -y mosquitto); "
+            "using the embedded amqtt broker, which speaks MQTT 3.1.1 only",
+            file=sys.stderr,
+        )
     return EmbeddedBroker().start(), "3.1.1", "embedded amqtt"
 
 
@@ -125,7 +131,7 @@ def demo(args: argparse.Namespace) -> int:
             return 2
         protocol, name = config.mqtt.protocol, args.broker
     else:
-        broker, protocol, name = _start_local_broker()
+        broker, protocol, name = _start_local_broker(args.embedded_broker)
         host, port = "127.0.0.1", broker.port
     workdir = Path(tempfile.mkdtemp(prefix="shaobing-demo-"))
     config = config.model_copy(
