@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ import serial
 
 from shaobing.agent.events import EventSink, Severity, Source
 
-from .serial_bus import SerialBus
+from .serial_bus import BusWorker, SerialBus
 from .serial_config import ContactIdConfig
 
 log = logging.getLogger(__name__)
@@ -461,30 +460,16 @@ class ContactIdReceiver:
         self.offline = True
 
 
-class ContactIdLine:
+class ContactIdLine(BusWorker):
     """Reads one serial line for a receiver, in its own thread (the host talks
     whenever it likes, so the line is read continuously)."""
 
     def __init__(self, receiver: ContactIdReceiver, bus: SerialBus) -> None:
+        super().__init__(bus)
         self.receiver = receiver
-        self.bus = bus
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.thread_name = f"contact-id-{receiver.cfg.id}"
         self._port_ok = True
         self.port_errors = 0
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, name=f"contact-id-{self.receiver.cfg.id}", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self.bus.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -8,7 +8,6 @@ one request at a time anyway, while separate buses poll in parallel.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from .profile import (
     low_value_state,
     read_plan,
 )
-from .serial_bus import SerialBus
+from .serial_bus import BusWorker, SerialBus
 from .serial_config import ModbusDetectorConfig
 
 log = logging.getLogger(__name__)
@@ -370,27 +369,13 @@ class ModbusDetector:
             raise ModbusException(f"{self.cfg.id}: arming write refused: {rr}")
 
 
-class ModbusBusPoller:
+class ModbusBusPoller(BusWorker):
     """One thread per bus, polling its detectors each at its own period."""
 
     def __init__(self, bus: SerialBus, detectors: Iterable[ModbusDetector]) -> None:
-        self.bus = bus
+        super().__init__(bus)
+        self.thread_name = f"modbus-{bus.cfg.id}"
         self.detectors: Sequence[ModbusDetector] = list(detectors)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, name=f"modbus-{self.bus.cfg.id}", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self.bus.close()
 
     def _run(self) -> None:
         due = {id(d): time.monotonic() for d in self.detectors}

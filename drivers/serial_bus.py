@@ -71,3 +71,29 @@ class SerialBus:
                 except (serial.SerialException, OSError) as exc:
                     log.debug("bus %s: close: %s", self.cfg.id, exc)
             self._port = None
+
+
+class BusWorker:
+    """A thread that owns one bus: ``start`` runs ``_run`` until ``stop``,
+    which also closes the port so a blocked read returns."""
+
+    thread_name = "serial"
+
+    def __init__(self, bus: SerialBus) -> None:
+        self.bus = bus
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.bus.close()
+
+    def _run(self) -> None:
+        raise NotImplementedError

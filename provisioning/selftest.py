@@ -339,16 +339,7 @@ class ModelCheck:
         det = self.det
         started = time.monotonic()
         try:
-            detector = Detector(
-                det.model,
-                labels=det.labels,
-                runtime=det.runtime,
-                num_threads=det.num_threads,
-                score_threshold=det.score_threshold,
-                iou_threshold=det.iou_threshold,
-                adapter=det.adapter,
-                model_dir=det.model_dir or ctx.model_dir,
-            )
+            detector = Detector.from_config(det, model_dir=ctx.model_dir)
         except ModelError as exc:
             return Outcome(FAIL, str(exc))
         loaded = time.monotonic() - started

@@ -6,6 +6,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -80,8 +81,26 @@ def _input_spec_from_tensor(model: LoadedModel) -> InputSpec:
     )
 
 
+if TYPE_CHECKING:
+    from shaobing.agent.detection.config import DetectorConfig
+
+
 class Detector:
     """Thread-safe: several cameras share one interpreter, serialised by a lock."""
+
+    @classmethod
+    def from_config(cls, cfg: DetectorConfig, model_dir: Path | None = None) -> Detector:
+        """The detector a ``detector:`` config section describes."""
+        return cls(
+            cfg.model,
+            labels=cfg.labels,
+            runtime=cfg.runtime,
+            num_threads=cfg.num_threads,
+            score_threshold=cfg.score_threshold,
+            iou_threshold=cfg.iou_threshold,
+            adapter=cfg.adapter,
+            model_dir=cfg.model_dir or model_dir,
+        )
 
     def __init__(
         self,

@@ -110,16 +110,7 @@ class DetectionPipeline:
     def from_config(
         cls, det_cfg: DetectorConfig, cameras: Sequence[CameraConfig], sink: EventSink
     ) -> DetectionPipeline:
-        detector = Detector(
-            det_cfg.model,
-            labels=det_cfg.labels,
-            runtime=det_cfg.runtime,
-            num_threads=det_cfg.num_threads,
-            score_threshold=det_cfg.score_threshold,
-            iou_threshold=det_cfg.iou_threshold,
-            adapter=det_cfg.adapter,
-            model_dir=det_cfg.model_dir,
-        )
+        detector = Detector.from_config(det_cfg)
         return cls(detector, cameras, sink, det_cfg)
 
     # -- lifecycle -------------------------------------------------------------
