@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean models
+.PHONY: system-packages demo test lint format bench clean models
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,9 +25,12 @@ bench: $(STAMP) models
 demo: $(STAMP) models
 	$(BIN)/shaobing demo --duration $${DURATION:-30} $(if $(BROKER),--broker $(BROKER))
 
-test: $(STAMP) models
-	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || { \
-	  echo "The tests need a real Mosquitto broker: sudo apt-get install -y mosquitto"; exit 1; }
+# System packages the tests drive for real (Mosquitto, ffmpeg, Chromium,
+# RabbitMQ): one script shared with .ci/run, apt through sudo when not root.
+system-packages:
+	bash .ci/system-packages
+
+test: system-packages $(STAMP) models
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

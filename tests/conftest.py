@@ -29,6 +29,20 @@ SCHEMAS = ROOT / "agent" / "schemas"
 SHARED = ROOT.parent / "shared"
 
 
+# In CI, with ../shared present, every real component must run: a skip there
+# means a broker, encoder, browser or model went missing, so it fails the run.
+STRICT = bool(os.environ.get("CI")) and SHARED.is_dir()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if STRICT and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where every real component must run: {report.longrepr}"
+
+
 def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
     """Poll ``cond`` until it returns something truthy (returned) or the deadline passes."""
     deadline = time.monotonic() + timeout
