@@ -98,6 +98,7 @@ class Uplink:
         self._tls_error: str | None = None
         self._socket_error: str | None = None  # paho reports read errors only to on_log
         self._accepted = False  # CONNACK success on the current connection
+        self._stop_deadline = 0.0  # set by stop(): the farewell's deadline
         # The uplink thread beats at least every 1 s (select and backoff sleep in
         # slices); 30 s without a beat means it is stuck.
         self.beats = {"uplink": Heartbeat(30.0)}
@@ -193,19 +194,18 @@ class Uplink:
         self._threads.append(thread)
 
     def stop(self, timeout: float = 3.0) -> None:
-        """Say 'stopped' (retained) and disconnect cleanly so the will is not sent."""
-        if self.connected.is_set():
-            info = self.publish_direct(
-                self.topics.state, self._state_payload("stopped"), qos=1, retain=True
-            )
-            deadline = time.monotonic() + timeout
-            while not info.is_published() and time.monotonic() < deadline:
-                time.sleep(0.01)  # the uplink thread is still serving the socket
+        """Say 'stopped' (retained) and disconnect cleanly so the will is not sent.
+
+        The uplink thread does both (it alone writes to the socket) and keeps
+        looping until DISCONNECT is written or ``timeout`` passes; a DISCONNECT
+        queued after the loop ended would never reach the broker, which would
+        then publish the will (`offline`) over `stopped`.
+        """
+        self._stop_deadline = time.monotonic() + timeout
         self._stop.set()
         self._kick()
         for thread in self._threads:
-            thread.join(timeout)
-        self.client.disconnect()
+            thread.join(timeout + 1.0)
         self._flush_acks()
         self._wake_r.close()
         self._wake_w.close()
@@ -235,9 +235,13 @@ class Uplink:
             except Exception:  # stop requested while waiting
                 return
             if self._stop.is_set():
+                self._farewell()  # a CONNECT already sent carries the will
                 return
             started = time.monotonic()
             self._serve()
+            if self._stop.is_set():
+                self._farewell()
+                return
             self.connected.clear()
             if not self._stop.is_set() and time.monotonic() - started < 10:
                 # A broker that accepts and then drops us must not be hammered.
@@ -363,6 +367,36 @@ class Uplink:
             ):
                 return
             sock = client.socket()
+
+    def _farewell(self) -> None:
+        """On the uplink thread, at stop: retained `stopped`, then DISCONNECT on the wire."""
+        client = self.client
+        if self.connected.is_set() and client.socket() is not None:
+            info = client.publish(
+                self.topics.state, self._state_payload("stopped"), qos=1, retain=True
+            )
+            self._pump(info.is_published)
+        if client.socket() is not None:
+            client.disconnect()
+            # paho closes the socket once the DISCONNECT packet is written.
+            self._pump(lambda: client.socket() is None)
+        self.connected.clear()
+
+    def _pump(self, done: Callable[[], bool]) -> None:
+        """Serve the socket until ``done()`` or the stop deadline passes."""
+        client = self.client
+        while not done() and (left := self._stop_deadline - time.monotonic()) > 0:
+            sock = client.socket()
+            if sock is None:
+                return
+            want = [sock] if client.want_write() else []
+            readable, _, _ = select.select([sock], want, [], min(left, 0.2))
+            if sock in readable and client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return
+            if client.want_write() and client.loop_write() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return
+            if client.socket() is not None:
+                client.loop_misc()
 
     def _flush_acks(self) -> None:
         done: list[int] = []
