@@ -140,6 +140,27 @@ class TlsConfig(_Model):
         return self
 
 
+class BrokerEndpoint(_Model):
+    host: str = Field(min_length=1, description="broker node host name or address")
+    port: int = Field(default=1883, ge=1, le=65535, description="broker node port")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, v: Any) -> Any:
+        # "node1", "node1:1883", "[fd00::1]:1883"; the port defaults to 1883.
+        if not isinstance(v, str):
+            return v
+        host, sep, port = v.strip().rpartition(":")
+        if not sep or (host.count(":") and not host.endswith("]")):
+            return {"host": v.strip().strip("[]")}
+        if not port.isdigit():
+            raise ValueError(f"broker endpoint {v!r}: port {port!r} is not a number")
+        return {"host": host.strip("[]"), "port": int(port)}
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
 class MqttConfig(_Model):
     host: str = Field(default="127.0.0.1", description="county broker host")
     port: int = Field(default=1883, ge=1, le=65535, description="broker port")
@@ -153,8 +174,38 @@ class MqttConfig(_Model):
     inflight_window: int = Field(
         default=200, ge=1, le=2000, description="unacknowledged publishes handed to paho at once"
     )
-    reconnect_min_s: float = Field(default=1.0, gt=0, le=60, description="first reconnect delay")
-    reconnect_max_s: float = Field(default=120.0, gt=0, le=3600, description="reconnect cap")
+    # Full-jitter backoff (docs/mqtt.md "Reconnecting"): a cap of 8 s puts a
+    # waiting alarm on the wire ~3 s (at most 8 s) after the link returns,
+    # while a fleet's retries still spread over the cap (or the fleet window).
+    reconnect_min_s: float = Field(default=0.5, gt=0, le=60, description="first reconnect delay")
+    reconnect_max_s: float = Field(default=8.0, gt=0, le=3600, description="reconnect cap")
+    hosts: list[BrokerEndpoint] = Field(
+        default_factory=list,
+        description="broker cluster nodes, 'host' or 'host:port', tried in turn; empty: host/port",
+    )
+    fleet_size: int = Field(
+        default=1, ge=1, le=1_000_000, description="boxes sharing this broker (reconnect spread)"
+    )
+    fleet_connects_per_s: float = Field(
+        default=100.0,
+        gt=0,
+        description="connects/s the broker should see after a fleet-wide outage; reconnects "
+        "spread over fleet_size / fleet_connects_per_s seconds",
+    )
+    replay_rate: float | None = Field(
+        default=100.0,
+        gt=0,
+        description="status/snapshot messages/s per box (backlog replay cap); alarms and faults "
+        "bypass it; null: no cap",
+    )
+
+    def endpoints(self) -> list[BrokerEndpoint]:
+        """The nodes to try, in order: ``hosts``, or the single ``host``/``port``."""
+        return list(self.hosts) or [BrokerEndpoint(host=self.host, port=self.port)]
+
+    def reconnect_spread_s(self) -> float:
+        """Window over which a fleet's reconnects are spread after a shared outage."""
+        return self.fleet_size / self.fleet_connects_per_s
 
 
 class StorageConfig(_Model):

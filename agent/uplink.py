@@ -32,12 +32,13 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from tenacity import Retrying, retry_if_exception_type, wait_random_exponential
+from tenacity import Retrying, retry_if_exception_type
 
 from shaobing.agent import tls as tls_words
 from shaobing.agent.config import MqttConfig
 from shaobing.agent.events import Priority
 from shaobing.agent.outbox import Outbox, Row
+from shaobing.agent.pacing import Endpoints, TokenBucket, first_retry_delay, reconnect_wait
 from shaobing.agent.topics import Topics
 from shaobing.agent.watchdog import Heartbeat
 
@@ -56,6 +57,8 @@ class UplinkStats:
     refused: int = 0
     last_refusal: str | None = None
     connected_since: float | None = None
+    endpoint: str | None = None  # the broker node of the current connection
+    failovers: int = 0  # connections made to another node than the previous one
     inflight: int = 0
     by_class: dict[str, int] = field(default_factory=dict)
 
@@ -99,6 +102,11 @@ class Uplink:
         self._socket_error: str | None = None  # paho reports read errors only to on_log
         self._accepted = False  # CONNACK success on the current connection
         self._stop_deadline = 0.0  # set by stop(): the farewell's deadline
+        self._rng = random.Random()
+        self._endpoints = Endpoints(config.endpoints(), self._rng)
+        self._last_endpoint: str | None = None
+        # Caps the status/snapshot lane: a night's backlog must not flatten the platform.
+        self._replay_bucket = TokenBucket(config.replay_rate) if config.replay_rate else None
         # The uplink thread beats at least every 1 s (select and backoff sleep in
         # slices); 30 s without a beat means it is stuck.
         self.beats = {"uplink": Heartbeat(30.0)}
@@ -220,9 +228,7 @@ class Uplink:
     # ---- network thread ----------------------------------------------
     def _network(self) -> None:
         retrying = Retrying(
-            wait=wait_random_exponential(
-                multiplier=self.config.reconnect_min_s, max=self.config.reconnect_max_s
-            ),
+            wait=reconnect_wait(self.config),
             retry=retry_if_exception_type(OSError),
             stop=lambda _state: self._stop.is_set(),
             sleep=self._backoff_sleep,
@@ -243,9 +249,13 @@ class Uplink:
                 self._farewell()
                 return
             self.connected.clear()
-            if not self._stop.is_set() and time.monotonic() - started < 10:
+            if self._stop.is_set():
+                continue
+            pause = first_retry_delay(self.config, self._rng)
+            if time.monotonic() - started < 10:
                 # A broker that accepts and then drops us must not be hammered.
-                self._stop.wait(random.uniform(0, self.config.reconnect_min_s * 4))
+                pause += self._rng.uniform(0, self.config.reconnect_min_s * 4)
+            self._backoff_sleep(pause)
 
     def _backoff_sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -277,12 +287,14 @@ class Uplink:
         self._accepted = False
         self._socket_error = None
         cfg = self.config
+        # Each attempt goes to the next node: a dead node costs one attempt.
+        node = self._endpoints.advance()
         if cfg.protocol == "5":
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = 0
-            self.client.connect(cfg.host, cfg.port, cfg.keepalive_s, properties=props)
+            self.client.connect(node.host, node.port, cfg.keepalive_s, properties=props)
         else:
-            self.client.connect(cfg.host, cfg.port, cfg.keepalive_s)
+            self.client.connect(node.host, node.port, cfg.keepalive_s)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -292,14 +304,16 @@ class Uplink:
         self._accepted = True
         self.stats.connects += 1
         self.stats.connected_since = time.time()
+        node = str(self._endpoints.current)
+        if self._last_endpoint not in (None, node):
+            self.stats.failovers += 1
+        self._last_endpoint = self.stats.endpoint = node
         client.publish(self.topics.state, self._state_payload("online"), qos=1, retain=True)
         for topic_filter in self._subscriptions:
             client.subscribe(topic_filter, qos=1)
         self.connected.set()
         self._urgent.set()
-        log.info(
-            "connected", extra={"fields": {"host": self.config.host, "port": self.config.port}}
-        )
+        log.info("connected", extra={"fields": {"endpoint": node}})
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
@@ -459,11 +473,17 @@ class Uplink:
             if len(urgent) == room:  # more may be waiting: look again at the next wake
                 self._urgent.set()
         low_room = min(room - len(urgent), self._low_window - self._low_inflight)
+        threshold = min(self._refill_at, self._low_window - self._low_inflight)
+        if self._replay_bucket is not None:
+            allowed = self._replay_bucket.available()
+            low_room, threshold = min(low_room, allowed), min(threshold, allowed)
         low = []
-        if low_room >= min(self._refill_at, self._low_window - self._low_inflight) > 0:
+        if low_room >= threshold > 0:
             low = self.outbox.next_rows(
                 self._cursors, low_room, skip=held | {Priority.ALARM, Priority.FAULT}
             )
+            if self._replay_bucket is not None:
+                self._replay_bucket.take(len(low))
         for row in urgent + low:
             self._cursors[row.priority] = max(self._cursors.get(row.priority, 0), row.rowid)
             if row.rowid in self._inflight_rows:

@@ -140,7 +140,8 @@ def main() -> int:
     broker = Mosquitto().start()
     try:
         config = load_config(EXAMPLE)
-        mqtt_cfg = MqttConfig(port=broker.port, inflight_window=args.window)
+        # Raw uplink capacity: no replay cap (mqtt.replay_rate) in the way.
+        mqtt_cfg = MqttConfig(port=broker.port, inflight_window=args.window, replay_rate=None)
         outbox = TimedOutbox(tmp / "drain.db")
         rec = Recorder(config, outbox, Clock(trust="always"))
         topics = Topics(mqtt_cfg.topic_prefix, config.site.village_code, config.device.id)
