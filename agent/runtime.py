@@ -223,6 +223,8 @@ class Agent:
                 "refused": stats.refused,
                 "last_refusal": stats.last_refusal,
                 "inflight": stats.inflight,
+                "endpoint": stats.endpoint,
+                "failovers": stats.failovers,
             },
             "drivers": {
                 "gpio_inputs": self.inputs.state(),
