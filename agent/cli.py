@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Modules in agent/commands/ that exist in this build; each adds its sub-parsers.
-COMMANDS = ("run", "config", "demo", "detect", "models", "bench", "provision")
+COMMANDS = ("run", "config", "demo", "detect", "models", "bench", "provision", "fleet")
 
 
 def build_parser() -> argparse.ArgumentParser:

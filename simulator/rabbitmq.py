@@ -50,6 +50,7 @@ class RabbitCluster:
         cookie.write_text(secrets.token_hex(16).upper())
         cookie.chmod(0o400)
         self.epmd_port = free_port()
+        self._epmd: subprocess.Popen | None = None
         tag = secrets.token_hex(3)
         self.nodes = [
             Node(f"sb{tag}{i}@localhost", free_port(), free_port(), free_port(), self.dir / f"n{i}")
@@ -106,6 +107,14 @@ class RabbitCluster:
         return out.stdout
 
     def start(self, *which: int, timeout: float = 120) -> RabbitCluster:
+        if self._epmd is None:
+            # Our own epmd, as a child we can end by pid (a node would start a daemon).
+            self._epmd = subprocess.Popen(
+                ["epmd", "-port", str(self.epmd_port), "-address", "127.0.0.1"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            wait_for_port(self.epmd_port)
         nodes = [self.nodes[i] for i in which] if which else self.nodes
         for node in nodes:
             node.proc = subprocess.Popen(
@@ -154,12 +163,8 @@ class RabbitCluster:
     def close(self) -> None:
         for i in range(len(self.nodes)):
             self.kill(i)
-        # The private epmd outlives the nodes; it listens on our port only.
-        subprocess.run(
-            ["epmd", "-port", str(self.epmd_port), "-kill"],
-            env=self.env(self.nodes[0]),
-            capture_output=True,
-            timeout=10,
-            check=False,
-        )
+        if self._epmd is not None:
+            self._epmd.kill()
+            self._epmd.wait(10)
+            self._epmd = None
         shutil.rmtree(self.dir, ignore_errors=True)
