@@ -49,6 +49,22 @@ log = logging.getLogger("shaobing.uplink")
 ACK_TIMEOUT_S = 60.0
 
 
+def _wait(read: list, want_write: bool, timeout: float) -> tuple[list, list]:
+    """select() for ``read`` (and the first of them for writing), by poll(): a
+    process with many uplinks (``shaobing fleet``) has descriptors past select's 1024."""
+    poller = select.poll()
+    for i, sock in enumerate(read):
+        poller.register(sock, select.POLLIN | (select.POLLOUT if want_write and i == 0 else 0))
+    by_fd = {sock.fileno(): sock for sock in read}
+    readable, writable = [], []
+    for fd, mask in poller.poll(timeout * 1000):
+        if mask & (select.POLLIN | select.POLLERR | select.POLLHUP):
+            readable.append(by_fd[fd])
+        if mask & select.POLLOUT:
+            writable.append(by_fd[fd])
+    return readable, writable
+
+
 @dataclass
 class UplinkStats:
     connects: int = 0
@@ -353,9 +369,7 @@ class Uplink:
             if getattr(sock, "pending", None) and sock.pending():
                 readable, writable = [sock], []
             else:
-                readable, writable, _ = select.select(
-                    [sock, self._wake_r], [sock] if client.want_write() else [], [], 0.2
-                )
+                readable, writable = _wait([sock, self._wake_r], client.want_write(), 0.2)
             if self._wake_r in readable:
                 with contextlib.suppress(BlockingIOError):
                     while self._wake_r.recv(4096):
@@ -403,8 +417,7 @@ class Uplink:
             sock = client.socket()
             if sock is None:
                 return
-            want = [sock] if client.want_write() else []
-            readable, _, _ = select.select([sock], want, [], min(left, 0.2))
+            readable, _ = _wait([sock], client.want_write(), min(left, 0.2))
             if sock in readable and client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return
             if client.want_write() and client.loop_write() != MQTTErrorCode.MQTT_ERR_SUCCESS:

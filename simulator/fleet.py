@@ -162,18 +162,32 @@ class Box:
 
 
 class Platform:
-    """The county side: one persistent subscriber, counting what arrives."""
+    """The county side: persistent subscribers, counting what arrives.
+
+    Alarms have a subscriber of their own (docs/county.md): on one shared
+    session they would queue at the broker behind a replayed backlog.
+    """
 
     def __init__(self, host: str, port: int, protocol: int):
         self.first_seen: dict[str, float] = {}
+        self.alarm_seen: dict[str, float] = {}
         self.copies: dict[str, int] = {}
         self.seqs: dict[str, set[int]] = {}
         self.snapshots = 0
         self.per_second: dict[int, int] = {}
         self._lock = threading.Lock()
         self.county = County(host, port, protocol=protocol, on_message=self._on_message)
+        self.alarms = County(
+            host, port, "shaobing/+/+/+/event/alarm/#", protocol, on_message=self._on_alarm
+        )
         # County keeps every message for tests; a fleet would fill memory with them.
         self.county.messages = _Discard()
+        self.alarms.messages = _Discard()
+
+    def _on_alarm(self, item: Received) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.alarm_seen.setdefault(item.json()["id"], now)
 
     def _on_message(self, item: Received) -> None:
         now = time.monotonic()
@@ -191,6 +205,7 @@ class Platform:
 
     def close(self) -> None:
         self.county.close()
+        self.alarms.close()
 
 
 class _Discard(list):
@@ -386,7 +401,7 @@ class Fleet:
                 )
             )
         latencies = [
-            (p.first_seen[i] - t) * 1000 for i, t in self.alarm_emitted.items() if i in p.first_seen
+            (p.alarm_seen[i] - t) * 1000 for i, t in self.alarm_emitted.items() if i in p.alarm_seen
         ]
         rates = list(p.per_second.values())
         busy = [r for r in rates if r]
