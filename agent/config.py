@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shaobing.agent import location
 from shaobing.agent.detection.config import CameraConfig, DetectorConfig
+from shaobing.agent.gb28181 import Gb28181Config
+from shaobing.agent.gb28181 import cross_check as gb28181_cross_check
 from shaobing.drivers.serial_config import SerialConfig
 
 Identifier = Annotated[
@@ -376,6 +378,9 @@ class Config(_Model):
     arming: ArmingConfig = Field(default_factory=ArmingConfig, description="zone arm states")
     linkage: LinkageConfig = Field(default_factory=LinkageConfig, description="alarm actions")
     control: ControlConfig = Field(default_factory=ControlConfig, description="platform commands")
+    gb28181: Gb28181Config = Field(
+        default_factory=Gb28181Config, description="GB/T 28181 ids and alarm codes"
+    )
 
     def zone(self, zone_id: str) -> ZoneConfig | None:
         return next((z for z in self.zones if z.id == zone_id), None)
@@ -500,7 +505,20 @@ def cross_check(config: Config) -> list[tuple[tuple, str]]:
                         (("serial", section, i, *sub), f"zone {zone!r} is not defined in zones")
                     )
     found.extend(_check_linkage(config, zone_ids))
+    found.extend(_check_gb28181(config, zone_ids))
     return found
+
+
+def _check_gb28181(config: Config, zone_ids: set[str]) -> list[tuple[tuple, str]]:
+    serial = {d.id for section in ("modbus", "contact_id") for d in getattr(config.serial, section)}
+    return gb28181_cross_check(
+        config.gb28181,
+        zones=zone_ids,
+        inputs={i.id for i in config.inputs},
+        cameras={c.id for c in config.cameras},
+        outputs={o.id for o in config.outputs},
+        serial=serial,
+    )
 
 
 def _check_linkage(config: Config, zone_ids: set[str]) -> list[tuple[tuple, str]]:

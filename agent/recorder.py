@@ -20,6 +20,7 @@ from shaobing.agent.events import (
     ZoneRef,
     default_severity,
 )
+from shaobing.agent.gb28181 import Gb28181Mapper
 from shaobing.agent.outbox import Outbox
 
 log = logging.getLogger("shaobing.events")
@@ -48,6 +49,7 @@ class Recorder:
             village_name=config.site.village_name,
         )
         self._zones = {z.id: zone_ref(z) for z in config.zones}
+        self._gb28181 = Gb28181Mapper(config.gb28181)
 
     def emit(
         self,
@@ -64,6 +66,7 @@ class Recorder:
         if zone and ref is None:
             # A driver naming an unknown zone is a config bug; keep the event anyway.
             ref = ZoneRef(id=zone)
+        gb28181 = self._gb28181.code(type, source.kind, source.id, zone)
 
         def make(seq: int) -> Event:
             return Event(
@@ -80,6 +83,7 @@ class Recorder:
                 source=source,
                 zone=ref,
                 data=dict(data or {}),
+                gb28181=gb28181,
             )
 
         event = self._outbox.append(make, attachment)
