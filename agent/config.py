@@ -18,6 +18,8 @@ from shaobing.agent import location
 from shaobing.agent.detection.config import CameraConfig, DetectorConfig
 from shaobing.agent.gb28181 import Gb28181Config
 from shaobing.agent.gb28181 import cross_check as gb28181_cross_check
+from shaobing.agent.latching import LatchingConfig
+from shaobing.agent.latching import cross_check as latching_cross_check
 from shaobing.drivers.serial_config import SerialConfig
 
 Identifier = Annotated[
@@ -98,7 +100,9 @@ class ZoneConfig(_Model):
 class InputConfig(_Model):
     id: Identifier
     pin: Pin
-    kind: Literal["pir", "door", "panic", "tamper"] = Field(description="what the sensor is")
+    kind: Literal["pir", "door", "panic", "tamper", "reset"] = Field(
+        description="what the sensor is; reset: the key switch that acknowledges open alarms"
+    )
     contact: Literal["NO", "NC"] = Field(
         description="NO: contact closes on alarm; NC: contact opens on alarm (tamper loops)"
     )
@@ -378,6 +382,9 @@ class Config(_Model):
     arming: ArmingConfig = Field(default_factory=ArmingConfig, description="zone arm states")
     linkage: LinkageConfig = Field(default_factory=LinkageConfig, description="alarm actions")
     control: ControlConfig = Field(default_factory=ControlConfig, description="platform commands")
+    latching: LatchingConfig = Field(
+        default_factory=LatchingConfig, description="open alarms until acknowledged (GB 50394)"
+    )
     gb28181: Gb28181Config = Field(
         default_factory=Gb28181Config, description="GB/T 28181 ids and alarm codes"
     )
@@ -506,6 +513,7 @@ def cross_check(config: Config) -> list[tuple[tuple, str]]:
                     )
     found.extend(_check_linkage(config, zone_ids))
     found.extend(_check_gb28181(config, zone_ids))
+    found.extend(latching_cross_check(config))
     return found
 
 

@@ -35,11 +35,13 @@ class HealthReporter:
         interval_s: float,
         storage_dir: Path,
         sections: Callable[[], dict[str, Any]],
+        on_snapshot: Callable[[dict[str, Any]], None] | None = None,
     ):
         self._sink = sink
         self._interval = interval_s
         self._dir = storage_dir
         self._sections = sections
+        self._on_snapshot = on_snapshot
         self._started = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="health", daemon=True)
@@ -53,7 +55,10 @@ class HealthReporter:
         }
 
     def report(self) -> None:
-        self._sink.emit("status.health", Source(kind="agent", id="health"), data=self.snapshot())
+        snapshot = self.snapshot()
+        self._sink.emit("status.health", Source(kind="agent", id="health"), data=snapshot)
+        if self._on_snapshot is not None:
+            self._on_snapshot(snapshot)
 
     def start(self) -> None:
         self._thread.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,6 +51,8 @@ class Recorder:
         )
         self._zones = {z.id: zone_ref(z) for z in config.zones}
         self._gb28181 = Gb28181Mapper(config.gb28181)
+        # The last events recorded, for `shaobing status` (agent/status_file.py).
+        self.recent: deque[dict[str, Any]] = deque(maxlen=10)
 
     def emit(
         self,
@@ -87,6 +90,15 @@ class Recorder:
             )
 
         event = self._outbox.append(make, attachment)
+        self.recent.append(
+            {
+                "seq": event.seq,
+                "ts": event.ts,
+                "type": event.type,
+                "zone": zone,
+                "source": f"{source.kind}:{source.id}",
+            }
+        )
         log.info(
             "event",
             extra={

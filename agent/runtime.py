@@ -26,6 +26,7 @@ from shaobing.agent.linkage import LinkageSink
 from shaobing.agent.outbox import Budget, Outbox
 from shaobing.agent.recorder import Recorder
 from shaobing.agent.sdnotify import Notifier
+from shaobing.agent.status_file import certificate_expiry, status_path, write_status
 from shaobing.agent.topics import Topics
 from shaobing.agent.uplink import Uplink
 from shaobing.agent.verification import VerificationWorker, Verifier
@@ -118,6 +119,7 @@ class Agent:
             self.arming,
             self.outputs,
             self.verification,
+            latching=config.latching,
         )
         self.detection = None
         self._detector_fault: str | None = None
@@ -165,7 +167,11 @@ class Agent:
         self.liveness.register("verification", self.verification.alive)
         self.liveness.register("arming-watch", self.sink.alive)
         self.health = HealthReporter(
-            self.recorder, config.health.interval_s, config.storage.path.parent, self._sections
+            self.recorder,
+            config.health.interval_s,
+            config.storage.path.parent,
+            self._sections,
+            on_snapshot=self._write_status,
         )
         self.liveness.register("uplink", self.uplink.healthy)
         self.liveness.register("outbox-writer", self.outbox.alive)
@@ -236,6 +242,30 @@ class Agent:
             "control": asdict(self.control.stats) if self.control else None,
         }
 
+    def _write_status(self, health: dict[str, Any] | None, state: str = "running") -> None:
+        """``status.json`` for ``shaobing status`` (agent/status_file.py); never fails."""
+        tls = self.config.mqtt.tls
+        doc = {
+            "state": state,
+            "device": self.config.device.id,
+            "version": agent_version(),
+            "broker": f"{self.config.mqtt.host}:{self.config.mqtt.port}",
+            "health": health,
+            "open_alarms": self.sink.open_alarms(),
+            "last_events": list(self.recorder.recent),
+            "certificate": certificate_expiry(tls.cert if tls else None),
+        }
+        try:
+            write_status(status_path(self.config.storage.path.parent), doc)
+        except OSError as exc:
+            log.error("cannot write the status file", extra={"fields": {"error": str(exc)}})
+
+    def _final_health(self) -> dict[str, Any] | None:
+        try:
+            return self.health.snapshot()
+        except Exception:  # drivers already closed: the outbox figures are what matter
+            return {"outbox": self.outbox.depth(), "dropped": dict(self.outbox.dropped)}
+
     def start(self) -> None:
         self.uplink.start()
         if self.outbox.recovered_from:
@@ -288,6 +318,7 @@ class Agent:
         self.sink.stop()
         self.outputs.close()
         self._drain_before_stop()
+        self._write_status(self._final_health(), state="stopped")
         self.uplink.stop()
         self.outbox.close()
         log.info("agent stopped")
