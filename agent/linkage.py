@@ -210,7 +210,7 @@ class LinkageSink:
             if event is not None:
                 # Test sinks return lighter records than Event: no ts there.
                 ts = getattr(event, "ts", None) or int(time.time() * 1000)
-                self.latches.opened(OpenAlarm(event.id, type, zone, _src(source), ts, held))
+                self.latches.opened(OpenAlarm(event.id, type, zone, _src(source), ts, outputs=held))
         return event
 
     @dataclass

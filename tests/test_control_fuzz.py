@@ -150,8 +150,7 @@ BAD_ARG = {
         "zones": json_values.filter(bad_zones),
         "alarms": json_values.filter(
             lambda v: (
-                (v is not None
-                and not (isinstance(v, list) and 0 < len(v) <= 64))
+                (v is not None and not (isinstance(v, list) and 0 < len(v) <= 64))
                 or (isinstance(v, list) and not all(isinstance(x, str) for x in v))
             )
         ),

@@ -21,8 +21,12 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "village-pos
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the agent on the hardware simulator")
     p.add_argument("--broker", metavar="HOST:PORT", help="publish there; default: a local broker")
-    p.add_argument("--duration", type=float, default=30.0, metavar="SECONDS")
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config to simulate")
+    p.add_argument(
+        "--duration", type=float, default=30.0, metavar="SECONDS", help="how long the demo runs"
+    )
+    p.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE", help="config to simulate"
+    )
     p.add_argument("--verbose", action="store_true", help="show the agent's JSON logs")
     p.add_argument(
         "--embedded-broker",
