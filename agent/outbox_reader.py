@@ -2,10 +2,10 @@
 
 The file is opened with SQLite's read-only URI (``file:...?mode=ro``), so a
 live outbox is read from a consistent WAL snapshot without blocking or
-disturbing the agent's writer, and a set-aside copy
-(``outbox.db.corrupt-<time>``, a copy on a USB stick) is never changed. When
-even a read-only open needs to create the ``-shm`` file and cannot (a
-read-only medium), it falls back to ``immutable=1``.
+disturbing the agent's writer; a file without a ``-wal`` beside it (a
+set-aside ``outbox.db.corrupt-<time>``, a copy on a USB stick, a stopped
+agent's outbox) is opened ``immutable=1`` as well, so nothing, not even a
+``-shm``, is written next to it.
 
 ``sqlite-utils`` does the querying here (inspection and export); the agent's
 own durable transactions stay on plain ``sqlite3`` in agent/outbox.py, where
@@ -73,17 +73,18 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     if not path.is_file():
         raise OutboxReadError(f"{path}: no such file")
     quoted = urllib.parse.quote(str(path.resolve()))
-    for query in ("mode=ro", "mode=ro&immutable=1"):
-        conn = sqlite3.connect(f"file:{quoted}?{query}", uri=True)
-        try:
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            return conn
-        except sqlite3.OperationalError:
-            conn.close()  # e.g. the -shm cannot be created on a read-only medium
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise OutboxReadError(f"{path}: not an outbox database ({exc})") from exc
-    raise OutboxReadError(f"{path}: cannot be opened read-only")
+    # A live outbox has its -wal beside it (the agent holds it open): read a
+    # consistent snapshot through it. A file without one (set aside, copied,
+    # agent stopped) is complete by itself: immutable, so not even a -shm is made.
+    live = path.with_name(path.name + "-wal").exists()
+    query = "mode=ro" if live else "mode=ro&immutable=1"
+    conn = sqlite3.connect(f"file:{quoted}?{query}", uri=True)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise OutboxReadError(f"{path}: cannot be read as an outbox ({exc})") from exc
+    return conn
 
 
 class OutboxReader:
