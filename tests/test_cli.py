@@ -11,10 +11,13 @@ import re
 import shutil
 import socket
 import stat
+import subprocess
+import sys
 
 import pytest
+import yaml
 from agent_harness import SimulatedPost
-from conftest import config_for
+from conftest import EXAMPLE, config_for
 from linkage_helpers import wait_until
 
 from shaobing.agent.cli import build_parser, iter_parsers, main
@@ -193,3 +196,43 @@ def test_outbox_inspector_reads_a_set_aside_copy_on_a_read_only_directory(
     assert sorted(p.name for p in aside.iterdir()) == [copy.name]  # no -wal/-shm left behind
     rc, _, err = run_cli(capsys, "outbox", "list", "--file", str(tmp_path / "nothing.db"))
     assert rc == 1 and "no such file" in err
+
+
+def test_status_and_outbox_of_a_real_agent_process_then_killed(tmp_path):
+    """A real `shaobing run`, broker down; `status` and `outbox` as a technician runs them."""
+    data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    data["mqtt"].update({"port": free_port(), "reconnect_max_s": 1})
+    data["storage"]["path"] = str(tmp_path / "outbox.db")
+    data["gpio"]["backend"] = "mock"
+    data["health"]["interval_s"] = 1
+    cfg = tmp_path / "post.yaml"
+    cfg.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    cli = [sys.executable, "-m", "shaobing.agent.cli"]
+    agent = subprocess.Popen(
+        [*cli, "run", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        path = status_path(tmp_path)
+        assert wait_until(lambda: path.exists() and '"status.health"' in path.read_text(), 30)
+        status = subprocess.run(
+            [*cli, "status", "-c", str(cfg)], capture_output=True, text=True, timeout=60
+        )
+        assert status.returncode == 0, status.stderr
+        assert f"running (pid {agent.pid})" in status.stdout
+        assert "link         NOT connected" in status.stdout
+        listing = subprocess.run(
+            [*cli, "outbox", "list", "-c", str(cfg), "--class", "status"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert listing.returncode == 0, listing.stderr
+        assert re.search(r"status\s+status\.health", listing.stdout), listing.stdout
+    finally:
+        agent.kill()
+        agent.wait(10)
+    status = subprocess.run(
+        [*cli, "status", "-c", str(cfg)], capture_output=True, text=True, timeout=60
+    )
+    assert status.returncode == 3
+    assert f"NOT RUNNING (pid {agent.pid} is gone" in status.stdout
