@@ -173,6 +173,7 @@ class Agent:
             self._sections,
             on_snapshot=self._write_status,
         )
+        self.liveness.register("health", self.health.alive)
         self.liveness.register("uplink", self.uplink.healthy)
         self.liveness.register("outbox-writer", self.outbox.alive)
 
@@ -215,13 +216,14 @@ class Agent:
         )
 
     def _sections(self) -> dict[str, Any]:
+        # Callables, so the health worker evaluates (and guards) each on its own.
         stats = self.uplink.stats
         return {
-            "run": self.outbox.run,
-            "outbox": self.outbox.depth(),
-            "outbox_bytes": self.outbox.stored_bytes(),
-            "dropped": dict(self.outbox.dropped),
-            "uplink": {
+            "run": lambda: self.outbox.run,
+            "outbox": self.outbox.depth,
+            "outbox_bytes": self.outbox.stored_bytes,
+            "dropped": lambda: dict(self.outbox.dropped),
+            "uplink": lambda: {
                 "connected": self.uplink.connected.is_set(),
                 "connects": stats.connects,
                 "published": stats.published,
@@ -231,15 +233,17 @@ class Agent:
                 "inflight": stats.inflight,
             },
             "drivers": {
-                "gpio_inputs": self.inputs.state(),
-                "gpio_outputs": self.outputs.state(),
-                "cameras": [asdict(s) for s in self.detection.stats()] if self.detection else [],
-                "serial": self.serial.state(),
+                "gpio_inputs": self.inputs.state,
+                "gpio_outputs": self.outputs.state,
+                "cameras": lambda: (
+                    [asdict(s) for s in self.detection.stats()] if self.detection else []
+                ),
+                "serial": self.serial.state,
             },
-            "arming": {z: s.state for z, s in self.arming.states().items()},
-            "linkage": asdict(self.sink.stats),
-            "verification": asdict(self.verification.stats),
-            "control": asdict(self.control.stats) if self.control else None,
+            "arming": lambda: {z: s.state for z, s in self.arming.states().items()},
+            "linkage": lambda: asdict(self.sink.stats),
+            "verification": lambda: asdict(self.verification.stats),
+            "control": lambda: asdict(self.control.stats) if self.control else None,
         }
 
     def _write_status(self, health: dict[str, Any] | None, state: str = "running") -> None:
@@ -260,11 +264,14 @@ class Agent:
         except OSError as exc:
             log.error("cannot write the status file", extra={"fields": {"error": str(exc)}})
 
-    def _final_health(self) -> dict[str, Any] | None:
-        try:
-            return self.health.snapshot()
-        except Exception:  # drivers already closed: the outbox figures are what matter
-            return {"outbox": self.outbox.depth(), "dropped": dict(self.outbox.dropped)}
+    def _final_health(self) -> dict[str, Any]:
+        # The drivers are closed by now: what is left to tell is the outbox.
+        return {
+            "outbox": self.outbox.depth(),
+            "outbox_bytes": self.outbox.stored_bytes(),
+            "dropped": dict(self.outbox.dropped),
+            "uplink": {"connected": self.uplink.connected.is_set()},
+        }
 
     def start(self) -> None:
         self.uplink.start()
