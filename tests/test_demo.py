@@ -31,7 +31,7 @@ def test_demo_delivers_everything(broker, tmp_path):
     assert seqs == list(range(1, len(seqs) + 1)), seqs
     # Health as words, not a Python dict.
     health = re.search(r"^\[county\] seq=\d+ +status\.health +(.*)$", out, re.M)
-    assert health and "link up" in health.group(1) and "{" not in health.group(1), out
+    assert health and "waiting to send:" in health.group(1) and "{" not in health.group(1), out
     # Snapshots are files a person can open, at the printed path.
     for path in re.findall(r"snapshot(?: of seq=\d+)?: (\S+\.jpg)", out):
         assert Path(path).read_bytes()[:2] == b"\xff\xd8"
