@@ -164,6 +164,8 @@ class Gb28181RuleConfig(BaseModel):
     def _sets_something(self) -> Gb28181RuleConfig:
         if self.method is None and self.alarm_type is None and self.priority is None:
             raise ValueError("a rule must set at least one of method, alarm_type, priority")
+        if self.alarm_type is not None and self.method is None:
+            raise ValueError("alarm_type needs method too: an AlarmType belongs to its method")
         check_code(self.method, self.alarm_type)
         return self
 

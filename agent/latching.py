@@ -20,7 +20,6 @@ reported again at start (``at_start``) and latches anew.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -118,10 +117,6 @@ class Latches:
     def open(self) -> list[dict[str, Any]]:
         with self._lock:
             return [a.as_dict() for a in self._open.values()]
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def cross_check(config: Any) -> list[tuple[tuple, str]]:

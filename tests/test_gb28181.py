@@ -102,6 +102,8 @@ def test_ids_are_validated_with_clear_errors():
     bad_rule = with_gb({"rules": [{"zone": "nowhere", "method": 5, "alarm_type": 40}]})
     msgs = problems(bad_rule)
     assert any("AlarmType 40 is not defined for method 5" in p for p in msgs)
+    lone_type = with_gb({"rules": [{"zone": "crossing", "alarm_type": 6}]})
+    assert any("alarm_type needs method too" in p for p in problems(lone_type))
     empty_rule = with_gb({"rules": [{"zone": "crossing"}]})
     assert any("must set at least one of" in p for p in problems(empty_rule))
 
