@@ -90,15 +90,16 @@ class Recorder:
             )
 
         event = self._outbox.append(make, attachment)
-        self.recent.append(
-            {
-                "seq": event.seq,
-                "ts": event.ts,
-                "type": event.type,
-                "zone": zone,
-                "source": f"{source.kind}:{source.id}",
-            }
-        )
+        if type != "status.health":  # a technician looks for alarms, not the heartbeat
+            self.recent.append(
+                {
+                    "seq": event.seq,
+                    "ts": event.ts,
+                    "type": event.type,
+                    "zone": zone,
+                    "source": f"{source.kind}:{source.id}",
+                }
+            )
         log.info(
             "event",
             extra={

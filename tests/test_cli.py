@@ -148,7 +148,7 @@ def test_outbox_inspector_reads_a_live_outbox_without_disturbing_it(tmp_path, ca
     assert re.search(r"\b1 alarm\b", out)
     header = next(line for line in out.splitlines() if line.startswith("SEQ"))
     assert header.split() == ["SEQ", "CLASS", "TYPE", "CREATED", "ZONE", "SOURCE", "EVENT_ID"]
-    assert re.search(r"alarm\s+alarm\.panic\s+\S+\s+crossing\s+gpio:panic-1", out)
+    assert re.search(r"alarm\s+alarm\.panic\s+\S+ \S+\s+crossing\s+gpio:panic-1", out), out
 
     rc, out, _ = run_cli(capsys, "outbox", "dump", "--file", db, "--json", "--class", "alarm")
     (row,) = [json.loads(line) for line in out.splitlines()]
@@ -213,7 +213,7 @@ def test_status_and_outbox_of_a_real_agent_process_then_killed(tmp_path):
     )
     try:
         path = status_path(tmp_path)
-        assert wait_until(lambda: path.exists() and '"status.health"' in path.read_text(), 30)
+        assert wait_until(lambda: path.exists() and '"outbox_bytes"' in path.read_text(), 30)
         status = subprocess.run(
             [*cli, "status", "-c", str(cfg)], capture_output=True, text=True, timeout=60
         )

@@ -88,10 +88,12 @@ def list_rows(args: argparse.Namespace) -> int:
         rows = list(reader.rows(query))
     finally:
         reader.close()
-    widths = {"seq": 7, "class": 8, "type": 26, "created": 19, "zone": 12, "source": 20}
+    # Fits 120 columns; `dump` has the full ISO time.
+    widths = {"seq": 6, "class": 8, "type": 24, "created": 14, "zone": 10, "source": 16}
     print()
     print("  ".join(f"{c.upper():<{w}}" for c, w in widths.items()) + "  EVENT_ID")
     for r in rows:
+        r = {**r, "created": r["created"][5:].replace("T", " ")}
         cells = [str(r[c] if r[c] is not None else "-") for c in widths]
         line = "  ".join(f"{v:<{w}}" for v, w in zip(cells, widths.values(), strict=True))
         print(f"{line}  {r['event_id']}{'  (replay)' if r['replayed'] else ''}")
