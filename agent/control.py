@@ -659,7 +659,7 @@ class ControlChannel:
         )
         return {
             "acknowledged": event.data["alarm_ids"] if event else [],
-            "event_id": event and event.id,
+            "event_id": event.id if event else None,
         }
 
     def _ping(self, args: NoArgs, envelope: Envelope) -> dict:
