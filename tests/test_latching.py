@@ -91,6 +91,8 @@ def test_signed_acknowledge_command_closes_alarm_stops_outputs_and_is_recorded(
     assert ack["data"]["command_id"] == response["id"]
     for message in county.messages:
         schemas.check(message.topic, message.payload)
+    for body, _, _ in platform.responses:
+        assert not list(schemas.response.iter_errors(body)), body
 
 
 def test_local_reset_key_acknowledges_and_an_active_input_closes_on_restore(
