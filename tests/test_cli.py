@@ -13,6 +13,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -22,7 +23,8 @@ from linkage_helpers import wait_until
 
 from shaobing.agent.cli import build_parser, iter_parsers, main
 from shaobing.agent.events import Source
-from shaobing.agent.status_file import status_path
+from shaobing.agent.status_file import certificate_expiry, format_status, status_path
+from shaobing.simulator.pki import CountyCA
 
 # Placeholders are upper case (FILE, HOST[:PORT], ID:PIN:KIND...); literal words may follow.
 PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]*([:,+\-\[\]]+[A-Za-z0-9_]*)*$")
@@ -236,3 +238,16 @@ def test_status_and_outbox_of_a_real_agent_process_then_killed(tmp_path):
     )
     assert status.returncode == 3
     assert f"NOT RUNNING (pid {agent.pid} is gone" in status.stdout
+
+
+def test_status_names_the_certificate_expiry(tmp_path):
+    ca = CountyCA()
+    good, _ = ca.client("sb-x", days=40).write(tmp_path, "good")
+    old, _ = ca.client("sb-x", days=2, start_days_ago=5).write(tmp_path, "old")
+    now = int(time.time() * 1000)
+    for cert, expected in ((good, r"expires \S+ \S+ \((38|39) days left\)"), (old, "EXPIRED")):
+        doc = {"v": 1, "written_ms": now, "pid": os.getpid(), "state": "running"}
+        doc["certificate"] = certificate_expiry(cert)
+        assert re.search(expected, format_status(doc, now)), format_status(doc, now)
+    unreadable = certificate_expiry(tmp_path / "missing.pem")
+    assert "error" in unreadable
