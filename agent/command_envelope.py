@@ -105,6 +105,19 @@ class NoArgs(_Strict):
     pass
 
 
+class AcknowledgeArgs(_Strict):
+    zones: Annotated[Zones, Field(description="zone ids, or 'all'")] = "all"
+    alarms: list[str] | None = Field(
+        default=None, min_length=1, max_length=64, description="alarm event ids; default: all"
+    )
+
+    @model_validator(mode="after")
+    def _some(self) -> AcknowledgeArgs:
+        if isinstance(self.zones, list) and not 1 <= len(self.zones) <= 64:
+            raise ValueError("zones: give 1 to 64 zone ids, or 'all'")
+        return self
+
+
 ARGS: dict[str, type[_Strict]] = {
     "arm": ArmArgs,
     "disarm": ArmArgs,
@@ -114,6 +127,7 @@ ARGS: dict[str, type[_Strict]] = {
     "set_config": SetConfigArgs,
     "ping": NoArgs,
     "restart": NoArgs,
+    "acknowledge": AcknowledgeArgs,
 }
 
 

@@ -13,6 +13,7 @@ from paho.mqtt.properties import Properties
 
 from shaobing.agent.arming import Arming, ArmingError
 from shaobing.agent.command_envelope import (
+    AcknowledgeArgs,
     ArmArgs,
     CommandError,
     Envelope,
@@ -83,6 +84,7 @@ class CommandHandlers:
             "set_config": self._set_config,
             "ping": self._ping,
             "restart": self._restart,
+            "acknowledge": self._acknowledge,
         }
 
     def _arm(self, args: ArmArgs, envelope: Envelope, state: str) -> dict:
@@ -147,3 +149,17 @@ class CommandHandlers:
 
     def _restart(self, args: NoArgs, envelope: Envelope) -> dict:
         return {"restarting": True}
+
+    def _acknowledge(self, args: AcknowledgeArgs, envelope: Envelope) -> dict:
+        # GB 50394: latched alarms close only when acknowledged (agent/latching.py).
+        known = {z.id for z in self._deps.target.config.zones}
+        unknown = [] if args.zones == "all" else [z for z in args.zones if z not in known]
+        if unknown:
+            raise CommandError("unknown_zone", f"no such zone: {', '.join(unknown)}")
+        event = self._deps.linkage.acknowledge(
+            args.zones, args.alarms, by="command", command_id=envelope.id
+        )
+        return {
+            "acknowledged": event.data["alarm_ids"] if event else [],
+            "event_id": event.id if event else None,
+        }
