@@ -16,6 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shaobing.agent import location
 from shaobing.agent.detection.config import CameraConfig, DetectorConfig
+from shaobing.agent.gb28181 import Gb28181Config
+from shaobing.agent.gb28181 import cross_check as gb28181_cross_check
+from shaobing.agent.latching import LatchingConfig
+from shaobing.agent.latching import cross_check as latching_cross_check
 from shaobing.drivers.serial_config import SerialConfig
 
 Identifier = Annotated[
@@ -96,7 +100,9 @@ class ZoneConfig(_Model):
 class InputConfig(_Model):
     id: Identifier
     pin: Pin
-    kind: Literal["pir", "door", "panic", "tamper"] = Field(description="what the sensor is")
+    kind: Literal["pir", "door", "panic", "tamper", "reset"] = Field(
+        description="what the sensor is; reset: the key switch that acknowledges open alarms"
+    )
     contact: Literal["NO", "NC"] = Field(
         description="NO: contact closes on alarm; NC: contact opens on alarm (tamper loops)"
     )
@@ -376,6 +382,12 @@ class Config(_Model):
     arming: ArmingConfig = Field(default_factory=ArmingConfig, description="zone arm states")
     linkage: LinkageConfig = Field(default_factory=LinkageConfig, description="alarm actions")
     control: ControlConfig = Field(default_factory=ControlConfig, description="platform commands")
+    latching: LatchingConfig = Field(
+        default_factory=LatchingConfig, description="open alarms until acknowledged (GB 50394)"
+    )
+    gb28181: Gb28181Config = Field(
+        default_factory=Gb28181Config, description="GB/T 28181 ids and alarm codes"
+    )
 
     def zone(self, zone_id: str) -> ZoneConfig | None:
         return next((z for z in self.zones if z.id == zone_id), None)
@@ -500,7 +512,21 @@ def cross_check(config: Config) -> list[tuple[tuple, str]]:
                         (("serial", section, i, *sub), f"zone {zone!r} is not defined in zones")
                     )
     found.extend(_check_linkage(config, zone_ids))
+    found.extend(_check_gb28181(config, zone_ids))
+    found.extend(latching_cross_check(config))
     return found
+
+
+def _check_gb28181(config: Config, zone_ids: set[str]) -> list[tuple[tuple, str]]:
+    serial = {d.id for section in ("modbus", "contact_id") for d in getattr(config.serial, section)}
+    return gb28181_cross_check(
+        config.gb28181,
+        zones=zone_ids,
+        inputs={i.id for i in config.inputs},
+        cameras={c.id for c in config.cameras},
+        outputs={o.id for o in config.outputs},
+        serial=serial,
+    )
 
 
 def _check_linkage(config: Config, zone_ids: set[str]) -> list[tuple[tuple, str]]:

@@ -144,6 +144,13 @@ class NoArgs(_Strict):
     pass
 
 
+class AcknowledgeArgs(_Strict):
+    zones: Annotated[Zones, Field(description="zone ids, or 'all'")] = "all"
+    alarms: list[str] | None = Field(
+        default=None, min_length=1, max_length=64, description="alarm event ids; default: all"
+    )
+
+
 ARGS: dict[str, type[_Strict]] = {
     "arm": ArmArgs,
     "disarm": ArmArgs,
@@ -153,6 +160,7 @@ ARGS: dict[str, type[_Strict]] = {
     "set_config": SetConfigArgs,
     "ping": NoArgs,
     "restart": NoArgs,
+    "acknowledge": AcknowledgeArgs,
 }
 
 
@@ -283,6 +291,7 @@ class ControlChannel:
             "set_config": self._set_config,
             "ping": self._ping,
             "restart": self._restart,
+            "acknowledge": self._acknowledge,
         }
 
     def reconfigure(self, config: ControlConfig) -> None:
@@ -638,6 +647,20 @@ class ControlChannel:
             atomic_write(path.with_name(path.name + ".prev"), path.read_bytes())
         atomic_write(path, text.encode("utf-8"), mode=0o640)
         return True
+
+    def _acknowledge(self, args: AcknowledgeArgs, envelope: Envelope) -> dict:
+        # GB 50394: latched alarms close only when acknowledged (agent/latching.py).
+        known = {z.id for z in self._target.config.zones}
+        unknown = [] if args.zones == "all" else [z for z in args.zones if z not in known]
+        if unknown:
+            raise CommandError("unknown_zone", f"no such zone: {', '.join(unknown)}")
+        event = self._linkage.acknowledge(
+            args.zones, args.alarms, by="command", command_id=envelope.id
+        )
+        return {
+            "acknowledged": event.data["alarm_ids"] if event else [],
+            "event_id": event.id if event else None,
+        }
 
     def _ping(self, args: NoArgs, envelope: Envelope) -> dict:
         return {"pong": True, **self._target.identity()}

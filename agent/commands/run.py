@@ -10,8 +10,15 @@ from shaobing.agent.config import ConfigError, load_config
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the agent (the daemon)")
-    p.add_argument("--config", "-c", type=Path, required=True, help="YAML config file")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--config", "-c", type=Path, required=True, metavar="FILE", help="YAML config file"
+    )
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="JSON log lines at this level and above, on stderr (journald)",
+    )
     p.set_defaults(func=run)
 
 
