@@ -50,3 +50,16 @@ def test_wrong_pin_refused_then_rate_limited(console):
     assert r.headers["location"] == "/login?e=rate"
     assert client.get("/api/status").status_code == 401
     assert sum(kind == "console.login_refused" for kind, _ in audit) == 4
+
+
+def test_logout_requires_csrf_token(console):
+    client, audit = console
+    client.post("/login", data={"pin": "2468"}, follow_redirects=False)
+    page = client.get("/").text
+    csrf = page.split('data-csrf="')[1].split('"')[0]
+    assert client.post("/logout", data={"csrf": "forged"}).status_code == 403
+    assert client.get("/api/status").status_code == 200
+    r = client.post("/logout", data={"csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 303
+    assert client.get("/api/status").status_code == 401
+    assert ("console.logout", {}) in audit

@@ -119,8 +119,18 @@ def build_app(state: ConsoleState) -> Starlette:
             return Response(status_code=404)
         return Response(latest.jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
+    async def logout(request: Request) -> Response:
+        session = session_of(request)
+        form = await request.form()
+        if session is None or not secrets.compare_digest(str(form.get("csrf", "")), session.csrf):
+            return JSONResponse({"error": "csrf token missing or wrong"}, status_code=403)
+        state.sessions.pop(request.cookies.get(COOKIE, ""), None)
+        state.audit("console.logout", {})
+        return RedirectResponse("/login", status_code=303)
+
     return Starlette(
         routes=[
+            Route("/logout", logout, methods=["POST"]),
             Route("/", home),
             Route("/login", login_form, methods=["GET"]),
             Route("/login", login, methods=["POST"]),
