@@ -74,3 +74,40 @@ class FakeCamera:
         if self.scenes[camera_id] == "dark":
             raise TimeoutError(camera_id)
         return synthetic_jpeg(camera_id)
+
+
+class ScriptedSource:
+    """A ``FrameSource`` (drivers/camera.py) that plays a list of reads, then ends.
+
+    Each step is an image (a fresh frame), ``None`` (a failed read) or a
+    callable run inside read() before the next step (a hook that moves a test
+    clock or waits for the test), so the camera's timing is under the test's
+    control and no step depends on machine speed.
+    """
+
+    def __init__(self, steps, opened: bool = True) -> None:
+        self.steps = list(steps)
+        self.opened = opened
+        self.done = threading.Event()
+
+    def isOpened(self) -> bool:
+        return self.opened
+
+    def read(self):
+        while self.steps:
+            step = self.steps.pop(0)
+            if callable(step):
+                step()
+                continue
+            return (step is not None), step
+        self.done.set()
+        return False, None
+
+    def release(self) -> None:
+        self.done.set()
+
+
+def scripted_opener(*sources: ScriptedSource):
+    """Each open takes the next source; past the last, the camera cannot open."""
+    queue = list(sources)
+    return lambda: queue.pop(0) if queue else ScriptedSource([], opened=False)

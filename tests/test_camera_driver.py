@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 from detection_support import MEDIA, need_shared
+from fake_camera import ScriptedSource, scripted_opener
 from sinks import ListSink
 
 from shaobing.drivers.camera import Camera, LatestFrame, redact, source_opener
@@ -174,3 +175,53 @@ def test_camera_hung_stream_raises_fault_then_recovery():
     events = sink.of_type("fault.camera")
     assert states(sink) == ["down", "recovered"]
     assert events[0].data["reason"] == "no frame for 0.3 s"
+
+
+class StepClock:
+    """A monotonic clock that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_camera_stall_check_during_recovery_sees_the_new_frame():
+    # Issue 11 item 6: the recovered report ran before the frame's time was
+    # refreshed, so a stall check in that gap saw the pre-outage timestamp.
+    clock = StepClock()
+    sink = ListSink()
+    cam: Camera
+
+    class StallCheckingSink(ListSink):
+        def emit(self, type, source, **kw):
+            ev = super().emit(type, source, **kw)
+            if kw.get("data", {}).get("state") == "recovered":
+                cam.check_stall(10.0)  # the inference thread's watchdog, in the gap
+            return ev
+
+    sink = StallCheckingSink()
+    img = np.zeros((4, 4, 3), np.uint8)
+
+    def outage():
+        clock.now += 60.0  # a minute without frames
+
+    first = ScriptedSource([img, img])
+    second = ScriptedSource([outage, img, img])
+    cam = Camera("gate", scripted_opener(first, second), sink, backoff_min_s=0.01, clock=clock)
+    cam.start()
+    try:
+        assert second.done.wait(10), "second session never finished"
+        sink.wait_for(lambda ev: len(ev) >= 3)
+    finally:
+        cam.stop()
+    # down (first source ended), recovered, down (second source ended) -- and no stall "down"
+    events = sink.of_type("fault.camera")
+    assert states(sink)[:3] == ["down", "recovered", "down"]
+    assert [e.data.get("reason") for e in events[:3]] == [
+        "stopped delivering frames",
+        None,
+        "stopped delivering frames",
+    ]
+    assert events[1].data["down_s"] == 60.0
