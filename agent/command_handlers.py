@@ -28,7 +28,7 @@ from shaobing.agent.config_commands import ConfigEditor
 from shaobing.agent.events import EventSink, Source
 from shaobing.agent.linkage import LinkageSink
 from shaobing.agent.topics import Topics
-from shaobing.agent.verification import Verifier
+from shaobing.agent.verification import CameraDown, Verifier
 
 SOURCE = Source(kind="agent", id="control")
 SNAPSHOT_TIMEOUT_S = 5.0
@@ -122,6 +122,9 @@ class CommandHandlers:
             raise CommandError("unknown_camera", f"no such camera: {args.camera}") from None
         except TimeoutError:
             raise CommandError("timeout", f"camera {args.camera} gave no frame in time") from None
+        except CameraDown as exc:
+            # Its last frame is from before the outage: sending it would pass old as now.
+            raise CommandError("camera_down", str(exc)) from None
         event = self._deps.sink.emit(
             "status.snapshot",
             SOURCE,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from shaobing.agent.verification import VerificationResult
+from shaobing.agent.verification import CameraDown, VerificationResult
 
 
 def synthetic_jpeg(text: str = "shaobing test") -> bytes:
@@ -25,7 +25,8 @@ def synthetic_jpeg(text: str = "shaobing test") -> bytes:
 
 
 class FakeCamera:
-    """Scenes: "person", "vehicle", "empty", "dark" (no frame), "stuck" (never answers in time)."""
+    """Scenes: "person", "vehicle", "empty", "dark" (no frame), "stuck" (never answers in
+    time), "down" (in an outage: snapshot refuses)."""
 
     def __init__(self, scenes: dict[str, str] | None = None):
         self.scenes = dict(scenes or {})
@@ -73,6 +74,8 @@ class FakeCamera:
             raise KeyError(camera_id)
         if self.scenes[camera_id] == "dark":
             raise TimeoutError(camera_id)
+        if self.scenes[camera_id] == "down":
+            raise CameraDown(camera_id, 42.0)
         return synthetic_jpeg(camera_id)
 
 

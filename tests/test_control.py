@@ -25,7 +25,7 @@ def rig(tmp_path, mosquitto, county_factory):
     """Start a post (config written to a real file) and a platform client; stop both after."""
     made: list = []
 
-    def start(protocol="5", control=None, camera=True, **kw):
+    def start(protocol="5", control=None, camera=True, scenes=None, **kw):
         config = linkage_config(
             tmp_path, mosquitto.port, protocol=protocol, control=control or {}, **kw
         )
@@ -36,7 +36,7 @@ def rig(tmp_path, mosquitto, county_factory):
                 encoding="utf-8",
             )
         county = county_factory(mosquitto.port)
-        verifier = FakeCamera({"cam-1": "person"}) if camera else None
+        verifier = FakeCamera(scenes or {"cam-1": "person"}) if camera else None
         post = SimulatedPost(load_config(path), verifier=verifier, config_path=path)
         assert post.agent.uplink.connected.wait(10)
         platform = Platform(
@@ -139,6 +139,16 @@ def test_snapshot_goes_through_the_outbox(rig, schemas):
     assert county.wait_for(lambda m: county.events("status.snapshot"), 5)
     assert county.events("status.snapshot")[0]["id"] == event_id
     assert error(platform.command("snapshot", {"camera": "cam-9"})) == "unknown_camera"
+    check_traffic(platform, county, schemas)
+
+
+def test_snapshot_of_a_camera_that_is_down_answers_camera_down(rig, schemas):
+    # Issue 11 item 6: no pre-outage frame passed off as the scene now.
+    _post, platform, county, _ = rig(scenes={"cam-1": "down"})
+    response = platform.command("snapshot", {"camera": "cam-1"})
+    assert error(response) == "camera_down"
+    assert "camera cam-1 is down (for 42 s)" in response["error"]["message"]
+    assert not county.events("status.snapshot")
     check_traffic(platform, county, schemas)
 
 

@@ -36,7 +36,7 @@ VALID_ARGS = {
 ERROR_CODES = {
     "too_large", "bad_json", "unknown_command", "bad_envelope", "signature_required",
     "bad_signature", "no_key", "not_yet_valid", "expired", "bad_args", "replayed",
-    "unknown_zone", "zone_is_24h", "unknown_camera", "invalid_config", "no_previous",
+    "unknown_zone", "zone_is_24h", "unknown_camera", "camera_down", "invalid_config", "no_previous",
 }  # fmt: skip
 
 json_values = st.recursive(
