@@ -190,6 +190,7 @@ class Camera:
         backoff_max_s: float = 60.0,
         on_frame: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        stale_read_s: float | None = None,
     ) -> None:
         self.id = cam_id
         self._open = open_source
@@ -200,6 +201,10 @@ class Camera:
         )
         self._on_frame = on_frame or (lambda: None)
         self._clock = clock
+        # A read() that blocked this long hit the stream's read timeout; what
+        # OpenCV returns then is a frame its decoder buffered before the stall.
+        self._stale_read_s = stale_read_s
+        self.stale = 0
         self.slot = LatestFrame()
         self.state = "starting"
         # Capture thread and the stall watchdog (inference thread) both change state.
@@ -275,12 +280,18 @@ class Camera:
                 raise CameraError("cannot open")
             delivered = False
             while not self._stop.is_set():
+                asked = self._clock()
                 ok, image = src.read()
+                blocked_s = self._clock() - asked
                 if not ok or image is None or image.size == 0:
                     self._down("stopped delivering frames" if delivered else "no frames")
                     if delivered:
                         return
                     raise CameraError("no frames")
+                if self._stale_read_s is not None and blocked_s >= self._stale_read_s:
+                    # Not fresh: neither detection nor the stall timer may count it.
+                    self.stale += 1
+                    continue
                 delivered = True
                 self._frame_arrived(image)
                 self._on_frame()

@@ -225,3 +225,40 @@ def test_camera_stall_check_during_recovery_sees_the_new_frame():
         "stopped delivering frames",
     ]
     assert events[1].data["down_s"] == 60.0
+
+
+def test_camera_buffered_frames_after_a_read_timeout_are_not_fresh():
+    # Issue 11 item 6: after each read timeout OpenCV hands back frames its
+    # decoder buffered before the stall; they kept the stall timer from firing
+    # and went through detection.
+    clock = StepClock()
+    sink = ListSink()
+    img = np.zeros((4, 4, 3), np.uint8)
+    at_stall = threading.Event()
+    go_on = threading.Event()
+
+    def read_timeout():
+        clock.now += 6.0  # read() blocked for the 6 s read timeout
+
+    def pause():
+        at_stall.set()
+        go_on.wait(10)
+
+    source = ScriptedSource([img, read_timeout, img, read_timeout, img, pause, img])
+    cam = Camera(
+        "rail", scripted_opener(source), sink, backoff_min_s=5.0, clock=clock, stale_read_s=5.0
+    )
+    cam.start()
+    try:
+        assert at_stall.wait(10), "source never reached the stall"
+        assert cam.take().seq == 1  # only the frame before the stall reached the slot
+        assert cam.stale == 2
+        cam.check_stall(10.0)  # 12 s since the last fresh frame
+        assert states(sink) == ["down"]
+        assert sink.of_type("fault.camera")[0].data["reason"] == "no frame for 10 s"
+        go_on.set()
+        sink.wait_for(lambda ev: len(ev) >= 2)  # a fresh frame: recovered
+    finally:
+        go_on.set()
+        cam.stop()
+    assert states(sink)[:2] == ["down", "recovered"]
