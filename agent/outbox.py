@@ -266,12 +266,20 @@ class Outbox:
         with self._db_lock:
             sync = "FULL" if batch else "NORMAL"
             self._db.execute(f"PRAGMA synchronous={sync}")
-            with self._db:
-                if batch:
-                    self._insert(batch, now_ms)
-                if acks:
-                    self._delete_acked(acks)
-                self._evict(now_ms)
+            try:
+                with self._db:
+                    if batch:
+                        self._insert(batch, now_ms)
+                    if acks:
+                        self._delete_acked(acks)
+                    self._evict(now_ms)
+            except BaseException:
+                # Rolled back: the counters moved inside the transaction, so read them back.
+                self._recount()
+                self.dropped = {
+                    p.name.lower(): self._meta(f"dropped.{p.name.lower()}") for p in Priority
+                }
+                raise
             self.commits += 1
 
     def _insert(self, batch: list[_Pending], now_ms: int) -> None:
@@ -322,31 +330,45 @@ class Outbox:
             self._last_age_check = time.monotonic()
             cutoff = now_ms - int(budget.max_age_s * 1000)
             for prio in (Priority.SNAPSHOT, Priority.STATUS):
-                self._evict_where(prio, "created_ms < ?", (cutoff,), None)
+                self._evict_where(prio, "created_ms < ?", (cutoff,))
         # Lowest class first, oldest first within it; alarms only when nothing else is left.
         for prio in sorted(Priority, reverse=True):
             while self._rows[prio] and self._over_budget():
-                excess = self._excess_rows()
-                self._evict_where(prio, "1", (), max(excess, 16))
+                if not self._evict_oldest(prio):
+                    break
+
+    def _excess(self) -> tuple[int, int]:
+        """(rows, bytes) above the budget, 0 where within it."""
+        b = self.budget
+        rows = sum(self._rows.values()) - b.max_rows if b.max_rows else 0
+        size = sum(self._bytes.values()) - b.max_bytes if b.max_bytes else 0
+        return max(rows, 0), max(size, 0)
 
     def _over_budget(self) -> bool:
-        b = self.budget
-        return bool(
-            (b.max_rows and sum(self._rows.values()) > b.max_rows)
-            or (b.max_bytes and sum(self._bytes.values()) > b.max_bytes)
-        )
+        return any(self._excess())
 
-    def _excess_rows(self) -> int:
-        b = self.budget
-        if b.max_rows:
-            return max(sum(self._rows.values()) - b.max_rows, 1)
-        return 1
+    def _evict_oldest(self, prio: Priority) -> bool:
+        """Evict the oldest rows of a class, exactly as many as bring the outbox within budget."""
+        rows, size = self._excess()
+        # Sizes are only known per row, so candidates come in small pages for the byte budget.
+        candidates = self._db.execute(
+            "SELECT rowid, length(payload) FROM outbox WHERE priority = ? ORDER BY rowid LIMIT ?",
+            (int(prio), min(max(rows, 64 if size else 1), 1000)),
+        ).fetchall()
+        chosen = []
+        for rowid, length in candidates:
+            if rows <= 0 and size <= 0:
+                break
+            chosen.append(rowid)
+            rows, size = rows - 1, size - length
+        marks = ",".join("?" * len(chosen))
+        self._evict_where(prio, f"rowid IN ({marks})", tuple(chosen))
+        return bool(chosen)
 
-    def _evict_where(self, prio: Priority, where: str, args: tuple, limit: int | None) -> None:
-        limit_sql = f" LIMIT {int(limit)}" if limit else ""
+    def _evict_where(self, prio: Priority, where: str, args: tuple) -> None:
         gone = self._db.execute(
             f"DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM outbox WHERE priority = ?"
-            f" AND {where} ORDER BY rowid{limit_sql}) RETURNING rowid, length(payload), kind",
+            f" AND {where}) RETURNING rowid, length(payload), kind",
             (int(prio), *args),
         ).fetchall()
         events = 0
