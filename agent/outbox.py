@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shaobing.agent.atomic import atomic_write
 from shaobing.agent.events import Event, Priority
 
 log = logging.getLogger("shaobing.outbox")
@@ -59,6 +60,8 @@ CREATE INDEX IF NOT EXISTS outbox_drain ON outbox (priority, rowid);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('seq', 0), ('run', 0);
 """
+# Seq numbers reserved at a time in the high-water file beside the database.
+SEQ_BLOCK = 1000
 _INSERT = (
     "INSERT INTO outbox (kind, event_id, seq, priority, event_type, payload, created_ms, run,"
     " boot_id, mono_ns, clock_trusted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -132,7 +135,13 @@ class Outbox:
         with self._db:
             self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'run'")
         self.run = self._meta("run")
+        self.seq_file = self.path.with_name(f"{self.path.name}.seq")
+        self._seq_reserved = self._read_seq_file()
         self._seq = self._meta("seq")
+        if self.recovered_from is not None or self._seq == 0:
+            # The rows of a set-aside (or deleted) database are gone with it: continue past
+            # every seq it can have held, so seq never goes back and the loss shows as a gap.
+            self._seq = max(self._seq, self._seq_reserved)
         self.dropped = {p.name.lower(): self._meta(f"dropped.{p.name.lower()}") for p in Priority}
         self._recount()
         # Rows evicted while maybe in flight: an ack for one means it was delivered after all.
@@ -178,6 +187,25 @@ class Outbox:
             extra={"fields": {"kept_as": str(aside), "reason": self.corruption}},
         )
         return aside
+
+    def _read_seq_file(self) -> int:
+        try:
+            return int(self.seq_file.read_text())
+        except FileNotFoundError:
+            return 0
+        except ValueError as exc:
+            log.error(
+                "outbox seq file unreadable, ignored",
+                extra={"fields": {"path": str(self.seq_file), "reason": str(exc)}},
+            )
+            return 0
+
+    def _reserve_seq(self, upto: int) -> None:
+        """Before a commit holds seq ``upto``, make sure the file beside the database covers it."""
+        if upto > self._seq_reserved:
+            reserved = upto + SEQ_BLOCK
+            atomic_write(self.seq_file, str(reserved))  # fsynced, file and directory
+            self._seq_reserved = reserved
 
     def _meta(self, key: str) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -263,6 +291,8 @@ class Outbox:
 
     def _commit(self, batch: list[_Pending], acks: list[Row]) -> None:
         now_ms = int(time.time() * 1000)
+        if batch:
+            self._reserve_seq(max(p.event.seq for p in batch))
         with self._db_lock:
             sync = "FULL" if batch else "NORMAL"
             self._db.execute(f"PRAGMA synchronous={sync}")

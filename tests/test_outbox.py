@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 from agent_harness import SimulatedPost
@@ -144,4 +145,25 @@ def test_byte_budget_evicts_oldest_only_until_within_budget(tmp_path):
     assert stored == _stored(db)[1] <= 20_000
     # One row fewer evicted would have left the outbox over budget.
     assert stored + sizes[evicted[-1]] > 20_000
+    outbox.close()
+
+
+def test_seq_keeps_rising_after_a_corrupt_outbox_is_set_aside(tmp_path):
+    db = tmp_path / "o.db"
+    outbox, rec = _recorder(db)
+    last = [rec.emit("alarm.panic", Source(kind="gpio", id="p"), zone="crossing") for _ in range(3)]
+    outbox.close()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    db.write_bytes(b"SQLite format 3\x00" + b"\x13garbage" * 512)
+    outbox, rec = _recorder(db)
+    assert outbox.recovered_from is not None
+    after = rec.emit("fault.storage", Source(kind="agent", id="outbox"))
+    # Past every seq the lost file can have held: the lost rows are a gap, never reused.
+    assert after.seq > last[-1].seq
+    assert oct(outbox.seq_file.stat().st_mode & 0o777) == "0o600"
+    outbox.close()
+    # A healthy restart continues from the database, with no jump.
+    outbox, rec = _recorder(db)
+    assert rec.emit("status.health", Source(kind="agent", id="h")).seq == after.seq + 1
     outbox.close()
