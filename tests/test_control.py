@@ -264,6 +264,9 @@ def test_malformed_over_the_broker(rig, schemas):
     assert error(platform.send("ping", big)) == "too_large"
     assert error(platform.send("ping", b"\xff\xfe")) == "bad_json"
     assert error(platform.send("ping", b"[1, 2]")) == "bad_json"
+    for constant in (b"NaN", b"Infinity", b"-Infinity"):  # not JSON (RFC 8259), as docs say
+        nan = b'{"id": "x3", "issued_ms": ' + constant + b', "expires_ms": 2}'
+        assert error(platform.send("ping", nan)) == "bad_json"
     assert error(platform.command("launch")) == "unknown_command"
     assert error(platform.send("ping", {"id": "x2", "issued_ms": "now"})) == "bad_envelope"
     assert error(platform.command("arm", {"zones": 5})) == "bad_args"
