@@ -20,6 +20,7 @@ import yaml
 from shaobing.agent.atomic import atomic_write
 from shaobing.agent.command_envelope import CommandError
 from shaobing.agent.config import Config, ConfigError, load_config, validate_config
+from shaobing.agent.redaction import redact_data
 
 # Sections a running agent can take over without restarting; the others
 # (device, site, zones, inputs, outputs, gpio, mqtt, storage, health) are
@@ -57,10 +58,7 @@ def config_data(config: Config) -> dict[str, Any]:
 
 
 def redact(data: dict[str, Any]) -> dict[str, Any]:
-    mqtt_section = data.get("mqtt")
-    if isinstance(mqtt_section, dict) and mqtt_section.get("password") is not None:
-        data = {**data, "mqtt": {**mqtt_section, "password": "***"}}
-    return data
+    return redact_data(data)
 
 
 def _problems(problems: list) -> list[dict]:

@@ -295,3 +295,19 @@ def _incoming(agent, command: str, body: dict):
 
     raw = json.dumps(body).encode()
     return Incoming(f"{agent.topics.base}/cmd/{command}", raw, len(raw), None, None)
+
+
+def test_get_config_shows_no_password_nor_camera_credentials(rig, tmp_path, mosquitto):
+    config = linkage_config(tmp_path, mosquitto.port, control={})
+    data = config.model_dump(mode="json", exclude_defaults=True)
+    data["mqtt"]["username"], data["mqtt"]["password"] = "post-17", "broker-pw-9"
+    data["cameras"] = [
+        {"id": "cam-9", "source": "rtsp://admin:p@ss/w0rd@10.0.0.9:554/live", "enabled": False}
+    ]
+    (tmp_path / "shaobing.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    _post, platform, _county, _ = rig()
+    got = ok(platform.command("get_config"))["config"]
+    text = json.dumps(got)
+    assert "broker-pw-9" not in text and "w0rd" not in text and "p@ss" not in text, text
+    assert got["cameras"][0]["source"] == "rtsp://***@10.0.0.9:554/live"
+    assert got["mqtt"]["password"] == "***"
