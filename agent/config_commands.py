@@ -147,5 +147,5 @@ class ConfigEditor:
         )
         if path.exists():
             atomic_write(path.with_name(path.name + ".prev"), path.read_bytes())
-        atomic_write(path, text.encode("utf-8"), mode=0o640)
+        atomic_write(path, text.encode("utf-8"))  # 0600: it holds the broker password
         return True

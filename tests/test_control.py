@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -311,3 +314,22 @@ def test_get_config_shows_no_password_nor_camera_credentials(rig, tmp_path, mosq
     assert "broker-pw-9" not in text and "w0rd" not in text and "p@ss" not in text, text
     assert got["cameras"][0]["source"] == "rtsp://***@10.0.0.9:554/live"
     assert got["mqtt"]["password"] == "***"
+
+
+def test_files_stay_owner_only_whatever_the_umask(rig, tmp_path):
+    """Config rewrites, outbox.db (+ -wal/-shm) and state files: 0600 even under umask 022."""
+    old = os.umask(0o022)
+    try:
+        post, platform, _county, path = rig()
+        path.chmod(0o600)
+        ok(platform.command("set_config", {"patch": {"linkage": {"cooldown_s": 7}}}))
+        ok(platform.command("disarm", {"zones": ["crossing"]}))  # arm state + replay cache
+        storage = post.agent.config.storage.path
+        files = [path, path.with_name(path.name + ".prev"), storage]
+        files += [Path(f"{storage}{suffix}") for suffix in ("-wal", "-shm")]
+        files += [p for p in storage.parent.glob("*.json") if p.is_file()]
+        assert len(files) > 5, files
+        modes = {str(f): oct(stat.S_IMODE(f.stat().st_mode)) for f in files}
+        assert set(modes.values()) == {"0o600"}, modes
+    finally:
+        os.umask(old)
