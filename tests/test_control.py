@@ -181,14 +181,15 @@ def test_get_and_set_config_live_restart_invalid_and_rollback(rig, schemas):
     assert path.read_bytes() == before and post.agent.config.linkage.cooldown_s == 5
 
     # Needs a restart: written, not applied, reported by get_config.
-    later = ok(platform.command("set_config", {"patch": {"mqtt": {"keepalive_s": 30}}}))
-    assert later["restart_required"] == ["mqtt"] and later["applied"] == []
-    assert post.agent.config.mqtt.keepalive_s != 30 and load_config(path).mqtt.keepalive_s == 30
-    assert ok(platform.command("get_config"))["restart_required"] == ["mqtt"]
+    later = ok(platform.command("set_config", {"patch": {"health": {"interval_s": 1800}}}))
+    assert later["restart_required"] == ["health"] and later["applied"] == []
+    assert post.agent.config.health.interval_s != 1800
+    assert load_config(path).health.interval_s == 1800
+    assert ok(platform.command("get_config"))["restart_required"] == ["health"]
 
     # Rollback: back to the file before the last set_config.
     ok(platform.command("set_config", {"rollback": True}))
-    assert load_config(path).mqtt.keepalive_s == post.agent.config.mqtt.keepalive_s
+    assert load_config(path).health.interval_s == post.agent.config.health.interval_s
     assert load_config(path).linkage.cooldown_s == 5
     check_traffic(platform, county, schemas)
 
@@ -333,3 +334,33 @@ def test_files_stay_owner_only_whatever_the_umask(rig, tmp_path):
         assert set(modes.values()) == {"0o600"}, modes
     finally:
         os.umask(old)
+
+
+def test_set_config_refuses_protected_keys_and_leaves_the_file_untouched(rig, schemas):
+    post, platform, county, path = rig()
+    before = path.read_bytes()
+    refused = [
+        ({"mqtt": {"host": "evil.example"}}, ["mqtt.host"]),
+        ({"mqtt": {"port": 1883, "password": "x"}}, ["mqtt.password", "mqtt.port"]),
+        ({"control": {"require_signature": False}}, ["control.require_signature"]),
+        ({"storage": {"path": "/tmp/elsewhere.db"}}, ["storage.path"]),
+        ({"device": {"id": "post-other"}}, ["device.id"]),
+        ({"site": None}, ["site"]),
+        ({"linkage": {"cooldown_s": 601}}, ["linkage.cooldown_s"]),
+        ({"linkage": {"suppressed": "drop"}}, ["linkage.suppressed"]),
+        (
+            {"health": {"interval_s": 60}, "mqtt": {"keepalive_s": 30}, "device": {"id": "x"}},
+            ["device.id", "mqtt.keepalive_s"],
+        ),
+    ]
+    for patch, keys in refused:
+        response = platform.command("set_config", {"patch": patch})
+        assert error(response) == "protected_key", (patch, response)
+        assert sorted(d["path"] for d in response["error"]["details"]) == keys
+        assert all(k in response["error"]["message"] for k in keys)
+        assert path.read_bytes() == before
+        assert not path.with_name(path.name + ".prev").exists()
+    # At the cap is fine: the cap bounds alarm suppression, not tuning.
+    ok(platform.command("set_config", {"patch": {"linkage": {"cooldown_s": 600}}}))
+    assert post.agent.config.linkage.cooldown_s == 600
+    check_traffic(platform, county, schemas)
