@@ -144,9 +144,14 @@ def sign(body: dict[str, Any], command: str, device: str, key: bytes) -> str:
 
 
 # ---- checks -------------------------------------------------------------------
+def _not_json(constant: str) -> Any:
+    # Python's json accepts NaN/Infinity; JSON (RFC 8259) and the platform's parsers do not.
+    raise ValueError(f"{constant} is not JSON")
+
+
 def parse_body(payload: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(payload.decode("utf-8"))
+        body = json.loads(payload.decode("utf-8"), parse_constant=_not_json)
     except (UnicodeDecodeError, ValueError) as exc:
         raise CommandError("bad_json", f"not a UTF-8 JSON document: {exc}") from None
     except RecursionError:

@@ -20,6 +20,8 @@ import yaml
 from shaobing.agent.atomic import atomic_write
 from shaobing.agent.command_envelope import CommandError
 from shaobing.agent.config import Config, ConfigError, load_config, validate_config
+from shaobing.agent.protected_settings import protected_paths
+from shaobing.agent.redaction import redact_data
 
 # Sections a running agent can take over without restarting; the others
 # (device, site, zones, inputs, outputs, gpio, mqtt, storage, health) are
@@ -57,10 +59,7 @@ def config_data(config: Config) -> dict[str, Any]:
 
 
 def redact(data: dict[str, Any]) -> dict[str, Any]:
-    mqtt_section = data.get("mqtt")
-    if isinstance(mqtt_section, dict) and mqtt_section.get("password") is not None:
-        data = {**data, "mqtt": {**mqtt_section, "password": "***"}}
-    return data
+    return redact_data(data)
 
 
 def _problems(problems: list) -> list[dict]:
@@ -92,6 +91,15 @@ class ConfigEditor:
     def change(self, patch: dict[str, Any], by: str) -> dict[str, Any]:
         base = self._pending or self._target.config
         merged = merge_patch(config_data(base), patch)
+        protected = protected_paths(
+            patch, merged if isinstance(merged, dict) else {}, config_data(base)
+        )
+        if protected:
+            raise ConfigChangeError(
+                "protected_key",
+                f"only the box may change {', '.join(protected)} (provisioning or the file)",
+                [{"path": p, "message": "protected: change it on the box"} for p in protected],
+            )
         problems: list = []
         new = validate_config(merged, {}, problems) if isinstance(merged, dict) else None
         if new is None:
@@ -149,5 +157,5 @@ class ConfigEditor:
         )
         if path.exists():
             atomic_write(path.with_name(path.name + ".prev"), path.read_bytes())
-        atomic_write(path, text.encode("utf-8"), mode=0o640)
+        atomic_write(path, text.encode("utf-8"))  # 0600: it holds the broker password
         return True

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shaobing.agent.atomic import atomic_write
+from shaobing.agent.atomic import atomic_write, owner_only_database
 from shaobing.agent.events import Event, Priority
 
 log = logging.getLogger("shaobing.outbox")
@@ -161,6 +161,7 @@ class Outbox:
 
     # ---- opening and recovery -------------------------------------------
     def _open(self) -> sqlite3.Connection:
+        owner_only_database(self.path)  # events and JPEG snapshots: owner-only
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")

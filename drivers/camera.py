@@ -23,6 +23,7 @@ import numpy as np
 from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from shaobing.agent.events import EventSink, Severity, Source
+from shaobing.agent.redaction import redact_text
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -45,7 +46,7 @@ class _Stopped(Exception):
 
 def redact(source: str) -> str:
     """Camera URLs carry passwords (rtsp://admin:pw@...): never put them in events."""
-    return re.sub(r"(//)[^/@\s]+@", r"\1***@", source)
+    return redact_text(source)
 
 
 class ImageDirSource:
@@ -272,8 +273,9 @@ class Camera:
         try:
             src = self._open()
         except Exception as exc:  # any backend error is a camera fault, not a crash
-            self._down(f"open failed: {exc}")
-            raise CameraError(str(exc)) from exc
+            reason = redact_text(str(exc))  # backends put the URL, password and all, in errors
+            self._down(f"open failed: {reason}")
+            raise CameraError(reason) from None
         try:
             if not src.isOpened():
                 self._down("cannot open")
