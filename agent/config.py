@@ -144,6 +144,10 @@ class GpioConfig(_Model):
     backend: Literal["auto", "lgpio", "rpigpio", "native", "mock"] = Field(
         default="auto", description="gpiozero pin factory; 'mock' is the simulator"
     )
+    allow_mock: bool = Field(
+        default=False,
+        description="let `shaobing run` use the mock backend (tests only; reported in health)",
+    )
 
 
 class TlsConfig(_Model):

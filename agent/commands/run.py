@@ -7,6 +7,13 @@ from pathlib import Path
 from shaobing.agent import logs
 from shaobing.agent.config import ConfigError, load_config
 
+# sysexits.h EX_CONFIG: the unit's RestartPreventExitStatus= stops systemd looping on it.
+EX_CONFIG = 78
+MOCK_REFUSED = (
+    "{path}: gpio.backend is 'mock' (simulated sensors, for the simulator and tests); set "
+    "gpio.backend: auto on a real post, or gpio.allow_mock: true / --allow-mock-gpio to test"
+)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the agent (the daemon)")
@@ -18,6 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="JSON log lines at this level and above, on stderr (journald)",
+    )
+    p.add_argument(
+        "--allow-mock-gpio",
+        action="store_true",
+        help="accept gpio.backend: mock (simulator and tests only; reported in status.health)",
     )
     p.set_defaults(func=run)
 
@@ -31,5 +43,8 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    if config.gpio.backend == "mock" and not (config.gpio.allow_mock or args.allow_mock_gpio):
+        print(MOCK_REFUSED.format(path=args.config), file=sys.stderr)
+        return EX_CONFIG
     restart = Agent(config, config_path=args.config).run_until_signalled()
     return EXIT_RESTART if restart else 0
