@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -70,3 +71,20 @@ def test_flag_allows_mock_and_health_reports_it(tmp_path):
 def test_config_allows_mock_and_health_reports_it(tmp_path):
     cfg = _mock_config(tmp_path, allow_mock=True)
     assert _health_warnings_of_running_agent(tmp_path, cfg) == ["gpio_mock"]
+
+
+def test_run_without_a_pin_factory_says_what_to_install_in_one_line(tmp_path):
+    cfg = _mock_config(tmp_path)
+    data = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+    data["gpio"]["backend"] = "auto"
+    cfg.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    env = {**os.environ, "GPIOZERO_PIN_FACTORY": "no-such-factory"}
+    result = subprocess.run(
+        [*CLI, "run", "--config", str(cfg)], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert result.returncode == 78, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "no usable GPIO library" in lines[0]
+    assert "shaobing[pi]" in lines[0] and "lgpio" in lines[0]
+    assert "Traceback" not in result.stderr

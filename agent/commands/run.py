@@ -13,6 +13,11 @@ MOCK_REFUSED = (
     "{path}: gpio.backend is 'mock' (simulated sensors, for the simulator and tests); set "
     "gpio.backend: auto on a real post, or gpio.allow_mock: true / --allow-mock-gpio to test"
 )
+NO_PIN_FACTORY = (
+    "no usable GPIO library for gpio.backend '{backend}' ({reason}): on a Raspberry Pi install "
+    "it with `pip install 'shaobing[pi]'` (lgpio; Pi 5 needs it) or `sudo apt install "
+    "python3-lgpio`, then start again"
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,5 +51,11 @@ def run(args: argparse.Namespace) -> int:
     if config.gpio.backend == "mock" and not (config.gpio.allow_mock or args.allow_mock_gpio):
         print(MOCK_REFUSED.format(path=args.config), file=sys.stderr)
         return EX_CONFIG
-    restart = Agent(config, config_path=args.config).run_until_signalled()
+    from gpiozero.exc import BadPinFactory
+
+    try:
+        restart = Agent(config, config_path=args.config).run_until_signalled()
+    except BadPinFactory as exc:
+        print(NO_PIN_FACTORY.format(backend=config.gpio.backend, reason=exc), file=sys.stderr)
+        return EX_CONFIG
     return EXIT_RESTART if restart else 0
