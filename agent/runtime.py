@@ -19,7 +19,8 @@ from gpiozero.pins import Factory
 from shaobing.agent.arming import Arming
 from shaobing.agent.clock import Clock
 from shaobing.agent.config import Config, ZoneConfig
-from shaobing.agent.control import LIVE_SECTIONS, ControlChannel
+from shaobing.agent.config_commands import LIVE_SECTIONS
+from shaobing.agent.control import ControlChannel, ControlDeps
 from shaobing.agent.events import Source
 from shaobing.agent.health import HealthReporter
 from shaobing.agent.linkage import LinkageSink
@@ -149,17 +150,19 @@ class Agent:
         if config.control.enabled:
             self.control = ControlChannel(
                 config.control,
-                self.topics,
-                config.device.id,
-                self.uplink,
-                self,
-                self.arming,
-                self.sink,
-                self.recorder,
-                verifier,
-                state_dir,
-                config_path,
-                v5=config.mqtt.protocol == "5",
+                ControlDeps(
+                    topics=self.topics,
+                    device=config.device.id,
+                    publisher=self.uplink,
+                    target=self,
+                    arming=self.arming,
+                    linkage=self.sink,
+                    sink=self.recorder,
+                    verifier=verifier,
+                    state_dir=state_dir,
+                    config_path=config_path,
+                    v5=config.mqtt.protocol == "5",
+                ),
             )
             self.uplink.subscribe(self.topics.commands, self.control.on_message)
             self.liveness.register("control", self.control.alive)
@@ -181,7 +184,7 @@ class Agent:
         return {**self._identity(), "uptime_s": round(time.monotonic() - self.started_at, 1)}
 
     def apply_config(self, new: Config) -> list[str]:
-        """Take over the sections that can change while running; see control.LIVE_SECTIONS."""
+        """Take over the sections that can change while running (LIVE_SECTIONS)."""
         applied = [s for s in LIVE_SECTIONS if getattr(new, s) != getattr(self.config, s)]
         zone_ids = [z.id for z in self.config.zones]
         if "arming" in applied:

@@ -84,6 +84,12 @@ class Uplink:
         self._refill_at = max(1, self.config.inflight_window // 8)
         self._low_inflight = 0
         self._stop = threading.Event()
+        # Clean stop: `_closing` asks the uplink thread to say goodbye, `_closed`
+        # is set once its DISCONNECT is on the wire (or the connection is gone).
+        self._closing = threading.Event()
+        self._closed = threading.Event()
+        self._goodbye: mqtt.MQTTMessageInfo | None = None
+        self._disconnect_sent = False
         self._acks: collections.deque[tuple[int, bool, str]] = collections.deque()
         self._inflight: dict[int, tuple[Row, float]] = {}  # mid -> (row, sent at)
         self._inflight_rows: set[int] = set()
@@ -193,22 +199,34 @@ class Uplink:
         self._threads.append(thread)
 
     def stop(self, timeout: float = 3.0) -> None:
-        """Say 'stopped' (retained) and disconnect cleanly so the will is not sent."""
+        """Say 'stopped' (retained) and disconnect cleanly so the will is not sent.
+
+        The uplink thread does both (it owns the socket): it publishes `stopped`,
+        sends DISCONNECT once the broker has acknowledged it, and keeps serving
+        the socket until the DISCONNECT is written or ``timeout`` passes. Calling
+        paho's ``disconnect()`` after the thread ended only queued the packet, so
+        the broker saw a dropped connection and published the will (`offline`)."""
         if self.connected.is_set():
-            info = self.publish_direct(
-                self.topics.state, self._state_payload("stopped"), qos=1, retain=True
-            )
-            deadline = time.monotonic() + timeout
-            while not info.is_published() and time.monotonic() < deadline:
-                time.sleep(0.01)  # the uplink thread is still serving the socket
+            self._closing.set()
+            self._kick()
+            self._closed.wait(timeout)
         self._stop.set()
         self._kick()
         for thread in self._threads:
             thread.join(timeout)
-        self.client.disconnect()
         self._flush_acks()
         self._wake_r.close()
         self._wake_w.close()
+
+    def _close_turn(self) -> None:
+        """One step of the clean goodbye, run on the uplink thread."""
+        if self._goodbye is None:
+            self._goodbye = self.client.publish(
+                self.topics.state, self._state_payload("stopped"), qos=1, retain=True
+            )
+        elif self._goodbye.is_published() and not self._disconnect_sent:
+            self._disconnect_sent = True
+            self.client.disconnect()
 
     def healthy(self) -> bool:
         return (
@@ -239,6 +257,9 @@ class Uplink:
             started = time.monotonic()
             self._serve()
             self.connected.clear()
+            if self._closing.is_set():
+                self._closed.set()
+                return
             if not self._stop.is_set() and time.monotonic() - started < 10:
                 # A broker that accepts and then drops us must not be hammered.
                 self._stop.wait(random.uniform(0, self.config.reconnect_min_s * 4))
@@ -346,9 +367,11 @@ class Uplink:
                 return
             if client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return
+            if self._closing.is_set():
+                self._close_turn()
             try:
                 self._flush_acks()
-                if self.connected.is_set():
+                if self.connected.is_set() and not self._closing.is_set():
                     if time.monotonic() - stale_checked > 1.0:
                         stale_checked = time.monotonic()
                         self._requeue_stale()
