@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shaobing.agent import location
+from shaobing.agent.ascii_input import ASCII_BEFORE, ascii_fields, normalise
 from shaobing.agent.detection.config import CameraConfig, DetectorConfig
 from shaobing.agent.gb28181 import Gb28181Config
 from shaobing.agent.gb28181 import cross_check as gb28181_cross_check
@@ -24,10 +25,11 @@ from shaobing.drivers.serial_config import SerialConfig
 
 Identifier = Annotated[
     str,
+    ASCII_BEFORE,
     Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="letters, digits, _ . -"),
 ]
 # BCM numbering; GPIO 0/1 are the HAT EEPROM pins and stay reserved.
-Pin = Annotated[int, Field(ge=2, le=27, description="BCM GPIO number, 2..27")]
+Pin = Annotated[int, ASCII_BEFORE, Field(ge=2, le=27, description="BCM GPIO number, 2..27")]
 
 
 class _Model(BaseModel):
@@ -40,10 +42,14 @@ class DeviceConfig(_Model):
         description="unique device id; also the MQTT client id and topic segment",
     )
 
+    _ascii = ascii_fields("id")
+
 
 class GpsConfig(_Model):
     lat: float = Field(ge=3.5, le=54.0, description="WGS-84 latitude (China: 3.5..54)")
     lon: float = Field(ge=73.0, le=136.0, description="WGS-84 longitude (China: 73..136)")
+
+    _ascii = ascii_fields("lat", "lon")
 
 
 class SiteConfig(_Model):
@@ -56,7 +62,7 @@ class SiteConfig(_Model):
     @classmethod
     def _code(cls, v: Any) -> Any:
         # YAML reads an unquoted code as an int and would drop leading zeros silently.
-        return location.check_village_code(str(v)) if isinstance(v, str | int) else v
+        return location.check_village_code(normalise(str(v))) if isinstance(v, str | int) else v
 
     @field_validator("code_year")
     @classmethod
@@ -69,6 +75,8 @@ class RailwayConfig(_Model):
     start: str = Field(description="K-mileage where the zone starts, e.g. K123+450")
     end: str | None = Field(default=None, description="K-mileage where the zone ends")
     side: str = Field(description="track side: 上行, 下行 or 双线")
+
+    _ascii = ascii_fields("start", "end")
 
     @field_validator("start", "end")
     @classmethod
@@ -96,6 +104,8 @@ class ZoneConfig(_Model):
     gps: GpsConfig | None = Field(default=None, description="position of the zone")
     cameras: list[str] = Field(default_factory=list, description="cameras that see this zone")
 
+    _ascii = ascii_fields("cameras")
+
 
 class InputConfig(_Model):
     id: Identifier
@@ -111,6 +121,8 @@ class InputConfig(_Model):
     )
     bounce_ms: int = Field(default=50, ge=0, le=2000, description="debounce time")
     zone: str = Field(description="id of the zone this sensor guards")
+
+    _ascii = ascii_fields("zone")
 
     @field_validator("contact", mode="before")
     @classmethod
@@ -131,6 +143,10 @@ class OutputConfig(_Model):
 class GpioConfig(_Model):
     backend: Literal["auto", "lgpio", "rpigpio", "native", "mock"] = Field(
         default="auto", description="gpiozero pin factory; 'mock' is the simulator"
+    )
+    allow_mock: bool = Field(
+        default=False,
+        description="let `shaobing run` use the mock backend (tests only; reported in health)",
     )
 
 
@@ -156,6 +172,8 @@ class MqttConfig(_Model):
     username: str | None = Field(default=None, description="broker user name")
     password: str | None = Field(default=None, description="broker password")
     tls: TlsConfig | None = Field(default=None, description="TLS settings; None = plain TCP")
+
+    _ascii = ascii_fields("host", "port", "topic_prefix")
     inflight_window: int = Field(
         default=200, ge=1, le=2000, description="unacknowledged publishes handed to paho at once"
     )

@@ -247,6 +247,7 @@ class Agent:
             "linkage": lambda: asdict(self.sink.stats),
             "verification": lambda: asdict(self.verification.stats),
             "control": lambda: asdict(self.control.stats) if self.control else None,
+            "warnings": lambda: ["gpio_mock"] if self.config.gpio.backend == "mock" else [],
         }
 
     def _write_status(self, health: dict[str, Any] | None, state: str = "running") -> None:

@@ -25,6 +25,7 @@ def test_retained_state_after_a_clean_stop_is_stopped(tmp_path, mosquitto, proto
     data["mqtt"].update({"port": mosquitto.port, "protocol": protocol})
     data["storage"]["path"] = str(tmp_path / "outbox.db")
     data["gpio"]["backend"] = "mock"
+    data["gpio"]["allow_mock"] = True
     cfg = tmp_path / "post.yaml"
     cfg.write_text(yaml.safe_dump(data, allow_unicode=True))
     live = County("127.0.0.1", mosquitto.port, topic="shaobing/+/+/+/state")

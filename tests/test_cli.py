@@ -206,6 +206,7 @@ def test_status_and_outbox_of_a_real_agent_process_then_killed(tmp_path):
     data["mqtt"].update({"port": free_port(), "reconnect_max_s": 1})
     data["storage"]["path"] = str(tmp_path / "outbox.db")
     data["gpio"]["backend"] = "mock"
+    data["gpio"]["allow_mock"] = True
     data["health"]["interval_s"] = 1
     cfg = tmp_path / "post.yaml"
     cfg.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
