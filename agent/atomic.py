@@ -57,6 +57,23 @@ def _write_temp(path: Path, data: bytes, mode: int) -> Path:
     raise FileExistsError(f"cannot create a temporary file next to {path}")
 
 
+def owner_only_database(path: Path) -> None:
+    """Create (or tighten) an SQLite file 0600 before SQLite opens it, whatever the umask.
+
+    SQLite gives -wal and -shm the mode of the main file, so this one file
+    decides for all three; files left by an older version are tightened too.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, OWNER_ONLY)
+    try:
+        os.fchmod(fd, OWNER_ONLY)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(f"{path}{suffix}", OWNER_ONLY)
+
+
 def atomic_write(path: Path, data: bytes | str, mode: int = OWNER_ONLY) -> Path:
     if isinstance(data, str):
         data = data.encode()

@@ -18,7 +18,7 @@ from collections.abc import Collection, Sequence
 from shaobing.agent.detection.pipeline import DetectionPipeline
 from shaobing.agent.detection.snapshot import encode_capped, snapshot
 from shaobing.agent.detection.types import Detection
-from shaobing.agent.verification import VerificationResult
+from shaobing.agent.verification import CameraDown, VerificationResult
 
 POLL_S = 0.02
 
@@ -98,6 +98,9 @@ class PipelineVerifier:
     def snapshot(self, camera_id: str, deadline: float) -> bytes:
         c = self._cam(camera_id)
         while True:
+            down_s = c.camera.down_for()
+            if down_s is not None:
+                raise CameraDown(camera_id, down_s)
             frame = c.camera.latest()
             if frame is not None:
                 return encode_capped(frame.image, c.cfg.snapshot_max_bytes)

@@ -15,15 +15,21 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shaobing.agent import location
+from shaobing.agent.ascii_input import ASCII_BEFORE, ascii_fields, normalise
 from shaobing.agent.detection.config import CameraConfig, DetectorConfig
+from shaobing.agent.gb28181 import Gb28181Config
+from shaobing.agent.gb28181 import cross_check as gb28181_cross_check
+from shaobing.agent.latching import LatchingConfig
+from shaobing.agent.latching import cross_check as latching_cross_check
 from shaobing.drivers.serial_config import SerialConfig
 
 Identifier = Annotated[
     str,
+    ASCII_BEFORE,
     Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="letters, digits, _ . -"),
 ]
 # BCM numbering; GPIO 0/1 are the HAT EEPROM pins and stay reserved.
-Pin = Annotated[int, Field(ge=2, le=27, description="BCM GPIO number, 2..27")]
+Pin = Annotated[int, ASCII_BEFORE, Field(ge=2, le=27, description="BCM GPIO number, 2..27")]
 
 
 class _Model(BaseModel):
@@ -36,10 +42,14 @@ class DeviceConfig(_Model):
         description="unique device id; also the MQTT client id and topic segment",
     )
 
+    _ascii = ascii_fields("id")
+
 
 class GpsConfig(_Model):
     lat: float = Field(ge=3.5, le=54.0, description="WGS-84 latitude (China: 3.5..54)")
     lon: float = Field(ge=73.0, le=136.0, description="WGS-84 longitude (China: 73..136)")
+
+    _ascii = ascii_fields("lat", "lon")
 
 
 class SiteConfig(_Model):
@@ -52,7 +62,7 @@ class SiteConfig(_Model):
     @classmethod
     def _code(cls, v: Any) -> Any:
         # YAML reads an unquoted code as an int and would drop leading zeros silently.
-        return location.check_village_code(str(v)) if isinstance(v, str | int) else v
+        return location.check_village_code(normalise(str(v))) if isinstance(v, str | int) else v
 
     @field_validator("code_year")
     @classmethod
@@ -65,6 +75,8 @@ class RailwayConfig(_Model):
     start: str = Field(description="K-mileage where the zone starts, e.g. K123+450")
     end: str | None = Field(default=None, description="K-mileage where the zone ends")
     side: str = Field(description="track side: 上行, 下行 or 双线")
+
+    _ascii = ascii_fields("start", "end")
 
     @field_validator("start", "end")
     @classmethod
@@ -92,11 +104,15 @@ class ZoneConfig(_Model):
     gps: GpsConfig | None = Field(default=None, description="position of the zone")
     cameras: list[str] = Field(default_factory=list, description="cameras that see this zone")
 
+    _ascii = ascii_fields("cameras")
+
 
 class InputConfig(_Model):
     id: Identifier
     pin: Pin
-    kind: Literal["pir", "door", "panic", "tamper"] = Field(description="what the sensor is")
+    kind: Literal["pir", "door", "panic", "tamper", "reset"] = Field(
+        description="what the sensor is; reset: the key switch that acknowledges open alarms"
+    )
     contact: Literal["NO", "NC"] = Field(
         description="NO: contact closes on alarm; NC: contact opens on alarm (tamper loops)"
     )
@@ -105,6 +121,8 @@ class InputConfig(_Model):
     )
     bounce_ms: int = Field(default=50, ge=0, le=2000, description="debounce time")
     zone: str = Field(description="id of the zone this sensor guards")
+
+    _ascii = ascii_fields("zone")
 
     @field_validator("contact", mode="before")
     @classmethod
@@ -125,6 +143,10 @@ class OutputConfig(_Model):
 class GpioConfig(_Model):
     backend: Literal["auto", "lgpio", "rpigpio", "native", "mock"] = Field(
         default="auto", description="gpiozero pin factory; 'mock' is the simulator"
+    )
+    allow_mock: bool = Field(
+        default=False,
+        description="let `shaobing run` use the mock backend (tests only; reported in health)",
     )
 
 
@@ -171,6 +193,8 @@ class MqttConfig(_Model):
     username: str | None = Field(default=None, description="broker user name")
     password: str | None = Field(default=None, description="broker password")
     tls: TlsConfig | None = Field(default=None, description="TLS settings; None = plain TCP")
+
+    _ascii = ascii_fields("host", "port", "topic_prefix")
     inflight_window: int = Field(
         default=200, ge=1, le=2000, description="unacknowledged publishes handed to paho at once"
     )
@@ -427,6 +451,12 @@ class Config(_Model):
     arming: ArmingConfig = Field(default_factory=ArmingConfig, description="zone arm states")
     linkage: LinkageConfig = Field(default_factory=LinkageConfig, description="alarm actions")
     control: ControlConfig = Field(default_factory=ControlConfig, description="platform commands")
+    latching: LatchingConfig = Field(
+        default_factory=LatchingConfig, description="open alarms until acknowledged (GB 50394)"
+    )
+    gb28181: Gb28181Config = Field(
+        default_factory=Gb28181Config, description="GB/T 28181 ids and alarm codes"
+    )
 
     def zone(self, zone_id: str) -> ZoneConfig | None:
         return next((z for z in self.zones if z.id == zone_id), None)
@@ -551,7 +581,21 @@ def cross_check(config: Config) -> list[tuple[tuple, str]]:
                         (("serial", section, i, *sub), f"zone {zone!r} is not defined in zones")
                     )
     found.extend(_check_linkage(config, zone_ids))
+    found.extend(_check_gb28181(config, zone_ids))
+    found.extend(latching_cross_check(config))
     return found
+
+
+def _check_gb28181(config: Config, zone_ids: set[str]) -> list[tuple[tuple, str]]:
+    serial = {d.id for section in ("modbus", "contact_id") for d in getattr(config.serial, section)}
+    return gb28181_cross_check(
+        config.gb28181,
+        zones=zone_ids,
+        inputs={i.id for i in config.inputs},
+        cameras={c.id for c in config.cameras},
+        outputs={o.id for o in config.outputs},
+        serial=serial,
+    )
 
 
 def _check_linkage(config: Config, zone_ids: set[str]) -> list[tuple[tuple, str]]:

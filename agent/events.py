@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shaobing.agent.gb28181 import Code as Gb28181Code
+
 SCHEMA_VERSION = 1
 
 
@@ -98,6 +100,9 @@ class Event(_Strict):
     source: Source
     zone: ZoneRef | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+    gb28181: Gb28181Code | None = Field(
+        default=None, description="GB/T 28181 alarm code of alarm.* and fault.* events"
+    )
 
     @property
     def priority(self) -> Priority:

@@ -33,12 +33,14 @@ from typing import Any, Protocol
 from shaobing.agent.arming import Arming, ZoneState
 from shaobing.agent.config import LinkageConfig, LinkageRuleConfig, ZoneConfig
 from shaobing.agent.events import Event, EventSink, Severity, Source
+from shaobing.agent.latching import RESET_SENSOR, Latches, LatchingConfig, OpenAlarm
 from shaobing.agent.verification import VerificationWorker
 
 log = logging.getLogger("shaobing.linkage")
 
 SOURCE = Source(kind="agent", id="linkage")
 ARMING_SOURCE = Source(kind="agent", id="arming")
+ACK_SOURCE = Source(kind="agent", id="acknowledge")
 RESTORE = ".restore"
 # Camera track events after "start" (agent/detection): they follow their start like a restore.
 CONTINUED = ("update", "end")
@@ -83,6 +85,10 @@ def _mute_key(type: str, source: Source, zone: str, data: Mapping[str, Any] | No
     return (source.kind, source.id, type, zone, (data or {}).get("track_id"))
 
 
+def _src(source: Source) -> str:
+    return f"{source.kind}:{source.id}"
+
+
 def output_cycles(duration_s: float, on_s: float | None, off_s: float) -> tuple[float, float, int]:
     """(on, off, n) for gpiozero's blink: steady is one cycle of the whole duration."""
     if on_s is None:
@@ -101,8 +107,11 @@ class LinkageSink:
         outputs: Outputs | None,
         verification: VerificationWorker | None,
         watch_s: float = 15.0,
+        latching: LatchingConfig | None = None,
     ):
         self._inner = inner
+        # Open alarms until acknowledged (GB 50394); agent/latching.py.
+        self.latches = Latches(latching or LatchingConfig())
         self._arming = arming
         self._outputs = outputs
         self._verification = verification
@@ -162,6 +171,11 @@ class LinkageSink:
     ) -> Event | None:
         """As ``EventSink.emit``; returns None when the alarm was suppressed or folded."""
         kwargs = {"zone": zone, "data": data, "severity": severity, "attachment": attachment}
+        if source.kind == "gpio" and (data or {}).get("sensor") == RESET_SENSOR:
+            # The local reset key: its turn acknowledges every open alarm of the box.
+            if (data or {}).get("state") == "alarm":
+                return self.acknowledge("all", None, by="local", command_id=None, who=source.id)
+            return None
         if zone is None or not type.startswith("alarm."):
             return self._inner.emit(type, source, **kwargs)
         phase = (data or {}).get("phase")
@@ -174,7 +188,11 @@ class LinkageSink:
                     self._muted.discard(key)
                 if muted:
                     self.stats.restores_dropped += 1
-            return None if muted else self._inner.emit(type, source, **kwargs)
+            if muted:
+                return None
+            if phase != "update":
+                self.latches.restored(type.removesuffix(RESTORE), _src(source), zone)
+            return self._inner.emit(type, source, **kwargs)
 
         decision = self._decide(type, source, zone, _mute_key(type, source, zone, data))
         if decision.suppress:
@@ -186,8 +204,13 @@ class LinkageSink:
             window = decision.window
             if window is not None:
                 window.alarm_id = event.id if event else None
+            held: list[str] = []
             if decision.link:
-                self._act(decision.rule, type, source, zone, event)
+                held = self._act(decision.rule, type, source, zone, event)
+            if event is not None:
+                # Test sinks return lighter records than Event: no ts there.
+                ts = getattr(event, "ts", None) or int(time.time() * 1000)
+                self.latches.opened(OpenAlarm(event.id, type, zone, _src(source), ts, outputs=held))
         return event
 
     @dataclass
@@ -286,28 +309,70 @@ class LinkageSink:
         source: Source,
         zone: str,
         event: Event | None,
-    ) -> None:
+    ) -> list[str]:
+        """Start outputs and verification; returns the outputs held until acknowledged."""
         if rule is None:
-            return
+            return []
         self.stats.actions += 1
+        latching = self.latches.config
+        hold = latching.enabled and latching.hold_outputs
+        held: list[str] = []
         for action in rule.outputs:
             if self._outputs is None:
                 break
-            on, off, n = output_cycles(action.duration_s, action.on_s, action.off_s)
+            # Held: the pattern runs until acknowledged, at most hold_max_s.
+            duration = max(action.duration_s, latching.hold_max_s) if hold else action.duration_s
+            on, off, n = output_cycles(duration, action.on_s, action.off_s)
             try:
                 self._outputs.blink(action.output, on, off, n)
+                if hold:
+                    held.append(action.output)
             except Exception:
                 log.exception("output failed", extra={"fields": {"output": action.output}})
         if not rule.verify or event is None or self._verification is None:
-            return
+            return held
         if source.kind == "camera":
-            return  # the camera's own detection raised it: it is its own verification
+            return held  # the camera's own detection raised it: it is its own verification
         cameras = rule.cameras
         if cameras is None:
             zone_cfg = self._zones.get(zone)
             cameras = zone_cfg.cameras if zone_cfg else []
         if cameras:
             self._verification.submit(event, cameras, self.config.verify)
+        return held
+
+    # ---- open alarms and acknowledgement (agent/latching.py) ------------
+    def open_alarms(self) -> list[dict[str, Any]]:
+        return self.latches.open()
+
+    def acknowledge(
+        self,
+        zones: list[str] | str,
+        alarm_ids: list[str] | None,
+        *,
+        by: str,
+        command_id: str | None,
+        who: str | None = None,
+    ) -> Event | None:
+        """Close open alarms, stop the outputs no other open alarm holds, record who did."""
+        done = self.latches.acknowledge(zones, alarm_ids)
+        freed = {o for a in done for o in a.outputs} - self.latches.held_outputs()
+        if freed:
+            self.silence(sorted(freed))
+        data = {
+            "by": by,
+            "who": who,
+            "command_id": command_id,
+            "alarm_ids": [a.alarm_id for a in done],
+            "zones": sorted({a.zone for a in done}),
+            "still_active": [a.alarm_id for a in done if not a.restored],
+            "outputs_stopped": sorted(freed),
+        }
+        try:
+            return self._inner.emit("status.acknowledge", ACK_SOURCE, data=data)
+        except Exception:
+            log.exception("could not record the acknowledgement", extra={"fields": data})
+            return None
 
     def sound(self, output_id: str, duration_s: float) -> None:
         if self._outputs is not None:

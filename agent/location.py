@@ -11,11 +11,11 @@ PROVINCE_CODES = frozenset(
     | {50, 51, 52, 53, 54, 61, 62, 63, 64, 65}
 )
 TRACK_SIDES = ("上行", "下行", "双线")
-_MILEAGE = re.compile(r"^K(\d{1,4})\+(\d{3})(?:\.(\d{1,3}))?$")
+_MILEAGE = re.compile(r"^K([0-9]{1,4})\+([0-9]{3})(?:\.([0-9]{1,3}))?$")
 
 
 def check_village_code(code: str) -> str:
-    if not re.fullmatch(r"\d{12}", code):
+    if not re.fullmatch(r"[0-9]{12}", code):
         raise ValueError(
             f"village code must be exactly 12 digits (统计用区划代码), got {len(code)} "
             f"character(s): {code!r}"

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shaobing.agent.atomic import atomic_write, owner_only_database
 from shaobing.agent.events import Event, Priority
 
 log = logging.getLogger("shaobing.outbox")
@@ -59,6 +60,8 @@ CREATE INDEX IF NOT EXISTS outbox_drain ON outbox (priority, rowid);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('seq', 0), ('run', 0);
 """
+# Seq numbers reserved at a time in the high-water file beside the database.
+SEQ_BLOCK = 1000
 _INSERT = (
     "INSERT INTO outbox (kind, event_id, seq, priority, event_type, payload, created_ms, run,"
     " boot_id, mono_ns, clock_trusted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -132,7 +135,13 @@ class Outbox:
         with self._db:
             self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'run'")
         self.run = self._meta("run")
+        self.seq_file = self.path.with_name(f"{self.path.name}.seq")
+        self._seq_reserved = self._read_seq_file()
         self._seq = self._meta("seq")
+        if self.recovered_from is not None or self._seq == 0:
+            # The rows of a set-aside (or deleted) database are gone with it: continue past
+            # every seq it can have held, so seq never goes back and the loss shows as a gap.
+            self._seq = max(self._seq, self._seq_reserved)
         self.dropped = {p.name.lower(): self._meta(f"dropped.{p.name.lower()}") for p in Priority}
         self._recount()
         # Rows evicted while maybe in flight: an ack for one means it was delivered after all.
@@ -152,6 +161,7 @@ class Outbox:
 
     # ---- opening and recovery -------------------------------------------
     def _open(self) -> sqlite3.Connection:
+        owner_only_database(self.path)  # events and JPEG snapshots: owner-only
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -178,6 +188,25 @@ class Outbox:
             extra={"fields": {"kept_as": str(aside), "reason": self.corruption}},
         )
         return aside
+
+    def _read_seq_file(self) -> int:
+        try:
+            return int(self.seq_file.read_text())
+        except FileNotFoundError:
+            return 0
+        except ValueError as exc:
+            log.error(
+                "outbox seq file unreadable, ignored",
+                extra={"fields": {"path": str(self.seq_file), "reason": str(exc)}},
+            )
+            return 0
+
+    def _reserve_seq(self, upto: int) -> None:
+        """Before a commit holds seq ``upto``, make sure the file beside the database covers it."""
+        if upto > self._seq_reserved:
+            reserved = upto + SEQ_BLOCK
+            atomic_write(self.seq_file, str(reserved))  # fsynced, file and directory
+            self._seq_reserved = reserved
 
     def _meta(self, key: str) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -263,15 +292,25 @@ class Outbox:
 
     def _commit(self, batch: list[_Pending], acks: list[Row]) -> None:
         now_ms = int(time.time() * 1000)
+        if batch:
+            self._reserve_seq(max(p.event.seq for p in batch))
         with self._db_lock:
             sync = "FULL" if batch else "NORMAL"
             self._db.execute(f"PRAGMA synchronous={sync}")
-            with self._db:
-                if batch:
-                    self._insert(batch, now_ms)
-                if acks:
-                    self._delete_acked(acks)
-                self._evict(now_ms)
+            try:
+                with self._db:
+                    if batch:
+                        self._insert(batch, now_ms)
+                    if acks:
+                        self._delete_acked(acks)
+                    self._evict(now_ms)
+            except BaseException:
+                # Rolled back: the counters moved inside the transaction, so read them back.
+                self._recount()
+                self.dropped = {
+                    p.name.lower(): self._meta(f"dropped.{p.name.lower()}") for p in Priority
+                }
+                raise
             self.commits += 1
 
     def _insert(self, batch: list[_Pending], now_ms: int) -> None:
@@ -322,31 +361,45 @@ class Outbox:
             self._last_age_check = time.monotonic()
             cutoff = now_ms - int(budget.max_age_s * 1000)
             for prio in (Priority.SNAPSHOT, Priority.STATUS):
-                self._evict_where(prio, "created_ms < ?", (cutoff,), None)
+                self._evict_where(prio, "created_ms < ?", (cutoff,))
         # Lowest class first, oldest first within it; alarms only when nothing else is left.
         for prio in sorted(Priority, reverse=True):
             while self._rows[prio] and self._over_budget():
-                excess = self._excess_rows()
-                self._evict_where(prio, "1", (), max(excess, 16))
+                if not self._evict_oldest(prio):
+                    break
+
+    def _excess(self) -> tuple[int, int]:
+        """(rows, bytes) above the budget, 0 where within it."""
+        b = self.budget
+        rows = sum(self._rows.values()) - b.max_rows if b.max_rows else 0
+        size = sum(self._bytes.values()) - b.max_bytes if b.max_bytes else 0
+        return max(rows, 0), max(size, 0)
 
     def _over_budget(self) -> bool:
-        b = self.budget
-        return bool(
-            (b.max_rows and sum(self._rows.values()) > b.max_rows)
-            or (b.max_bytes and sum(self._bytes.values()) > b.max_bytes)
-        )
+        return any(self._excess())
 
-    def _excess_rows(self) -> int:
-        b = self.budget
-        if b.max_rows:
-            return max(sum(self._rows.values()) - b.max_rows, 1)
-        return 1
+    def _evict_oldest(self, prio: Priority) -> bool:
+        """Evict the oldest rows of a class, exactly as many as bring the outbox within budget."""
+        rows, size = self._excess()
+        # Sizes are only known per row, so candidates come in small pages for the byte budget.
+        candidates = self._db.execute(
+            "SELECT rowid, length(payload) FROM outbox WHERE priority = ? ORDER BY rowid LIMIT ?",
+            (int(prio), min(max(rows, 64 if size else 1), 1000)),
+        ).fetchall()
+        chosen = []
+        for rowid, length in candidates:
+            if rows <= 0 and size <= 0:
+                break
+            chosen.append(rowid)
+            rows, size = rows - 1, size - length
+        marks = ",".join("?" * len(chosen))
+        self._evict_where(prio, f"rowid IN ({marks})", tuple(chosen))
+        return bool(chosen)
 
-    def _evict_where(self, prio: Priority, where: str, args: tuple, limit: int | None) -> None:
-        limit_sql = f" LIMIT {int(limit)}" if limit else ""
+    def _evict_where(self, prio: Priority, where: str, args: tuple) -> None:
         gone = self._db.execute(
             f"DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM outbox WHERE priority = ?"
-            f" AND {where} ORDER BY rowid{limit_sql}) RETURNING rowid, length(payload), kind",
+            f" AND {where}) RETURNING rowid, length(payload), kind",
             (int(prio), *args),
         ).fetchall()
         events = 0

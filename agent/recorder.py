@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ from shaobing.agent.events import (
     ZoneRef,
     default_severity,
 )
+from shaobing.agent.gb28181 import Gb28181Mapper
 from shaobing.agent.outbox import Outbox
 
 log = logging.getLogger("shaobing.events")
@@ -48,6 +50,9 @@ class Recorder:
             village_name=config.site.village_name,
         )
         self._zones = {z.id: zone_ref(z) for z in config.zones}
+        self._gb28181 = Gb28181Mapper(config.gb28181)
+        # The last events recorded, for `shaobing status` (agent/status_file.py).
+        self.recent: deque[dict[str, Any]] = deque(maxlen=10)
 
     def emit(
         self,
@@ -64,6 +69,7 @@ class Recorder:
         if zone and ref is None:
             # A driver naming an unknown zone is a config bug; keep the event anyway.
             ref = ZoneRef(id=zone)
+        gb28181 = self._gb28181.code(type, source.kind, source.id, zone)
 
         def make(seq: int) -> Event:
             return Event(
@@ -80,9 +86,20 @@ class Recorder:
                 source=source,
                 zone=ref,
                 data=dict(data or {}),
+                gb28181=gb28181,
             )
 
         event = self._outbox.append(make, attachment)
+        if type != "status.health":  # a technician looks for alarms, not the heartbeat
+            self.recent.append(
+                {
+                    "seq": event.seq,
+                    "ts": event.ts,
+                    "type": event.type,
+                    "zone": zone,
+                    "source": f"{source.kind}:{source.id}",
+                }
+            )
         log.info(
             "event",
             extra={

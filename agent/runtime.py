@@ -19,13 +19,15 @@ from gpiozero.pins import Factory
 from shaobing.agent.arming import Arming
 from shaobing.agent.clock import Clock
 from shaobing.agent.config import Config, ZoneConfig
-from shaobing.agent.control import LIVE_SECTIONS, ControlChannel
+from shaobing.agent.config_commands import LIVE_SECTIONS
+from shaobing.agent.control import ControlChannel, ControlDeps
 from shaobing.agent.events import Source
 from shaobing.agent.health import HealthReporter
 from shaobing.agent.linkage import LinkageSink
 from shaobing.agent.outbox import Budget, Outbox
 from shaobing.agent.recorder import Recorder
 from shaobing.agent.sdnotify import Notifier
+from shaobing.agent.status_file import certificate_expiry, status_path, write_status
 from shaobing.agent.topics import Topics
 from shaobing.agent.uplink import Uplink
 from shaobing.agent.verification import VerificationWorker, Verifier
@@ -118,6 +120,7 @@ class Agent:
             self.arming,
             self.outputs,
             self.verification,
+            latching=config.latching,
         )
         self.detection = None
         self._detector_fault: str | None = None
@@ -147,17 +150,19 @@ class Agent:
         if config.control.enabled:
             self.control = ControlChannel(
                 config.control,
-                self.topics,
-                config.device.id,
-                self.uplink,
-                self,
-                self.arming,
-                self.sink,
-                self.recorder,
-                verifier,
-                state_dir,
-                config_path,
-                v5=config.mqtt.protocol == "5",
+                ControlDeps(
+                    topics=self.topics,
+                    device=config.device.id,
+                    publisher=self.uplink,
+                    target=self,
+                    arming=self.arming,
+                    linkage=self.sink,
+                    sink=self.recorder,
+                    verifier=verifier,
+                    state_dir=state_dir,
+                    config_path=config_path,
+                    v5=config.mqtt.protocol == "5",
+                ),
             )
             self.uplink.subscribe(self.topics.commands, self.control.on_message)
             self.liveness.register("control", self.control.alive)
@@ -165,8 +170,13 @@ class Agent:
         self.liveness.register("verification", self.verification.alive)
         self.liveness.register("arming-watch", self.sink.alive)
         self.health = HealthReporter(
-            self.recorder, config.health.interval_s, config.storage.path.parent, self._sections
+            self.recorder,
+            config.health.interval_s,
+            config.storage.path.parent,
+            self._sections,
+            on_snapshot=self._write_status,
         )
+        self.liveness.register("health", self.health.alive)
         self.liveness.register("uplink", self.uplink.healthy)
         self.liveness.register("outbox-writer", self.outbox.alive)
 
@@ -174,7 +184,7 @@ class Agent:
         return {**self._identity(), "uptime_s": round(time.monotonic() - self.started_at, 1)}
 
     def apply_config(self, new: Config) -> list[str]:
-        """Take over the sections that can change while running; see control.LIVE_SECTIONS."""
+        """Take over the sections that can change while running (LIVE_SECTIONS)."""
         applied = [s for s in LIVE_SECTIONS if getattr(new, s) != getattr(self.config, s)]
         zone_ids = [z.id for z in self.config.zones]
         if "arming" in applied:
@@ -209,13 +219,14 @@ class Agent:
         )
 
     def _sections(self) -> dict[str, Any]:
+        # Callables, so the health worker evaluates (and guards) each on its own.
         stats = self.uplink.stats
         return {
-            "run": self.outbox.run,
-            "outbox": self.outbox.depth(),
-            "outbox_bytes": self.outbox.stored_bytes(),
-            "dropped": dict(self.outbox.dropped),
-            "uplink": {
+            "run": lambda: self.outbox.run,
+            "outbox": self.outbox.depth,
+            "outbox_bytes": self.outbox.stored_bytes,
+            "dropped": lambda: dict(self.outbox.dropped),
+            "uplink": lambda: {
                 "connected": self.uplink.connected.is_set(),
                 "connects": stats.connects,
                 "published": stats.published,
@@ -227,15 +238,45 @@ class Agent:
                 "failovers": stats.failovers,
             },
             "drivers": {
-                "gpio_inputs": self.inputs.state(),
-                "gpio_outputs": self.outputs.state(),
-                "cameras": [asdict(s) for s in self.detection.stats()] if self.detection else [],
-                "serial": self.serial.state(),
+                "gpio_inputs": self.inputs.state,
+                "gpio_outputs": self.outputs.state,
+                "cameras": lambda: (
+                    [asdict(s) for s in self.detection.stats()] if self.detection else []
+                ),
+                "serial": self.serial.state,
             },
-            "arming": {z: s.state for z, s in self.arming.states().items()},
-            "linkage": asdict(self.sink.stats),
-            "verification": asdict(self.verification.stats),
-            "control": asdict(self.control.stats) if self.control else None,
+            "arming": lambda: {z: s.state for z, s in self.arming.states().items()},
+            "linkage": lambda: asdict(self.sink.stats),
+            "verification": lambda: asdict(self.verification.stats),
+            "control": lambda: asdict(self.control.stats) if self.control else None,
+            "warnings": lambda: ["gpio_mock"] if self.config.gpio.backend == "mock" else [],
+        }
+
+    def _write_status(self, health: dict[str, Any] | None, state: str = "running") -> None:
+        """``status.json`` for ``shaobing status`` (agent/status_file.py); never fails."""
+        tls = self.config.mqtt.tls
+        doc = {
+            "state": state,
+            "device": self.config.device.id,
+            "version": agent_version(),
+            "broker": f"{self.config.mqtt.host}:{self.config.mqtt.port}",
+            "health": health,
+            "open_alarms": self.sink.open_alarms(),
+            "last_events": list(self.recorder.recent),
+            "certificate": certificate_expiry(tls.cert if tls else None),
+        }
+        try:
+            write_status(status_path(self.config.storage.path.parent), doc)
+        except OSError as exc:
+            log.error("cannot write the status file", extra={"fields": {"error": str(exc)}})
+
+    def _final_health(self) -> dict[str, Any]:
+        # The drivers are closed by now: what is left to tell is the outbox.
+        return {
+            "outbox": self.outbox.depth(),
+            "outbox_bytes": self.outbox.stored_bytes(),
+            "dropped": dict(self.outbox.dropped),
+            "uplink": {"connected": self.uplink.connected.is_set()},
         }
 
     def start(self) -> None:
@@ -290,6 +331,7 @@ class Agent:
         self.sink.stop()
         self.outputs.close()
         self._drain_before_stop()
+        self._write_status(self._final_health(), state="stopped")
         self.uplink.stop()
         self.outbox.close()
         log.info("agent stopped")

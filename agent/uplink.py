@@ -103,6 +103,12 @@ class Uplink:
         self._refill_at = max(1, self.config.inflight_window // 8)
         self._low_inflight = 0
         self._stop = threading.Event()
+        # Clean stop: `_closing` asks the uplink thread to say goodbye, `_closed`
+        # is set once its DISCONNECT is on the wire (or the connection is gone).
+        self._closing = threading.Event()
+        self._closed = threading.Event()
+        self._goodbye: mqtt.MQTTMessageInfo | None = None
+        self._disconnect_sent = False
         self._acks: collections.deque[tuple[int, bool, str]] = collections.deque()
         self._inflight: dict[int, tuple[Row, float]] = {}  # mid -> (row, sent at)
         self._inflight_rows: set[int] = set()
@@ -117,7 +123,6 @@ class Uplink:
         self._tls_error: str | None = None
         self._socket_error: str | None = None  # paho reports read errors only to on_log
         self._accepted = False  # CONNACK success on the current connection
-        self._stop_deadline = 0.0  # set by stop(): the farewell's deadline
         self._rng = random.Random()
         self._endpoints = Endpoints(config.endpoints(), self._rng)
         self._last_endpoint: str | None = None
@@ -220,19 +225,32 @@ class Uplink:
     def stop(self, timeout: float = 3.0) -> None:
         """Say 'stopped' (retained) and disconnect cleanly so the will is not sent.
 
-        The uplink thread does both (it alone writes to the socket) and keeps
-        looping until DISCONNECT is written or ``timeout`` passes; a DISCONNECT
-        queued after the loop ended would never reach the broker, which would
-        then publish the will (`offline`) over `stopped`.
-        """
-        self._stop_deadline = time.monotonic() + timeout
+        The uplink thread does both (it owns the socket): it publishes `stopped`,
+        sends DISCONNECT once the broker has acknowledged it, and keeps serving
+        the socket until the DISCONNECT is written or ``timeout`` passes. Calling
+        paho's ``disconnect()`` after the thread ended only queued the packet, so
+        the broker saw a dropped connection and published the will (`offline`)."""
+        if self.connected.is_set():
+            self._closing.set()
+            self._kick()
+            self._closed.wait(timeout)
         self._stop.set()
         self._kick()
         for thread in self._threads:
-            thread.join(timeout + 1.0)
+            thread.join(timeout)
         self._flush_acks()
         self._wake_r.close()
         self._wake_w.close()
+
+    def _close_turn(self) -> None:
+        """One step of the clean goodbye, run on the uplink thread."""
+        if self._goodbye is None:
+            self._goodbye = self.client.publish(
+                self.topics.state, self._state_payload("stopped"), qos=1, retain=True
+            )
+        elif self._goodbye.is_published() and not self._disconnect_sent:
+            self._disconnect_sent = True
+            self.client.disconnect()
 
     def healthy(self) -> bool:
         return (
@@ -257,14 +275,13 @@ class Uplink:
             except Exception:  # stop requested while waiting
                 return
             if self._stop.is_set():
-                self._farewell()  # a CONNECT already sent carries the will
                 return
             started = time.monotonic()
             self._serve()
-            if self._stop.is_set():
-                self._farewell()
-                return
             self.connected.clear()
+            if self._closing.is_set():
+                self._closed.set()
+                return
             if self._stop.is_set():
                 continue
             pause = first_retry_delay(self.config, self._rng)
@@ -378,9 +395,11 @@ class Uplink:
                 return
             if client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return
+            if self._closing.is_set():
+                self._close_turn()
             try:
                 self._flush_acks()
-                if self.connected.is_set():
+                if self.connected.is_set() and not self._closing.is_set():
                     if time.monotonic() - stale_checked > 1.0:
                         stale_checked = time.monotonic()
                         self._requeue_stale()
@@ -395,35 +414,6 @@ class Uplink:
             ):
                 return
             sock = client.socket()
-
-    def _farewell(self) -> None:
-        """On the uplink thread, at stop: retained `stopped`, then DISCONNECT on the wire."""
-        client = self.client
-        if self.connected.is_set() and client.socket() is not None:
-            info = client.publish(
-                self.topics.state, self._state_payload("stopped"), qos=1, retain=True
-            )
-            self._pump(info.is_published)
-        if client.socket() is not None:
-            client.disconnect()
-            # paho closes the socket once the DISCONNECT packet is written.
-            self._pump(lambda: client.socket() is None)
-        self.connected.clear()
-
-    def _pump(self, done: Callable[[], bool]) -> None:
-        """Serve the socket until ``done()`` or the stop deadline passes."""
-        client = self.client
-        while not done() and (left := self._stop_deadline - time.monotonic()) > 0:
-            sock = client.socket()
-            if sock is None:
-                return
-            readable, _ = _wait([sock], client.want_write(), min(left, 0.2))
-            if sock in readable and client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                return
-            if client.want_write() and client.loop_write() != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                return
-            if client.socket() is not None:
-                client.loop_misc()
 
     def _flush_acks(self) -> None:
         done: list[int] = []

@@ -45,6 +45,15 @@ class VerificationResult:
     frames: int = 0  # frames actually analysed
 
 
+class CameraDown(Exception):
+    """The camera is in an outage: its last frame is from before it and must not pass as now."""
+
+    def __init__(self, camera_id: str, down_s: float) -> None:
+        super().__init__(f"camera {camera_id} is down (for {down_s:.0f} s)")
+        self.camera_id = camera_id
+        self.down_s = down_s
+
+
 class Verifier(Protocol):
     """Implemented by the camera pipeline (agent/detection, not merged yet)."""
 
@@ -58,7 +67,7 @@ class Verifier(Protocol):
         ...
 
     def snapshot(self, camera_id: str, deadline: float) -> bytes:
-        """One JPEG from the camera now. KeyError for an unknown camera, TimeoutError."""
+        """One JPEG from the camera now. KeyError (unknown camera), TimeoutError, CameraDown."""
         ...
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from shaobing.agent.events import EventSink, Severity, Source
+from shaobing.agent.redaction import redact_text
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -45,7 +46,7 @@ class _Stopped(Exception):
 
 def redact(source: str) -> str:
     """Camera URLs carry passwords (rtsp://admin:pw@...): never put them in events."""
-    return re.sub(r"(//)[^/@\s]+@", r"\1***@", source)
+    return redact_text(source)
 
 
 class ImageDirSource:
@@ -145,12 +146,12 @@ class LatestFrame:
         self.captured = 0
         self.dropped = 0
 
-    def put(self, image: np.ndarray) -> None:
+    def put(self, image: np.ndarray, mono: float | None = None) -> None:
         with self._lock:
             if not self._taken:
                 self.dropped += 1
             self.captured += 1
-            self._frame = Frame(self.captured, time.monotonic(), image)
+            self._frame = Frame(self.captured, time.monotonic() if mono is None else mono, image)
             self._taken = False
 
     def take(self) -> Frame | None:
@@ -189,6 +190,8 @@ class Camera:
         backoff_min_s: float = 1.0,
         backoff_max_s: float = 60.0,
         on_frame: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        stale_read_s: float | None = None,
     ) -> None:
         self.id = cam_id
         self._open = open_source
@@ -198,11 +201,16 @@ class Camera:
             multiplier=backoff_min_s, min=backoff_min_s, max=backoff_max_s
         )
         self._on_frame = on_frame or (lambda: None)
+        self._clock = clock
+        # A read() that blocked this long hit the stream's read timeout; what
+        # OpenCV returns then is a frame its decoder buffered before the stall.
+        self._stale_read_s = stale_read_s
+        self.stale = 0
         self.slot = LatestFrame()
         self.state = "starting"
         # Capture thread and the stall watchdog (inference thread) both change state.
         self._state_lock = threading.Lock()
-        self._last_frame = time.monotonic()
+        self._last_frame = clock()
         self._down_since = 0.0
         self.reconnects = 0
         self._stop = threading.Event()
@@ -224,11 +232,16 @@ class Camera:
     def latest(self) -> Frame | None:
         return self.slot.latest()
 
+    def down_for(self) -> float | None:
+        """Seconds since the outage began, or None while the camera is not down."""
+        with self._state_lock:
+            return self._clock() - self._down_since if self.state == "down" else None
+
     def stats(self) -> CameraStats:
         with self._state_lock:
             window = list(self._fps_window)
         fps = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 else 0.0
-        if window and time.monotonic() - window[-1] > 2.0:
+        if window and self._clock() - window[-1] > 2.0:
             fps = 0.0
         return CameraStats(
             self.id, self.state, self.slot.captured, self.slot.dropped, fps, self.reconnects
@@ -260,64 +273,84 @@ class Camera:
         try:
             src = self._open()
         except Exception as exc:  # any backend error is a camera fault, not a crash
-            self._down(f"open failed: {exc}")
-            raise CameraError(str(exc)) from exc
+            reason = redact_text(str(exc))  # backends put the URL, password and all, in errors
+            self._down(f"open failed: {reason}")
+            raise CameraError(reason) from None
         try:
             if not src.isOpened():
                 self._down("cannot open")
                 raise CameraError("cannot open")
             delivered = False
             while not self._stop.is_set():
+                asked = self._clock()
                 ok, image = src.read()
+                blocked_s = self._clock() - asked
                 if not ok or image is None or image.size == 0:
                     self._down("stopped delivering frames" if delivered else "no frames")
                     if delivered:
                         return
                     raise CameraError("no frames")
-                if not delivered:
-                    delivered = True
-                    self._up()
-                self.slot.put(image)
-                with self._state_lock:
-                    self._last_frame = time.monotonic()
-                    self._fps_window.append(self._last_frame)
-                if self.state != "up":  # frames again after a stall
-                    self._up()
+                if self._stale_read_s is not None and blocked_s >= self._stale_read_s:
+                    # Not fresh: neither detection nor the stall timer may count it.
+                    self.stale += 1
+                    continue
+                delivered = True
+                self._frame_arrived(image)
                 self._on_frame()
         finally:
             src.release()
 
+    def _frame_arrived(self, image: np.ndarray) -> None:
+        # The frame's time and the state change share one critical section: a
+        # stall check in between would see "up" with the pre-outage timestamp
+        # and report a spurious down (issue 11 item 6).
+        with self._state_lock:
+            now = self._clock()
+            self.slot.put(image, now)
+            self._last_frame = now
+            self._fps_window.append(now)
+            was_down, self.state = self.state == "down", "up"
+            down_s = now - self._down_since
+        if was_down:
+            self._recovered(down_s)
+
     def check_stall(self, timeout_s: float) -> None:
         """Called from outside: a read() that blocks (a hung stream) raises the fault too."""
         with self._state_lock:
-            stalled = self.state == "up" and time.monotonic() - self._last_frame > timeout_s
+            stalled = self.state == "up" and self._clock() - self._last_frame > timeout_s
+            # Decide and mark down together, so a frame arriving meanwhile wins.
+            if stalled:
+                self._mark_down()
         if stalled:
-            self._down(f"no frame for {timeout_s:g} s")
+            self._report_down(f"no frame for {timeout_s:g} s")
+
+    def _mark_down(self) -> None:
+        self.state = "down"
+        self._down_since = self._clock()
 
     def _down(self, reason: str) -> None:
         with self._state_lock:
             if self.state == "down":
                 return
-            self.state = "down"
-            self._down_since = time.monotonic()
+            self._mark_down()
+        self._report_down(reason)
+
+    def _report_down(self, reason: str) -> None:
         self._sink.emit(
             "fault.camera",
             Source(kind="camera", id=self.id),
             data={"state": "down", "reason": reason, "source": self._describe},
         )
 
-    def _up(self) -> None:
-        with self._state_lock:
-            was_down, self.state = self.state == "down", "up"
-        if was_down:
-            self.reconnects += 1
-            self._sink.emit(
-                "fault.camera",
-                Source(kind="camera", id=self.id),
-                data={
-                    "state": "recovered",
-                    "down_s": round(time.monotonic() - self._down_since, 3),
-                    "source": self._describe,
-                },
-                severity=Severity.INFO,
-            )
+    def _recovered(self, down_s: float) -> None:
+        self.reconnects += 1
+        self._sink.emit(
+            "fault.camera",
+            Source(kind="camera", id=self.id),
+            data={
+                "state": "recovered",
+                "down_s": round(down_s, 3),
+                "source": self._describe,
+            },
+            severity=Severity.INFO,
+        )

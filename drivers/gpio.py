@@ -28,6 +28,8 @@ EVENT_TYPE = {
     "pir": "alarm.intrusion",
     "door": "alarm.intrusion",
     "tamper": "alarm.tamper",
+    # The local acknowledge key (GB 50394); the linkage turns it into status.acknowledge.
+    "reset": "status.reset",
 }
 
 

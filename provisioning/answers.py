@@ -76,6 +76,7 @@ class Answers(_A):
     cameras: list[dict[str, Any]] | None = None
     detector: dict[str, Any] | None = None
     serial: dict[str, Any] | None = None
+    gb28181: dict[str, Any] | None = None
     gpio_backend: Literal["auto", "lgpio", "rpigpio", "native", "mock"] = "auto"
     selftest: SelftestAnswers = Field(default_factory=SelftestAnswers)
 
@@ -194,7 +195,7 @@ def plan_config(
         "mqtt": mqtt,
         "storage": {"path": str(state_dir / "outbox.db")},
     }
-    for key in ("cameras", "detector", "serial"):
+    for key in ("cameras", "detector", "serial", "gb28181"):
         if getattr(answers, key) is not None:
             data[key] = getattr(answers, key)
     found: list[Problem] = []

@@ -27,7 +27,7 @@ from shaobing.agent.config import (
 from shaobing.provisioning import answers as A
 from shaobing.provisioning.identity import IdentityError, load_ca, load_cert, load_key
 
-DEFAULT_CONTACT = {"panic": "NO", "pir": "NC", "door": "NC", "tamper": "NC"}
+DEFAULT_CONTACT = {"panic": "NO", "pir": "NC", "door": "NC", "tamper": "NC", "reset": "NO"}
 
 
 class Aborted(Exception):

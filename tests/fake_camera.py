@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from shaobing.agent.verification import VerificationResult
+from shaobing.agent.verification import CameraDown, VerificationResult
 
 
 def synthetic_jpeg(text: str = "shaobing test") -> bytes:
@@ -25,7 +25,8 @@ def synthetic_jpeg(text: str = "shaobing test") -> bytes:
 
 
 class FakeCamera:
-    """Scenes: "person", "vehicle", "empty", "dark" (no frame), "stuck" (never answers in time)."""
+    """Scenes: "person", "vehicle", "empty", "dark" (no frame), "stuck" (never answers in
+    time), "down" (in an outage: snapshot refuses)."""
 
     def __init__(self, scenes: dict[str, str] | None = None):
         self.scenes = dict(scenes or {})
@@ -73,4 +74,43 @@ class FakeCamera:
             raise KeyError(camera_id)
         if self.scenes[camera_id] == "dark":
             raise TimeoutError(camera_id)
+        if self.scenes[camera_id] == "down":
+            raise CameraDown(camera_id, 42.0)
         return synthetic_jpeg(camera_id)
+
+
+class ScriptedSource:
+    """A ``FrameSource`` (drivers/camera.py) that plays a list of reads, then ends.
+
+    Each step is an image (a fresh frame), ``None`` (a failed read) or a
+    callable run inside read() before the next step (a hook that moves a test
+    clock or waits for the test), so the camera's timing is under the test's
+    control and no step depends on machine speed.
+    """
+
+    def __init__(self, steps, opened: bool = True) -> None:
+        self.steps = list(steps)
+        self.opened = opened
+        self.done = threading.Event()
+
+    def isOpened(self) -> bool:
+        return self.opened
+
+    def read(self):
+        while self.steps:
+            step = self.steps.pop(0)
+            if callable(step):
+                step()
+                continue
+            return (step is not None), step
+        self.done.set()
+        return False, None
+
+    def release(self) -> None:
+        self.done.set()
+
+
+def scripted_opener(*sources: ScriptedSource):
+    """Each open takes the next source; past the last, the camera cannot open."""
+    queue = list(sources)
+    return lambda: queue.pop(0) if queue else ScriptedSource([], opened=False)

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 from detection_support import MEDIA, need_shared
+from fake_camera import ScriptedSource, scripted_opener
 from sinks import ListSink
 
 from shaobing.drivers.camera import Camera, LatestFrame, redact, source_opener
@@ -174,3 +175,90 @@ def test_camera_hung_stream_raises_fault_then_recovery():
     events = sink.of_type("fault.camera")
     assert states(sink) == ["down", "recovered"]
     assert events[0].data["reason"] == "no frame for 0.3 s"
+
+
+class StepClock:
+    """A monotonic clock that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_camera_stall_check_during_recovery_sees_the_new_frame():
+    # Issue 11 item 6: the recovered report ran before the frame's time was
+    # refreshed, so a stall check in that gap saw the pre-outage timestamp.
+    clock = StepClock()
+    sink = ListSink()
+    cam: Camera
+
+    class StallCheckingSink(ListSink):
+        def emit(self, type, source, **kw):
+            ev = super().emit(type, source, **kw)
+            if kw.get("data", {}).get("state") == "recovered":
+                cam.check_stall(10.0)  # the inference thread's watchdog, in the gap
+            return ev
+
+    sink = StallCheckingSink()
+    img = np.zeros((4, 4, 3), np.uint8)
+
+    def outage():
+        clock.now += 60.0  # a minute without frames
+
+    first = ScriptedSource([img, img])
+    second = ScriptedSource([outage, img, img])
+    cam = Camera("gate", scripted_opener(first, second), sink, backoff_min_s=0.01, clock=clock)
+    cam.start()
+    try:
+        assert second.done.wait(10), "second session never finished"
+        sink.wait_for(lambda ev: len(ev) >= 3)
+    finally:
+        cam.stop()
+    # down (first source ended), recovered, down (second source ended) -- and no stall "down"
+    events = sink.of_type("fault.camera")
+    assert states(sink)[:3] == ["down", "recovered", "down"]
+    assert [e.data.get("reason") for e in events[:3]] == [
+        "stopped delivering frames",
+        None,
+        "stopped delivering frames",
+    ]
+    assert events[1].data["down_s"] == 60.0
+
+
+def test_camera_buffered_frames_after_a_read_timeout_are_not_fresh():
+    # Issue 11 item 6: after each read timeout OpenCV hands back frames its
+    # decoder buffered before the stall; they kept the stall timer from firing
+    # and went through detection.
+    clock = StepClock()
+    sink = ListSink()
+    img = np.zeros((4, 4, 3), np.uint8)
+    at_stall = threading.Event()
+    go_on = threading.Event()
+
+    def read_timeout():
+        clock.now += 6.0  # read() blocked for the 6 s read timeout
+
+    def pause():
+        at_stall.set()
+        go_on.wait(10)
+
+    source = ScriptedSource([img, read_timeout, img, read_timeout, img, pause, img])
+    cam = Camera(
+        "rail", scripted_opener(source), sink, backoff_min_s=5.0, clock=clock, stale_read_s=5.0
+    )
+    cam.start()
+    try:
+        assert at_stall.wait(10), "source never reached the stall"
+        assert cam.take().seq == 1  # only the frame before the stall reached the slot
+        assert cam.stale == 2
+        cam.check_stall(10.0)  # 12 s since the last fresh frame
+        assert states(sink) == ["down"]
+        assert sink.of_type("fault.camera")[0].data["reason"] == "no frame for 10 s"
+        go_on.set()
+        sink.wait_for(lambda ev: len(ev) >= 2)  # a fresh frame: recovered
+    finally:
+        go_on.set()
+        cam.stop()
+    assert states(sink)[:2] == ["down", "recovered"]

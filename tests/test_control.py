@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -25,7 +28,7 @@ def rig(tmp_path, mosquitto, county_factory):
     """Start a post (config written to a real file) and a platform client; stop both after."""
     made: list = []
 
-    def start(protocol="5", control=None, camera=True, **kw):
+    def start(protocol="5", control=None, camera=True, scenes=None, **kw):
         config = linkage_config(
             tmp_path, mosquitto.port, protocol=protocol, control=control or {}, **kw
         )
@@ -36,7 +39,7 @@ def rig(tmp_path, mosquitto, county_factory):
                 encoding="utf-8",
             )
         county = county_factory(mosquitto.port)
-        verifier = FakeCamera({"cam-1": "person"}) if camera else None
+        verifier = FakeCamera(scenes or {"cam-1": "person"}) if camera else None
         post = SimulatedPost(load_config(path), verifier=verifier, config_path=path)
         assert post.agent.uplink.connected.wait(10)
         platform = Platform(
@@ -142,6 +145,16 @@ def test_snapshot_goes_through_the_outbox(rig, schemas):
     check_traffic(platform, county, schemas)
 
 
+def test_snapshot_of_a_camera_that_is_down_answers_camera_down(rig, schemas):
+    # Issue 11 item 6: no pre-outage frame passed off as the scene now.
+    _post, platform, county, _ = rig(scenes={"cam-1": "down"})
+    response = platform.command("snapshot", {"camera": "cam-1"})
+    assert error(response) == "camera_down"
+    assert "camera cam-1 is down (for 42 s)" in response["error"]["message"]
+    assert not county.events("status.snapshot")
+    check_traffic(platform, county, schemas)
+
+
 def test_snapshot_without_camera_pipeline_is_not_supported(rig):
     _post, platform, _county, _ = rig(camera=False)
     assert error(platform.command("snapshot", {"camera": "cam-1"})) == "not_supported"
@@ -178,14 +191,15 @@ def test_get_and_set_config_live_restart_invalid_and_rollback(rig, schemas):
     assert path.read_bytes() == before and post.agent.config.linkage.cooldown_s == 5
 
     # Needs a restart: written, not applied, reported by get_config.
-    later = ok(platform.command("set_config", {"patch": {"mqtt": {"keepalive_s": 30}}}))
-    assert later["restart_required"] == ["mqtt"] and later["applied"] == []
-    assert post.agent.config.mqtt.keepalive_s != 30 and load_config(path).mqtt.keepalive_s == 30
-    assert ok(platform.command("get_config"))["restart_required"] == ["mqtt"]
+    later = ok(platform.command("set_config", {"patch": {"health": {"interval_s": 1800}}}))
+    assert later["restart_required"] == ["health"] and later["applied"] == []
+    assert post.agent.config.health.interval_s != 1800
+    assert load_config(path).health.interval_s == 1800
+    assert ok(platform.command("get_config"))["restart_required"] == ["health"]
 
     # Rollback: back to the file before the last set_config.
     ok(platform.command("set_config", {"rollback": True}))
-    assert load_config(path).mqtt.keepalive_s == post.agent.config.mqtt.keepalive_s
+    assert load_config(path).health.interval_s == post.agent.config.health.interval_s
     assert load_config(path).linkage.cooldown_s == 5
     check_traffic(platform, county, schemas)
 
@@ -264,6 +278,9 @@ def test_malformed_over_the_broker(rig, schemas):
     assert error(platform.send("ping", big)) == "too_large"
     assert error(platform.send("ping", b"\xff\xfe")) == "bad_json"
     assert error(platform.send("ping", b"[1, 2]")) == "bad_json"
+    for constant in (b"NaN", b"Infinity", b"-Infinity"):  # not JSON (RFC 8259), as docs say
+        nan = b'{"id": "x3", "issued_ms": ' + constant + b', "expires_ms": 2}'
+        assert error(platform.send("ping", nan)) == "bad_json"
     assert error(platform.command("launch")) == "unknown_command"
     assert error(platform.send("ping", {"id": "x2", "issued_ms": "now"})) == "bad_envelope"
     assert error(platform.command("arm", {"zones": 5})) == "bad_args"
@@ -292,3 +309,68 @@ def _incoming(agent, command: str, body: dict):
 
     raw = json.dumps(body).encode()
     return Incoming(f"{agent.topics.base}/cmd/{command}", raw, len(raw), None, None)
+
+
+def test_get_config_shows_no_password_nor_camera_credentials(rig, tmp_path, mosquitto):
+    config = linkage_config(tmp_path, mosquitto.port, control={})
+    data = config.model_dump(mode="json", exclude_defaults=True)
+    data["mqtt"]["username"], data["mqtt"]["password"] = "post-17", "broker-pw-9"
+    data["cameras"] = [
+        {"id": "cam-9", "source": "rtsp://admin:p@ss/w0rd@10.0.0.9:554/live", "enabled": False}
+    ]
+    (tmp_path / "shaobing.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    _post, platform, _county, _ = rig()
+    got = ok(platform.command("get_config"))["config"]
+    text = json.dumps(got)
+    assert "broker-pw-9" not in text and "w0rd" not in text and "p@ss" not in text, text
+    assert got["cameras"][0]["source"] == "rtsp://***@10.0.0.9:554/live"
+    assert got["mqtt"]["password"] == "***"
+
+
+def test_files_stay_owner_only_whatever_the_umask(rig, tmp_path):
+    """Config rewrites, outbox.db (+ -wal/-shm) and state files: 0600 even under umask 022."""
+    old = os.umask(0o022)
+    try:
+        post, platform, _county, path = rig()
+        path.chmod(0o600)
+        ok(platform.command("set_config", {"patch": {"linkage": {"cooldown_s": 7}}}))
+        ok(platform.command("disarm", {"zones": ["crossing"]}))  # arm state + replay cache
+        storage = post.agent.config.storage.path
+        files = [path, path.with_name(path.name + ".prev"), storage]
+        files += [Path(f"{storage}{suffix}") for suffix in ("-wal", "-shm")]
+        files += [p for p in storage.parent.glob("*.json") if p.is_file()]
+        assert len(files) > 5, files
+        modes = {str(f): oct(stat.S_IMODE(f.stat().st_mode)) for f in files}
+        assert set(modes.values()) == {"0o600"}, modes
+    finally:
+        os.umask(old)
+
+
+def test_set_config_refuses_protected_keys_and_leaves_the_file_untouched(rig, schemas):
+    post, platform, county, path = rig()
+    before = path.read_bytes()
+    refused = [
+        ({"mqtt": {"host": "evil.example"}}, ["mqtt.host"]),
+        ({"mqtt": {"port": 1883, "password": "x"}}, ["mqtt.password", "mqtt.port"]),
+        ({"control": {"require_signature": False}}, ["control.require_signature"]),
+        ({"storage": {"path": "/tmp/elsewhere.db"}}, ["storage.path"]),
+        ({"device": {"id": "post-other"}}, ["device.id"]),
+        ({"site": None}, ["site"]),
+        ({"linkage": {"cooldown_s": 601}}, ["linkage.cooldown_s"]),
+        ({"linkage": {"suppressed": "drop"}}, ["linkage.suppressed"]),
+        (
+            {"health": {"interval_s": 60}, "mqtt": {"keepalive_s": 30}, "device": {"id": "x"}},
+            ["device.id", "mqtt.keepalive_s"],
+        ),
+    ]
+    for patch, keys in refused:
+        response = platform.command("set_config", {"patch": patch})
+        assert error(response) == "protected_key", (patch, response)
+        assert sorted(d["path"] for d in response["error"]["details"]) == keys
+        assert all(k in response["error"]["message"] for k in keys)
+        assert path.read_bytes() == before
+        assert not path.with_name(path.name + ".prev").exists()
+    # At the cap is fine: the cap bounds alarm suppression, not tuning.
+    ok(platform.command("set_config", {"patch": {"linkage": {"cooldown_s": 600}}}))
+    assert post.agent.config.linkage.cooldown_s == 600
+    check_traffic(platform, county, schemas)

@@ -31,11 +31,12 @@ VALID_ARGS = {
     "set_config": {"patch": {"linkage": {"cooldown_s": 7}}},
     "ping": {},
     "restart": {},
+    "acknowledge": {"zones": ["crossing"]},
 }
 ERROR_CODES = {
     "too_large", "bad_json", "unknown_command", "bad_envelope", "signature_required",
     "bad_signature", "no_key", "not_yet_valid", "expired", "bad_args", "replayed",
-    "unknown_zone", "zone_is_24h", "unknown_camera", "invalid_config", "no_previous",
+    "unknown_zone", "zone_is_24h", "unknown_camera", "camera_down", "invalid_config", "no_previous",
 }  # fmt: skip
 
 json_values = st.recursive(
@@ -54,7 +55,9 @@ HEX64 = st.text("0123456789abcdef", min_size=64, max_size=64)
 BAD_ZONE_IDS = st.sampled_from(["nowhere", "x y", ""])
 SECTIONS = set(Config.model_fields)
 ENVELOPE_KEYS = ("v", "id", "issued_ms", "expires_ms", "args", "sig")
-ARG_KEYS = ("zones", "on", "duration_s", "outputs", "camera", "sections", "patch", "rollback")
+ARG_KEYS = (
+    "zones", "on", "duration_s", "outputs", "camera", "sections", "patch", "rollback", "alarms"
+)  # fmt: skip
 
 
 def is_int(v) -> bool:
@@ -143,6 +146,15 @@ BAD_ARG = {
     },
     "ping": {},
     "restart": {},
+    "acknowledge": {
+        "zones": json_values.filter(bad_zones),
+        "alarms": json_values.filter(
+            lambda v: (
+                (v is not None and not (isinstance(v, list) and 0 < len(v) <= 64))
+                or (isinstance(v, list) and not all(isinstance(x, str) for x in v))
+            )
+        ),
+    },
 }
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import cv2
@@ -194,7 +195,8 @@ def test_detection_models_command_fetch_and_list(tmp_path, capsys, monkeypatch):
     args = parser.parse_args(["models", "list"])
     assert args.func(args) == 0
     listing = capsys.readouterr().out
-    assert "blazepose-person\tanchor_ssd\tpypi\tcached" in listing
+    assert listing.splitlines()[0].split()[:4] == ["NAME", "ADAPTER", "SOURCE", "CACHED"]
+    assert re.search(r"^blazepose-person +anchor_ssd +pypi +yes ", listing, re.M), listing
     args = parser.parse_args(["models", "fetch", "coco-ssd-mobilenet-v1-quant"])
     assert args.func(args) == 1
     assert "installed by provisioning" in capsys.readouterr().err

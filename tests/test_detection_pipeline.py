@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import time
+
 import cv2
 import numpy as np
 import pytest
 from detection_support import V1, default_model_path, need_shared
+from fake_camera import ScriptedSource, scripted_opener
 from sinks import ListSink
 
+from shaobing.agent.camera_verifier import PipelineVerifier
 from shaobing.agent.detection.config import (
     CameraConfig,
     CameraZone,
@@ -21,6 +25,7 @@ from shaobing.agent.detection.snapshot import encode_capped
 from shaobing.agent.detection.tracker import IouTracker
 from shaobing.agent.detection.types import Box, Detection
 from shaobing.agent.detection.zones import CameraZones
+from shaobing.agent.verification import CameraDown
 from shaobing.simulator.camera import Scene, SceneSpec
 
 TRACK_ZONE = CameraZone(
@@ -241,3 +246,25 @@ def test_detection_camera_zone_must_exist_in_root_zones():
     }
     assert validate_config(data, problems=problems) is None
     assert any("zone 'nope' is not defined" in p.message for p in problems)
+
+
+def test_detection_snapshot_of_a_camera_that_is_down_is_refused(v1):
+    # Issue 11 item 6: a down camera's last frame is from before the outage;
+    # the snapshot command must not hand it out as the scene now.
+    sink = ListSink()
+    img = np.full((64, 64, 3), 80, np.uint8)
+    source = ScriptedSource([img, img])
+    cams = [CameraConfig(id="gate", source="sim:empty", backoff_min_s=5.0)]
+    pipe = DetectionPipeline(
+        v1, cams, sink, DetectorConfig(), openers={"gate": scripted_opener(source)}
+    )
+    verifier = PipelineVerifier(pipe, {"person"}, 0.5)
+    camera = pipe.camera("gate").camera
+    camera.start()
+    try:
+        sink.wait_for(lambda ev: any(e.data.get("state") == "down" for e in ev))
+        assert camera.latest() is not None  # the pre-outage frame is still there
+        with pytest.raises(CameraDown, match="camera gate is down"):
+            verifier.snapshot("gate", time.monotonic() + 5)
+    finally:
+        camera.stop()

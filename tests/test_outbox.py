@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from pathlib import Path
 
+import pytest
 from agent_harness import SimulatedPost
 from conftest import EXAMPLE, config_for
 
 from shaobing.agent.clock import Clock
 from shaobing.agent.config import load_config
-from shaobing.agent.events import Source
-from shaobing.agent.outbox import Outbox
+from shaobing.agent.events import Priority, Source
+from shaobing.agent.outbox import Budget, Outbox
 from shaobing.agent.recorder import Recorder
 from shaobing.simulator.broker import Mosquitto
 
@@ -85,3 +87,83 @@ def test_broker_refusal_keeps_event_in_outbox(tmp_path, county_factory):
             post.stop()
     finally:
         broker.close()
+
+
+def _stored(path):
+    with sqlite3.connect(path) as conn:
+        rows = dict(conn.execute("SELECT priority, count(*) FROM outbox GROUP BY priority"))
+        size = conn.execute("SELECT coalesce(sum(length(payload)), 0) FROM outbox").fetchone()[0]
+    return {p.name.lower(): rows.get(int(p), 0) for p in Priority}, size
+
+
+def test_failed_insert_leaves_counters_matching_the_database(tmp_path):
+    db = tmp_path / "o.db"
+    outbox, rec = _recorder(db)
+    rec.emit("alarm.panic", Source(kind="gpio", id="p"), zone="crossing")
+    with sqlite3.connect(db) as conn:  # a real refusal from SQLite, as a full disk would give
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON outbox WHEN NEW.event_type = 'fault.camera'"
+            " BEGIN SELECT RAISE(ABORT, 'refused by test'); END"
+        )
+    with pytest.raises(sqlite3.DatabaseError, match="refused by test"):
+        rec.emit("fault.camera", Source(kind="camera", id="c"), attachment=b"\xff\xd8jpeg")
+    rows, size = _stored(db)
+    assert outbox.depth() == rows == {"alarm": 1, "fault": 0, "status": 0, "snapshot": 0}
+    assert outbox.stored_bytes() == size
+    rec.emit("alarm.panic", Source(kind="gpio", id="p"), zone="crossing")
+    assert outbox.depth() == _stored(db)[0] and outbox.stored_bytes() == _stored(db)[1]
+    outbox.close()
+
+
+def test_row_budget_evicts_exactly_the_excess(tmp_path):
+    db = tmp_path / "o.db"
+    outbox = Outbox(db, Budget(max_rows=500))
+    rec = Recorder(load_config(EXAMPLE), outbox, Clock(trust="never"))
+    for _ in range(750):  # one commit each: the budget is checked 250 times over
+        rec.emit("alarm.panic", Source(kind="gpio", id="p"), zone="crossing")
+    assert outbox.dropped["alarm"] == 250
+    assert outbox.depth()["alarm"] == 500
+    kept = {r.seq for r in outbox.next_rows({}, 1000)}
+    assert len(set(range(1, 751)) - kept) == 250
+    outbox.close()
+
+
+def test_byte_budget_evicts_oldest_only_until_within_budget(tmp_path):
+    db = tmp_path / "o.db"
+    outbox = Outbox(db, Budget(max_bytes=20_000), batch_delay_s=0.01, batch_max=7)
+    rec = Recorder(load_config(EXAMPLE), outbox, Clock(trust="never"))
+    sizes = {}
+    for i in range(200):
+        e = rec.emit("status.health", Source(kind="agent", id="h"), data={"pad": "x" * (i % 50)})
+        sizes[e.seq] = len(e.model_dump_json().encode())
+    outbox.flush()
+    kept = {r.seq for r in outbox.next_rows({}, 1000)}
+    evicted = sorted(set(sizes) - kept)
+    assert evicted == list(range(1, len(evicted) + 1)), "oldest first"
+    assert outbox.dropped["status"] == len(evicted) > 0
+    stored = outbox.stored_bytes()
+    assert stored == _stored(db)[1] <= 20_000
+    # One row fewer evicted would have left the outbox over budget.
+    assert stored + sizes[evicted[-1]] > 20_000
+    outbox.close()
+
+
+def test_seq_keeps_rising_after_a_corrupt_outbox_is_set_aside(tmp_path):
+    db = tmp_path / "o.db"
+    outbox, rec = _recorder(db)
+    last = [rec.emit("alarm.panic", Source(kind="gpio", id="p"), zone="crossing") for _ in range(3)]
+    outbox.close()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    db.write_bytes(b"SQLite format 3\x00" + b"\x13garbage" * 512)
+    outbox, rec = _recorder(db)
+    assert outbox.recovered_from is not None
+    after = rec.emit("fault.storage", Source(kind="agent", id="outbox"))
+    # Past every seq the lost file can have held: the lost rows are a gap, never reused.
+    assert after.seq > last[-1].seq
+    assert oct(outbox.seq_file.stat().st_mode & 0o777) == "0o600"
+    outbox.close()
+    # A healthy restart continues from the database, with no jump.
+    outbox, rec = _recorder(db)
+    assert rec.emit("status.health", Source(kind="agent", id="h")).seq == after.seq + 1
+    outbox.close()

@@ -79,6 +79,7 @@ def test_killed_agent_leaves_offline_will_and_replays_after_restart(
     data["mqtt"].update({"port": mosquitto.port, "reconnect_max_s": 1})
     data["storage"]["path"] = str(tmp_path / "outbox.db")
     data["gpio"]["backend"] = "mock"
+    data["gpio"]["allow_mock"] = True
     data["health"]["interval_s"] = 1
     cfg = tmp_path / "post.yaml"
     cfg.write_text(yaml.safe_dump(data, allow_unicode=True))

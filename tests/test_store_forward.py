@@ -30,6 +30,7 @@ def _config_file(tmp_path, port: int, **storage) -> str:
     data["mqtt"].update({"port": port, "reconnect_max_s": 1})
     data["storage"] = {"path": str(tmp_path / "outbox.db"), **storage}
     data["gpio"]["backend"] = "mock"
+    data["gpio"]["allow_mock"] = True
     data["health"]["interval_s"] = 3600
     path = tmp_path / "post.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True))

@@ -138,6 +138,7 @@ def test_shaobing_run_speaks_sd_notify(tmp_path, notify_socket, mosquitto):
     data["mqtt"]["port"] = mosquitto.port
     data["storage"]["path"] = str(tmp_path / "outbox.db")
     data["gpio"]["backend"] = "mock"
+    data["gpio"]["allow_mock"] = True
     cfg = tmp_path / "post.yaml"
     cfg.write_text(yaml.safe_dump(data, allow_unicode=True))
     env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "400000"}

@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="work with config files")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     check = csub.add_parser("check", help="validate config files; lists every problem")
-    check.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    check.add_argument("files", nargs="+", type=Path, metavar="FILE", help="YAML config file(s)")
     check.set_defaults(func=check_files)
 
 

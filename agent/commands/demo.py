@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -21,9 +23,20 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "village-pos
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the agent on the hardware simulator")
     p.add_argument("--broker", metavar="HOST:PORT", help="publish there; default: a local broker")
-    p.add_argument("--duration", type=float, default=30.0, metavar="SECONDS")
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config to simulate")
+    p.add_argument(
+        "--duration", type=float, default=30.0, metavar="SECONDS", help="how long the demo runs"
+    )
+    p.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE", help="config to simulate"
+    )
     p.add_argument("--verbose", action="store_true", help="show the agent's JSON logs")
+    p.add_argument(
+        "--snapshots",
+        type=Path,
+        metavar="DIR",
+        help="save the JPEG snapshots here (default: a new shaobing-demo-snapshots-* "
+        "directory in the system's temporary directory; kept after the demo)",
+    )
     p.add_argument(
         "--embedded-broker",
         action="store_true",
@@ -75,47 +88,40 @@ def _demo_camera(config):
     return [camera], f"camera cam-sim: a real person walks across zone {zone}"
 
 
-def _describe(item) -> str:
-    if "/state" in item.topic:
-        return f"state   {item.json()['state']}{' (retained)' if item.retain else ''}"
-    if "/snapshot/" in item.topic:
-        return f"snapshot {len(item.payload)} bytes"
-    e = item.json()
-    where = ""
-    if e.get("zone"):
-        z = e["zone"]
-        where = f" zone={z['id']}"
-        if z.get("name"):
-            where += f" ({z['name']})"
-        if z.get("railway"):
-            r = z["railway"]
-            where += (
-                f" {r['line']} {r['start']}{'-' + r['end'] if r.get('end') else ''} {r['side']}"
-            )
-    extra = e["data"].get("state", "") or e["data"].get("phase", "")
-    if e["data"].get("label"):
-        extra += f" {e['data']['label']} {e['data'].get('score', 0):.2f}"
-    if e["type"] == "status.health":
-        extra = f"outbox={e['data']['outbox']} uptime={e['data']['uptime_s']}s"
-    if e["type"] == "status.verification":
-        d = e["data"]
-        pairs = zip(d["labels"], d["scores"], strict=True)
-        seen = ", ".join(f"{label} {score:.2f}" for label, score in pairs)
-        extra = f"{d['result']} ({seen or d['reason']}) in {d['latency_ms']} ms"
-    if e["type"] == "status.suppressed":
-        d = e["data"]
-        extra = f"{d['count']} x {d['alarm_type']} ({d['reason']})"
-    return f"event   seq={e['seq']:<4} {e['type']:<24} {extra}{where}"
+@contextlib.contextmanager
+def _native_noise_filtered():
+    """Drop the TFLite runtime's native "INFO: ..." lines from stderr; pass the rest on.
+
+    They are written by C++ straight to file descriptor 2, past Python's
+    logging, so the descriptor itself is swapped for a pipe for the demo.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    read_fd, write_fd = os.pipe()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+
+    def pump() -> None:
+        with os.fdopen(read_fd, "rb") as pipe, os.fdopen(os.dup(saved), "wb", 0) as out:
+            for line in pipe:
+                if not line.startswith(b"INFO: "):
+                    out.write(line)
+
+    reader = threading.Thread(target=pump, name="stderr-filter", daemon=True)
+    reader.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the pump sees EOF
+        os.close(saved)
+        reader.join(2)
 
 
 def demo(args: argparse.Namespace) -> int:
-    from gpiozero.pins.mock import MockFactory
-
-    from shaobing.agent.runtime import Agent
-    from shaobing.simulator.county import County
-    from shaobing.simulator.gpio import VirtualWiring
-    from shaobing.simulator.scenario import village_scenario
-
     logs.setup("INFO" if args.verbose else "WARNING")
     try:
         config = load_config(args.config)
@@ -134,6 +140,26 @@ def demo(args: argparse.Namespace) -> int:
         broker, protocol, name = _start_local_broker(args.embedded_broker)
         host, port = "127.0.0.1", broker.port
     workdir = Path(tempfile.mkdtemp(prefix="shaobing-demo-"))
+    snapshots = args.snapshots or Path(tempfile.mkdtemp(prefix="shaobing-demo-snapshots-"))
+    try:
+        with _native_noise_filtered():
+            return _run(args, config, host, port, protocol, name, workdir, snapshots)
+    finally:
+        # The demo's outbox, arm state and status file go; the snapshots stay.
+        shutil.rmtree(workdir, ignore_errors=True)
+        if broker:
+            broker.close()
+
+
+def _run(args, config, host, port, protocol, name, workdir, snapshots) -> int:
+    from gpiozero.pins.mock import MockFactory
+
+    from shaobing.agent.runtime import Agent
+    from shaobing.simulator.county import County
+    from shaobing.simulator.county_view import CountyView
+    from shaobing.simulator.gpio import VirtualWiring
+    from shaobing.simulator.scenario import village_scenario
+
     config = config.model_copy(
         update={
             "mqtt": config.mqtt.model_copy(
@@ -149,12 +175,14 @@ def demo(args: argparse.Namespace) -> int:
     if note:
         print(note)
     print(f"broker: {name} at {host}:{port} (MQTT {protocol}); outbox: {workdir / 'outbox.db'}")
+    print(f"snapshots are saved in {snapshots}")
+    view = CountyView(lambda line: print(line, flush=True), snapshots)
     county = County(
         host,
         port,
         topic=f"{config.mqtt.topic_prefix}/{config.site.village_code}/{config.device.id}/#",
         protocol=mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311,
-        on_message=lambda item: print(f"[county] {_describe(item)}", flush=True),
+        on_message=view.on_message,
     )
     factory = MockFactory()
     agent = Agent(config, pin_factory=factory)
@@ -176,12 +204,13 @@ def demo(args: argparse.Namespace) -> int:
         lambda msgs: any(m.topic.endswith("/state") and b'"stopped"' in m.payload for m in msgs), 5
     )
     county.close()
-    if broker:
-        broker.close()
+    view.close()
     received = len([m for m in county.messages if not m.topic.endswith("/state")])
     print(
         f"\nsummary: {agent.uplink.stats.acked} messages (events, snapshots) acknowledged by "
         f"the broker, {received} received by the county subscriber, {waiting} still in the outbox"
     )
+    if view.saved:
+        print(f"{len(view.saved)} snapshot(s) in {snapshots}")
     logging.shutdown()
     return 0

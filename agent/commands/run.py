@@ -7,11 +7,35 @@ from pathlib import Path
 from shaobing.agent import logs
 from shaobing.agent.config import ConfigError, load_config
 
+# sysexits.h EX_CONFIG: the unit's RestartPreventExitStatus= stops systemd looping on it.
+EX_CONFIG = 78
+MOCK_REFUSED = (
+    "{path}: gpio.backend is 'mock' (simulated sensors, for the simulator and tests); set "
+    "gpio.backend: auto on a real post, or gpio.allow_mock: true / --allow-mock-gpio to test"
+)
+NO_PIN_FACTORY = (
+    "no usable GPIO library for gpio.backend '{backend}' ({reason}): on a Raspberry Pi install "
+    "it with `pip install 'shaobing[pi]'` (lgpio; Pi 5 needs it) or `sudo apt install "
+    "python3-lgpio`, then start again"
+)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the agent (the daemon)")
-    p.add_argument("--config", "-c", type=Path, required=True, help="YAML config file")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--config", "-c", type=Path, required=True, metavar="FILE", help="YAML config file"
+    )
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="JSON log lines at this level and above, on stderr (journald)",
+    )
+    p.add_argument(
+        "--allow-mock-gpio",
+        action="store_true",
+        help="accept gpio.backend: mock (simulator and tests only; reported in status.health)",
+    )
     p.set_defaults(func=run)
 
 
@@ -24,5 +48,14 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    restart = Agent(config, config_path=args.config).run_until_signalled()
+    if config.gpio.backend == "mock" and not (config.gpio.allow_mock or args.allow_mock_gpio):
+        print(MOCK_REFUSED.format(path=args.config), file=sys.stderr)
+        return EX_CONFIG
+    from gpiozero.exc import BadPinFactory
+
+    try:
+        restart = Agent(config, config_path=args.config).run_until_signalled()
+    except BadPinFactory as exc:
+        print(NO_PIN_FACTORY.format(backend=config.gpio.backend, reason=exc), file=sys.stderr)
+        return EX_CONFIG
     return EXIT_RESTART if restart else 0

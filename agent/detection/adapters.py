@@ -61,11 +61,17 @@ def _score_like(a: np.ndarray) -> bool:
 
 
 class SsdPostprocessAdapter:
-    """Models ending in TFLite_Detection_PostProcess (boxes ymin,xmin,ymax,xmax)."""
+    """Models ending in TFLite_Detection_PostProcess (boxes ymin,xmin,ymax,xmax).
+
+    The built-in op's own NMS uses the export's overlap limit (often 0.6), not
+    ours, so one person can still arrive as two boxes; our class-aware NMS runs
+    on its output as well, making ``iou_threshold`` mean the same for every model.
+    """
 
     name = "ssd_postprocess"
 
-    def __init__(self, model: LoadedModel, probe) -> None:
+    def __init__(self, model: LoadedModel, probe, iou_threshold: float = 0.45) -> None:
+        self.iou_threshold = iou_threshold
         shapes = [_squeeze(o["shape"]) for o in model.outputs]
         self.i_boxes = next(i for i, s in enumerate(shapes) if len(s) == 3 and s[-1] == 4)
         self.i_count = next(i for i, s in enumerate(shapes) if int(np.prod(s)) == 1)
@@ -98,8 +104,10 @@ class SsdPostprocessAdapter:
         scores = outputs[self.i_scores].ravel()[:count]
         classes = outputs[self.i_classes].ravel()[:count].astype(np.int64)
         keep = scores >= score_threshold
-        yx = boxes[keep]
-        return RawDetections(yx[:, [1, 0, 3, 2]], scores[keep], classes[keep])
+        xy = boxes[keep][:, [1, 0, 3, 2]]
+        scores, classes = scores[keep], classes[keep]
+        kept = nms(xy, scores, self.iou_threshold, classes)
+        return RawDetections(xy[kept], scores[kept], classes[kept])
 
 
 class AnchorSsdAdapter:

@@ -118,7 +118,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=int, default=100, help="timed inferences per phase")
     p.add_argument("--seconds", type=float, default=5.0, help="threaded pipeline run time")
     p.add_argument(
-        "--runtime", default="auto", choices=["auto", "ai-edge-litert", "tflite-runtime"]
+        "--runtime",
+        default="auto",
+        choices=["auto", "ai-edge-litert", "tflite-runtime"],
+        help="TFLite runtime; auto: ai-edge-litert if installed",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 

@@ -129,7 +129,7 @@ class Detector:
         if layout == "ssd_postprocess":
             if detect_layout(self.model) != "ssd_postprocess":
                 raise ModelError(f"model file {self.model.path} is not a post-processed SSD")
-            return SsdPostprocessAdapter(self.model, self._probe)
+            return SsdPostprocessAdapter(self.model, self._probe, iou_threshold)
         if layout == "anchor_ssd":
             m = self.manifest
             if m is None or m.anchors is None or m.decode is None:

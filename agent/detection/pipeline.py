@@ -103,6 +103,8 @@ class DetectionPipeline:
                 backoff_min_s=cam_cfg.backoff_min_s,
                 backoff_max_s=cam_cfg.backoff_max_s,
                 on_frame=self._wake.set,
+                # Reads come back near the read timeout only with pre-stall buffered frames.
+                stale_read_s=0.9 * cam_cfg.open_timeout_s,
             )
             self._cams.append(_Cam(cam_cfg, camera, cfg))
 
