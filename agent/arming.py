@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from shaobing.agent.atomic import atomic_write, read_json
 from shaobing.agent.config import ArmingConfig, ScheduleConfig, ZoneArmingConfig
+from shaobing.core.atomic import atomic_write, read_json
 
 log = logging.getLogger("shaobing.arming")
 

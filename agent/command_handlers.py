@@ -25,10 +25,10 @@ from shaobing.agent.command_envelope import (
 )
 from shaobing.agent.config import Config
 from shaobing.agent.config_commands import ConfigEditor
-from shaobing.agent.events import EventSink, Source
 from shaobing.agent.linkage import LinkageSink
 from shaobing.agent.topics import Topics
 from shaobing.agent.verification import CameraDown, Verifier
+from shaobing.core.events import EventSink, Source
 
 SOURCE = Source(kind="agent", id="control")
 SNAPSHOT_TIMEOUT_S = 5.0

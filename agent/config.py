@@ -15,12 +15,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shaobing.agent import location
-from shaobing.agent.ascii_input import ASCII_BEFORE, ascii_fields, normalise
 from shaobing.agent.detection.config import CameraConfig, DetectorConfig
-from shaobing.agent.gb28181 import Gb28181Config
-from shaobing.agent.gb28181 import cross_check as gb28181_cross_check
 from shaobing.agent.latching import LatchingConfig
 from shaobing.agent.latching import cross_check as latching_cross_check
+from shaobing.core.ascii_input import ASCII_BEFORE, ascii_fields, normalise
+from shaobing.core.gb28181 import Gb28181Config
+from shaobing.core.gb28181 import cross_check as gb28181_cross_check
 from shaobing.drivers.serial_config import SerialConfig
 
 Identifier = Annotated[

@@ -17,11 +17,11 @@ from typing import Any, Protocol
 
 import yaml
 
-from shaobing.agent.atomic import atomic_write
 from shaobing.agent.command_envelope import CommandError
 from shaobing.agent.config import Config, ConfigError, load_config, validate_config
 from shaobing.agent.protected_settings import protected_paths
-from shaobing.agent.redaction import redact_data
+from shaobing.core.atomic import atomic_write
+from shaobing.core.redaction import redact_data
 
 # Sections a running agent can take over without restarting; the others
 # (device, site, zones, inputs, outputs, gpio, mqtt, storage, health) are

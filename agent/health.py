@@ -9,8 +9,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from shaobing.agent.events import EventSink, Source
-from shaobing.agent.worker import LoopWorker
+from shaobing.core.events import EventSink, Source
+from shaobing.core.worker import LoopWorker
 
 log = logging.getLogger("shaobing.health")
 

@@ -32,9 +32,9 @@ from typing import Any, Protocol
 
 from shaobing.agent.arming import Arming, ZoneState
 from shaobing.agent.config import LinkageConfig, LinkageRuleConfig, ZoneConfig
-from shaobing.agent.events import Event, EventSink, Severity, Source
 from shaobing.agent.latching import RESET_SENSOR, Latches, LatchingConfig, OpenAlarm
 from shaobing.agent.verification import VerificationWorker
+from shaobing.core.events import Event, EventSink, Severity, Source
 
 log = logging.getLogger("shaobing.linkage")
 

@@ -36,8 +36,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shaobing.agent.atomic import atomic_write, owner_only_database
-from shaobing.agent.events import Event, Priority
+from shaobing.core.atomic import atomic_write, owner_only_database
+from shaobing.core.events import Event, Priority
 
 log = logging.getLogger("shaobing.outbox")
 
@@ -472,7 +472,7 @@ class Outbox:
         return sum(self._bytes.values())
 
     def alive(self) -> bool:
-        """The writer thread runs (the agent's liveness check; see agent/watchdog.py)."""
+        """The writer thread runs (the agent's liveness check; see core/watchdog.py)."""
         return self._writer.is_alive()
 
     def flush(self, timeout: float = 10.0) -> None:

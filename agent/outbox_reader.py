@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from shaobing.agent.events import Priority
+from shaobing.core.events import Priority
 
 CLASSES = tuple(p.name.lower() for p in Priority)
 COLUMNS = ("seq", "class", "type", "created", "event_id", "run", "replayed", "zone", "source")

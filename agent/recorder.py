@@ -9,9 +9,10 @@ from typing import Any
 
 from ulid import ULID
 
-from shaobing.agent.clock import Clock
 from shaobing.agent.config import Config, ZoneConfig
-from shaobing.agent.events import (
+from shaobing.agent.outbox import Outbox
+from shaobing.core.clock import Clock
+from shaobing.core.events import (
     Event,
     Gps,
     RailwayPlace,
@@ -21,8 +22,7 @@ from shaobing.agent.events import (
     ZoneRef,
     default_severity,
 )
-from shaobing.agent.gb28181 import Gb28181Mapper
-from shaobing.agent.outbox import Outbox
+from shaobing.core.gb28181 import Gb28181Mapper
 
 log = logging.getLogger("shaobing.events")
 

@@ -12,8 +12,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from shaobing.agent.atomic import atomic_write, read_json
 from shaobing.agent.command_envelope import CommandError
+from shaobing.core.atomic import atomic_write, read_json
 
 log = logging.getLogger("shaobing.control")
 

@@ -17,11 +17,9 @@ from typing import Any
 from gpiozero.pins import Factory
 
 from shaobing.agent.arming import Arming
-from shaobing.agent.clock import Clock
 from shaobing.agent.config import Config, ZoneConfig
 from shaobing.agent.config_commands import LIVE_SECTIONS
 from shaobing.agent.control import ControlChannel, ControlDeps
-from shaobing.agent.events import Source
 from shaobing.agent.health import HealthReporter
 from shaobing.agent.linkage import LinkageSink
 from shaobing.agent.outbox import Budget, Outbox
@@ -31,7 +29,9 @@ from shaobing.agent.status_file import certificate_expiry, status_path, write_st
 from shaobing.agent.topics import Topics
 from shaobing.agent.uplink import Uplink
 from shaobing.agent.verification import VerificationWorker, Verifier
-from shaobing.agent.watchdog import Liveness
+from shaobing.core.clock import Clock
+from shaobing.core.events import Source
+from shaobing.core.watchdog import Liveness
 from shaobing.drivers.gpio import GpioInputs, GpioOutputs, make_pin_factory
 from shaobing.drivers.serial_runtime import SerialDrivers
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shaobing.agent.atomic import atomic_write
+from shaobing.core.atomic import atomic_write
 
 FILE_NAME = "status.json"
 VERSION = 1

@@ -36,11 +36,11 @@ from tenacity import Retrying, retry_if_exception_type
 
 from shaobing.agent import tls as tls_words
 from shaobing.agent.config import MqttConfig
-from shaobing.agent.events import Priority
 from shaobing.agent.outbox import Outbox, Row
 from shaobing.agent.pacing import Endpoints, TokenBucket, first_retry_delay, reconnect_wait
 from shaobing.agent.topics import Topics
-from shaobing.agent.watchdog import Heartbeat
+from shaobing.core.events import Priority
+from shaobing.core.watchdog import Heartbeat
 
 log = logging.getLogger("shaobing.uplink")
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from shaobing.agent.config import VerifyConfig
-from shaobing.agent.events import Event, EventSink, Severity, Source
+from shaobing.core.events import Event, EventSink, Severity, Source
 
 log = logging.getLogger("shaobing.verification")
 

@@ -25,13 +25,13 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from shaobing.agent.clock import Clock
 from shaobing.agent.config import MqttConfig, load_config
-from shaobing.agent.events import Source
 from shaobing.agent.outbox import Outbox
 from shaobing.agent.recorder import Recorder
 from shaobing.agent.topics import Topics
 from shaobing.agent.uplink import Uplink
+from shaobing.core.clock import Clock
+from shaobing.core.events import Source
 from shaobing.simulator.broker import Mosquitto
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "village-post.yaml"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from shaobing.agent.events import Source
+from shaobing.core.events import Source
 from shaobing.drivers.contact_id import ContactIdReceiver, format_raw, parse
 from shaobing.drivers.modbus import ModbusDetector
 from shaobing.drivers.serial_bus import SerialBus

@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
-from shaobing.agent.events import EventSink, Severity, Source
-from shaobing.agent.redaction import redact_text
+from shaobing.core.events import EventSink, Severity, Source
+from shaobing.core.redaction import redact_text
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 

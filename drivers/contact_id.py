@@ -27,7 +27,7 @@ from enum import StrEnum
 
 import serial
 
-from shaobing.agent.events import EventSink, Severity, Source
+from shaobing.core.events import EventSink, Severity, Source
 
 from .serial_bus import BusWorker, SerialBus
 from .serial_config import ContactIdConfig

@@ -19,7 +19,7 @@ from gpiozero import DigitalInputDevice, DigitalOutputDevice
 from gpiozero.pins import Factory
 
 from shaobing.agent.config import GpioConfig, InputConfig, OutputConfig
-from shaobing.agent.events import EventSink, Source
+from shaobing.core.events import EventSink, Source
 
 log = logging.getLogger("shaobing.gpio")
 

@@ -18,7 +18,7 @@ from pymodbus import FramerType
 from pymodbus.client import ModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 
-from shaobing.agent.events import EventSink, Severity, Source
+from shaobing.core.events import EventSink, Severity, Source
 
 from .profile import (
     DeviceProfile,

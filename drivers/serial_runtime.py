@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shaobing.agent.events import EventSink
+from shaobing.core.events import EventSink
 
 from .contact_id import ContactIdLine, ContactIdReceiver
 from .modbus import ModbusBusPoller, ModbusDetector

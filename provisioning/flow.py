@@ -19,9 +19,9 @@ from typing import Any
 
 from gpiozero.pins import Factory
 
-from shaobing.agent.atomic import FileSet, atomic_write
 from shaobing.agent.config import Config, ConfigError, Problem, parse_config, validate_config
 from shaobing.agent.runtime import agent_version
+from shaobing.core.atomic import FileSet, atomic_write
 from shaobing.drivers.gpio import make_pin_factory
 from shaobing.models.fetch import ENV_MODEL_DIR
 from shaobing.provisioning import answers as A

@@ -23,13 +23,13 @@ from typing import Any, Protocol
 from gpiozero import DigitalInputDevice, DigitalOutputDevice
 from gpiozero.pins import Factory
 
-from shaobing.agent.clock import Clock
 from shaobing.agent.config import Config, InputConfig, OutputConfig
-from shaobing.agent.events import Source
 from shaobing.agent.outbox import Outbox
 from shaobing.agent.recorder import Recorder
 from shaobing.agent.topics import Topics
 from shaobing.agent.uplink import Uplink
+from shaobing.core.clock import Clock
+from shaobing.core.events import Source
 
 PASS, FAIL, SKIP, WARN = "pass", "fail", "skip", "warn"
 

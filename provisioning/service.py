@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 
-from shaobing.agent.atomic import atomic_write
+from shaobing.core.atomic import atomic_write
 
 USER = "shaobing"
 GROUPS = ("gpio", "dialout", "video")

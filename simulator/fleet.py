@@ -34,13 +34,13 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from shaobing.agent.clock import Clock
 from shaobing.agent.config import Config, DeviceConfig, MqttConfig
-from shaobing.agent.events import Source
 from shaobing.agent.outbox import Outbox
 from shaobing.agent.recorder import Recorder
 from shaobing.agent.topics import Topics
 from shaobing.agent.uplink import Uplink
+from shaobing.core.clock import Clock
+from shaobing.core.events import Source
 from shaobing.simulator.county import County, Received
 
 log = logging.getLogger("shaobing.fleet")

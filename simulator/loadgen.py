@@ -18,8 +18,8 @@ import time
 from gpiozero.pins.mock import MockFactory
 
 from shaobing.agent.config import load_config
-from shaobing.agent.events import Source
 from shaobing.agent.runtime import Agent
+from shaobing.core.events import Source
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,8 +22,8 @@ from conftest import EXAMPLE, config_for
 from linkage_helpers import wait_until
 
 from shaobing.agent.cli import build_parser, iter_parsers, main
-from shaobing.agent.events import Source
 from shaobing.agent.status_file import certificate_expiry, format_status, status_path
+from shaobing.core.events import Source
 from shaobing.simulator.pki import CountyCA
 
 # Placeholders are upper case (FILE, HOST[:PORT], ID:PIN:KIND...); literal words may follow.

@@ -11,9 +11,9 @@ from conftest import EXAMPLE
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shaobing.agent.ascii_input import to_ascii
 from shaobing.agent.config import ConfigError, parse_config
 from shaobing.agent.topics import Topics
+from shaobing.core.ascii_input import to_ascii
 
 GOOD = EXAMPLE.read_text(encoding="utf-8")
 

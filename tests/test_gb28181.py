@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shaobing.agent.config import ConfigError, load_config, parse_config, validate_config
-from shaobing.agent.events import Source
-from shaobing.agent.gb28181 import Gb28181Config, Gb28181Mapper, check_id
+from shaobing.core.events import Source
+from shaobing.core.gb28181 import Gb28181Config, Gb28181Mapper, check_id
 
 DEVICE_ID = "13052110001170000001"  # type 117: alarm controller
 PANIC_ID = "13052110001340000001"  # type 134: alarm input

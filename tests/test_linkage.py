@@ -11,7 +11,7 @@ from agent_harness import SimulatedPost
 from fake_camera import FakeCamera
 from linkage_helpers import DEFAULT_LINKAGE, linkage_config, pin_on_periods, wait_until
 
-from shaobing.agent.events import Source
+from shaobing.core.events import Source
 
 
 def siren_pin(post):

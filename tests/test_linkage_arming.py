@@ -199,8 +199,8 @@ def test_camera_track_events_follow_their_start(tmp_path):
     from sinks import ListSink
 
     from shaobing.agent.config import LinkageConfig, ZoneConfig
-    from shaobing.agent.events import Source
     from shaobing.agent.linkage import LinkageSink
+    from shaobing.core.events import Source
 
     class IdSink(ListSink):
         def emit(self, *args, **kwargs):

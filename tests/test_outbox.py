@@ -10,11 +10,11 @@ import pytest
 from agent_harness import SimulatedPost
 from conftest import EXAMPLE, config_for
 
-from shaobing.agent.clock import Clock
 from shaobing.agent.config import load_config
-from shaobing.agent.events import Priority, Source
 from shaobing.agent.outbox import Budget, Outbox
 from shaobing.agent.recorder import Recorder
+from shaobing.core.clock import Clock
+from shaobing.core.events import Priority, Source
 from shaobing.simulator.broker import Mosquitto
 
 

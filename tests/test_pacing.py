@@ -13,14 +13,14 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from tenacity import RetryCallState
 
-from shaobing.agent.clock import Clock
 from shaobing.agent.config import BrokerEndpoint, MqttConfig, load_config
-from shaobing.agent.events import Source
 from shaobing.agent.outbox import Outbox
 from shaobing.agent.pacing import Endpoints, TokenBucket, reconnect_wait
 from shaobing.agent.recorder import Recorder
 from shaobing.agent.topics import Topics
 from shaobing.agent.uplink import Uplink
+from shaobing.core.clock import Clock
+from shaobing.core.events import Source
 from shaobing.simulator.broker import Mosquitto, free_port
 
 SRC = Source(kind="test", id="pacing")

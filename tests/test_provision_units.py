@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shaobing.agent import tls as tls_words
-from shaobing.agent.atomic import FileSet, atomic_write
 from shaobing.agent.config import (
     DeviceConfig,
     InputConfig,
@@ -21,6 +20,7 @@ from shaobing.agent.config import (
     SiteConfig,
     TlsConfig,
 )
+from shaobing.core.atomic import FileSet, atomic_write
 from shaobing.provisioning.identity import IdentityError, build_identity
 from shaobing.provisioning.prompts import (
     Aborted,

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sinks import ListSink
 
-from shaobing.agent.redaction import redact_data, redact_text
+from shaobing.core.redaction import redact_data, redact_text
 from shaobing.drivers.camera import Camera, CameraError
 
 

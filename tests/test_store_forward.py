@@ -18,8 +18,8 @@ import yaml
 from agent_harness import SimulatedPost
 from conftest import EXAMPLE, config_for, wait_for
 
-from shaobing.agent.clock import Clock
-from shaobing.agent.events import Source
+from shaobing.core.clock import Clock
+from shaobing.core.events import Source
 from shaobing.simulator.broker import Mosquitto
 
 SRC = Source(kind="test", id="burst")

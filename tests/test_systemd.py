@@ -21,7 +21,7 @@ from gpiozero.pins.mock import MockFactory
 
 from shaobing.agent.runtime import Agent
 from shaobing.agent.sdnotify import Notifier
-from shaobing.agent.watchdog import Heartbeat
+from shaobing.core.watchdog import Heartbeat
 from shaobing.simulator.broker import free_port
 
 UNIT = ROOT / "systemd" / "shaobing.service"

@@ -7,7 +7,7 @@ import threading
 from agent_harness import SimulatedPost
 from conftest import config_for, wait_for
 
-from shaobing.agent.worker import LoopWorker
+from shaobing.core.worker import LoopWorker
 
 
 def test_health_keeps_reporting_when_a_driver_state_raises(tmp_path, mosquitto, county_factory):

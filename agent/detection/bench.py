@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from shaobing.agent.events import Source
+from shaobing.core.events import Source
 
 from .config import CameraConfig, CameraZone, DetectorConfig, MotionConfig
 from .detector import Detector

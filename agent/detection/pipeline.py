@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from shaobing.agent.events import EventSink, Severity, Source
-from shaobing.agent.watchdog import Heartbeat
+from shaobing.core.events import EventSink, Severity, Source
+from shaobing.core.watchdog import Heartbeat
 from shaobing.drivers.camera import Camera, Frame, FrameSource, source_opener
 
 from .config import CameraConfig, DetectorConfig

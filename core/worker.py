@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from shaobing.agent.watchdog import Heartbeat
+from shaobing.core.watchdog import Heartbeat
 
 log = logging.getLogger("shaobing.worker")
 

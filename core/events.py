@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shaobing.agent.gb28181 import Code as Gb28181Code
+from shaobing.core.gb28181 import Code as Gb28181Code
 
 SCHEMA_VERSION = 1
 

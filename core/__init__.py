@@ -1,0 +1,1 @@
+"""The floor every layer stands on: events, clocks, workers, atomic files, keys."""
