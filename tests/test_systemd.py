@@ -21,6 +21,7 @@ from gpiozero.pins.mock import MockFactory
 
 from shaobing.agent.runtime import Agent
 from shaobing.agent.sdnotify import Notifier
+from shaobing.agent.uplink import IDLE_WAKE_S
 from shaobing.core.watchdog import Heartbeat
 from shaobing.simulator.broker import free_port
 
@@ -222,7 +223,8 @@ def test_systemd_analyze_verify_is_clean(tmp_path):
 def test_a_stuck_uplink_makes_the_agent_unhealthy(tmp_path, mosquitto):
     """The uplink thread is alive but blocked (e.g. on a wedged SQLite read): no pings."""
     agent = Agent(config_for(tmp_path, mosquitto.port), pin_factory=MockFactory())
-    agent.uplink.beats["uplink"].max_age_s = 0.3
+    # An idle uplink beats at least every IDLE_WAKE_S; three missed wakes mean stuck.
+    agent.uplink.beats["uplink"].max_age_s = 3 * IDLE_WAKE_S
     release = threading.Event()
     real_flush = agent.uplink._flush_acks
     stuck = threading.Event()
