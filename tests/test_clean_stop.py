@@ -30,7 +30,7 @@ def test_retained_state_after_a_clean_stop_is_stopped(tmp_path, mosquitto, proto
     cfg.write_text(yaml.safe_dump(data, allow_unicode=True))
     live = County("127.0.0.1", mosquitto.port, topic="shaobing/+/+/+/state")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shaobing.agent.cli", "run", "--config", str(cfg)],
+        [sys.executable, "-m", "shaobing.cli.main", "run", "--config", str(cfg)],
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "agent.log", "wb"),  # noqa: SIM115 (closed with the process)
     )

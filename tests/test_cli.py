@@ -21,8 +21,8 @@ from agent_harness import SimulatedPost
 from conftest import EXAMPLE, config_for
 from linkage_helpers import wait_until
 
-from shaobing.agent.cli import build_parser, iter_parsers, main
 from shaobing.agent.status_file import certificate_expiry, format_status, status_path
+from shaobing.cli.main import build_parser, iter_parsers, main
 from shaobing.core.events import Source
 from shaobing.simulator.pki import CountyCA
 
@@ -210,7 +210,7 @@ def test_status_and_outbox_of_a_real_agent_process_then_killed(tmp_path):
     data["health"]["interval_s"] = 1
     cfg = tmp_path / "post.yaml"
     cfg.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    cli = [sys.executable, "-m", "shaobing.agent.cli"]
+    cli = [sys.executable, "-m", "shaobing.cli.main"]
     agent = subprocess.Popen(
         [*cli, "run", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

@@ -124,7 +124,7 @@ def test_missing_section_and_duplicate_key_and_syntax():
 def test_cli_config_check(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(GOOD.replace("pin: 27", "pin: 17"), encoding="utf-8")
-    run = [sys.executable, "-m", "shaobing.agent.cli", "config", "check"]
+    run = [sys.executable, "-m", "shaobing.cli.main", "config", "check"]
     ok = subprocess.run([*run, str(EXAMPLE)], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and ": ok (device sb-130521-dongguan-01" in ok.stdout
     res = subprocess.run([*run, str(bad)], capture_output=True, text=True, timeout=60)

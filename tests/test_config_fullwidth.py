@@ -61,7 +61,7 @@ def test_config_check_cli_accepts_fullwidth_and_names_a_cjk_digit(tmp_path):
     path = tmp_path / "post.yaml"
     path.write_text(FULLWIDTH, encoding="utf-8")
     ok = subprocess.run(
-        [sys.executable, "-m", "shaobing.agent.cli", "config", "check", str(path)],
+        [sys.executable, "-m", "shaobing.cli.main", "config", "check", str(path)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -69,7 +69,7 @@ def test_config_check_cli_accepts_fullwidth_and_names_a_cjk_digit(tmp_path):
     assert ok.returncode == 0, ok.stdout + ok.stderr
     path.write_text(GOOD.replace('"130521104201"', '"13052110420一"'), encoding="utf-8")
     bad = subprocess.run(
-        [sys.executable, "-m", "shaobing.agent.cli", "config", "check", str(path)],
+        [sys.executable, "-m", "shaobing.cli.main", "config", "check", str(path)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-DEMO = [sys.executable, "-m", "shaobing.agent.cli", "demo", "--duration", "5"]
+DEMO = [sys.executable, "-m", "shaobing.cli.main", "demo", "--duration", "5"]
 
 
 @pytest.mark.parametrize("broker", ["mosquitto", "embedded"])

@@ -149,7 +149,7 @@ def test_detection_manifests_are_valid():
 def test_detection_cli_prints_json_and_annotates(tmp_path, capsys):
     import argparse
 
-    from shaobing.agent.commands import detect
+    from shaobing.cli.commands import detect
 
     need_shared()
     parser = argparse.ArgumentParser()
@@ -181,7 +181,7 @@ def test_detection_cli_prints_json_and_annotates(tmp_path, capsys):
 def test_detection_models_command_fetch_and_list(tmp_path, capsys, monkeypatch):
     import argparse
 
-    from shaobing.agent.commands import models
+    from shaobing.cli.commands import models
 
     default_model_path()  # skips when the registry is out of reach
     monkeypatch.setenv("SHAOBING_MODEL_DIR", str(tmp_path))

@@ -15,7 +15,7 @@ from linkage_helpers import wait_until
 
 from shaobing.agent.status_file import status_path
 
-CLI = [sys.executable, "-m", "shaobing.agent.cli"]
+CLI = [sys.executable, "-m", "shaobing.cli.main"]
 
 
 def _free_port() -> int:

@@ -310,7 +310,7 @@ def test_walk_test_sees_each_sensor_or_says_which_was_missed(tmp_path, pki):
 
 def test_cli_flags_give_precise_errors(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "shaobing.agent.cli", "provision", "--non-interactive",
+        [sys.executable, "-m", "shaobing.cli.main", "provision", "--non-interactive",
          "--config-dir", str(tmp_path / "etc"), "--state-dir", str(tmp_path / "var"),
          "--device-id", DEVICE, "--village-code", "13052110420", "--code-year", "2023",
          "--village-name", "东关村", "--broker", "127.0.0.1:1883", "--no-tls",
@@ -367,7 +367,7 @@ def test_interactive_over_stdin_matches_the_answers_file(tmp_path, mosquitto, co
         ]
     )
     result = subprocess.run(
-        [sys.executable, "-m", "shaobing.agent.cli", "provision",
+        [sys.executable, "-m", "shaobing.cli.main", "provision",
          "--config-dir", str(tmp_path / "etc"), "--state-dir", str(tmp_path / "var"),
          "--gpio-backend", "mock"],
         input=keystrokes + "\n", capture_output=True, text=True, timeout=90,
@@ -399,7 +399,7 @@ def test_interactive_over_stdin_matches_the_answers_file(tmp_path, mosquitto, co
         )
     )  # fmt: skip
     result = subprocess.run(
-        [sys.executable, "-m", "shaobing.agent.cli", "provision", "--answers", str(answers),
+        [sys.executable, "-m", "shaobing.cli.main", "provision", "--answers", str(answers),
          "--config-dir", str(tmp_path / "etc2"), "--state-dir", str(tmp_path / "var")],
         capture_output=True, text=True, timeout=90,
     )  # fmt: skip

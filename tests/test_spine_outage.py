@@ -86,7 +86,7 @@ def test_killed_agent_leaves_offline_will_and_replays_after_restart(
 
     def start():
         return subprocess.Popen(
-            [sys.executable, "-m", "shaobing.agent.cli", "run", "--config", str(cfg)],
+            [sys.executable, "-m", "shaobing.cli.main", "run", "--config", str(cfg)],
             stderr=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
         )

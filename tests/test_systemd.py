@@ -144,7 +144,7 @@ def test_shaobing_run_speaks_sd_notify(tmp_path, notify_socket, mosquitto):
     cfg.write_text(yaml.safe_dump(data, allow_unicode=True))
     env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "400000"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shaobing.agent.cli", "run", "--config", str(cfg)],
+        [sys.executable, "-m", "shaobing.cli.main", "run", "--config", str(cfg)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

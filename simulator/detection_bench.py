@@ -17,12 +17,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from shaobing.agent.detection.config import CameraConfig, CameraZone, DetectorConfig, MotionConfig
+from shaobing.agent.detection.detector import Detector
+from shaobing.agent.detection.motion import MotionGate
+from shaobing.agent.detection.pipeline import DetectionPipeline
 from shaobing.core.events import Source
-
-from .config import CameraConfig, CameraZone, DetectorConfig, MotionConfig
-from .detector import Detector
-from .motion import MotionGate
-from .pipeline import DetectionPipeline
 
 
 class _NullSink:

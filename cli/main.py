@@ -1,4 +1,4 @@
-"""``shaobing`` command line: argparse sub-commands, one module each in agent/commands/."""
+"""``shaobing`` command line: argparse sub-commands, one module each in cli/commands/."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 
-# Modules in agent/commands/ that exist in this build; each adds its sub-parsers.
+# Modules in cli/commands/ that exist in this build; each adds its sub-parsers.
 COMMANDS = (
     "run",
     "status",
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"shaobing {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"shaobing.agent.commands.{name}").register(sub)
+        importlib.import_module(f"shaobing.cli.commands.{name}").register(sub)
     for p in iter_parsers(parser):
         p.formatter_class = HelpFormatter
     return parser

@@ -1,5 +1,5 @@
 """``shaobing bench``: raw interpreter vs detection pipeline on this box."""
 
-from shaobing.agent.detection.bench import register
+from shaobing.simulator.detection_bench import register
 
 __all__ = ["register"]
