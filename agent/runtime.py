@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpiozero.pins import Factory
 
@@ -34,6 +34,9 @@ from shaobing.core.events import Source
 from shaobing.core.watchdog import Liveness
 from shaobing.drivers.gpio import GpioInputs, GpioOutputs, make_pin_factory
 from shaobing.drivers.serial_runtime import SerialDrivers
+
+if TYPE_CHECKING:  # OpenCV loads only on posts with cameras
+    from shaobing.drivers.camera import SourceSchemes
 
 log = logging.getLogger("shaobing.agent")
 
@@ -72,6 +75,7 @@ class Agent:
         pin_factory: Factory | None = None,
         verifier: Verifier | None = None,
         config_path: Path | None = None,
+        camera_schemes: SourceSchemes | None = None,
     ):
         self.config = config
         self.started_at = time.monotonic()
@@ -131,7 +135,7 @@ class Agent:
 
             try:
                 self.detection = DetectionPipeline.from_config(
-                    config.detector, config.cameras, self.sink
+                    config.detector, config.cameras, self.sink, camera_schemes
                 )
                 self.liveness.register("inference", self.detection.alive)
             except ModelError as exc:

@@ -18,8 +18,8 @@ from typing import Any
 from gpiozero import DigitalInputDevice, DigitalOutputDevice
 from gpiozero.pins import Factory
 
-from shaobing.agent.config import GpioConfig, InputConfig, OutputConfig
 from shaobing.core.events import EventSink, Source
+from shaobing.drivers.gpio_config import GpioConfig, InputConfig, OutputConfig
 
 log = logging.getLogger("shaobing.gpio")
 

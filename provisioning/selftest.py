@@ -23,13 +23,14 @@ from typing import Any, Protocol
 from gpiozero import DigitalInputDevice, DigitalOutputDevice
 from gpiozero.pins import Factory
 
-from shaobing.agent.config import Config, InputConfig, OutputConfig
+from shaobing.agent.config import Config
 from shaobing.agent.outbox import Outbox
 from shaobing.agent.recorder import Recorder
 from shaobing.agent.topics import Topics
 from shaobing.agent.uplink import Uplink
 from shaobing.core.clock import Clock
 from shaobing.core.events import Source
+from shaobing.drivers.gpio_config import InputConfig, OutputConfig
 
 PASS, FAIL, SKIP, WARN = "pass", "fail", "skip", "warn"
 
@@ -78,6 +79,8 @@ class Context:
     # Where the service will look for a model named by manifest (its unit sets
     # SHAOBING_MODEL_DIR), so a model found only in root's cache fails here too.
     model_dir: Path | None = None
+    # Camera sources served from above (the simulator's sim: scenes), as the daemon gets them.
+    camera_schemes: Any = None
 
 
 class Check(Protocol):
@@ -293,7 +296,11 @@ class CameraCheck:
         started = time.monotonic()
         try:
             source = source_opener(
-                cfg.source, fps=cfg.fps, loop=cfg.loop, timeout_s=cfg.open_timeout_s
+                cfg.source,
+                fps=cfg.fps,
+                loop=cfg.loop,
+                timeout_s=cfg.open_timeout_s,
+                schemes=ctx.camera_schemes,
             )()
         except Exception as exc:
             return Outcome(FAIL, f"cannot open {self.name}: {exc}")
