@@ -209,6 +209,8 @@ class Agent:
                 "inflight": stats.inflight,
                 "endpoint": stats.endpoint,
                 "failovers": stats.failovers,
+                "connected_since": stats.connected_since,
+                "acked_by_class": dict(stats.by_class),
             },
             "drivers": {
                 "gpio_inputs": self.inputs.state,

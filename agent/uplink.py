@@ -123,7 +123,7 @@ class Uplink:
         # pause each time, so a refusing broker is not hammered in a loop.
         self._held_until: dict[Priority, float] = {}
         self._refusal_pause: dict[Priority, float] = {}
-        self._threads: list[threading.Thread] = []
+        self._thread: threading.Thread | None = None
         self._subscriptions: dict[str, Callable[[mqtt.MQTTMessage], None]] = {}
         self._tls_error: str | None = None
         self._socket_error: str | None = None  # paho reports read errors only to on_log
@@ -135,7 +135,7 @@ class Uplink:
         self._replay_bucket = TokenBucket(config.replay_rate) if config.replay_rate else None
         # The uplink thread beats at least every 1 s (select and backoff sleep in
         # slices); 30 s without a beat means it is stuck.
-        self.beats = {"uplink": Heartbeat(30.0)}
+        self.heartbeat = Heartbeat(30.0)
         # Any thread wakes the uplink's select() by writing one byte here.
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -223,9 +223,8 @@ class Uplink:
 
     # ---- lifecycle ----------------------------------------------------
     def start(self) -> None:
-        thread = threading.Thread(target=self._network, name="uplink", daemon=True)
-        thread.start()
-        self._threads.append(thread)
+        self._thread = threading.Thread(target=self._network, name="uplink", daemon=True)
+        self._thread.start()
 
     def stop(self, timeout: float = 3.0) -> None:
         """Say 'stopped' (retained) and disconnect cleanly so the will is not sent.
@@ -241,8 +240,8 @@ class Uplink:
             self._closed.wait(timeout)
         self._stop.set()
         self._kick()
-        for thread in self._threads:
-            thread.join(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
         self._flush_acks()
         self._wake_r.close()
         self._wake_w.close()
@@ -259,9 +258,10 @@ class Uplink:
 
     def healthy(self) -> bool:
         return (
-            all(t.is_alive() for t in self._threads)
+            self._thread is not None
+            and self._thread.is_alive()
             and not self._stop.is_set()
-            and all(beat.alive() for beat in self.beats.values())
+            and self.heartbeat.alive()
         )
 
     # ---- network thread ----------------------------------------------
@@ -298,7 +298,7 @@ class Uplink:
     def _backoff_sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
-            self.beats["uplink"].beat()
+            self.heartbeat.beat()
             self._stop.wait(min(left, 1.0))
 
     def _connect_failed(self, state) -> None:
@@ -386,7 +386,7 @@ class Uplink:
         sock = client.socket()
         stale_checked = 0.0
         while not self._stop.is_set() and sock is not None:
-            self.beats["uplink"].beat()
+            self.heartbeat.beat()
             # TLS may hold decrypted bytes that select() cannot see.
             if getattr(sock, "pending", None) and sock.pending():
                 readable, writable = [sock], []
