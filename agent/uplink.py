@@ -41,6 +41,7 @@ from shaobing.agent.pacing import Endpoints, TokenBucket, first_retry_delay, rec
 from shaobing.agent.topics import Topics
 from shaobing.core.events import Priority
 from shaobing.core.watchdog import Heartbeat
+from shaobing.core.worker import ThreadWorker
 
 log = logging.getLogger("shaobing.uplink")
 
@@ -123,7 +124,6 @@ class Uplink:
         # pause each time, so a refusing broker is not hammered in a loop.
         self._held_until: dict[Priority, float] = {}
         self._refusal_pause: dict[Priority, float] = {}
-        self._thread: threading.Thread | None = None
         self._subscriptions: dict[str, Callable[[mqtt.MQTTMessage], None]] = {}
         self._tls_error: str | None = None
         self._socket_error: str | None = None  # paho reports read errors only to on_log
@@ -136,6 +136,9 @@ class Uplink:
         # The uplink thread beats at least every 1 s (select and backoff sleep in
         # slices); 30 s without a beat means it is stuck.
         self.heartbeat = Heartbeat(30.0)
+        self.worker = ThreadWorker(
+            "uplink", self._network, self._stop, heartbeat=self.heartbeat, wake=self._kick
+        )
         # Any thread wakes the uplink's select() by writing one byte here.
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -223,8 +226,7 @@ class Uplink:
 
     # ---- lifecycle ----------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._network, name="uplink", daemon=True)
-        self._thread.start()
+        self.worker.start()
 
     def stop(self, timeout: float = 3.0) -> None:
         """Say 'stopped' (retained) and disconnect cleanly so the will is not sent.
@@ -240,8 +242,7 @@ class Uplink:
             self._closed.wait(timeout)
         self._stop.set()
         self._kick()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self.worker.join(timeout)
         self._flush_acks()
         self._wake_r.close()
         self._wake_w.close()
@@ -257,12 +258,7 @@ class Uplink:
             self.client.disconnect()
 
     def healthy(self) -> bool:
-        return (
-            self._thread is not None
-            and self._thread.is_alive()
-            and not self._stop.is_set()
-            and self.heartbeat.alive()
-        )
+        return self.worker.is_running() and not self._stop.is_set() and self.heartbeat.alive()
 
     # ---- network thread ----------------------------------------------
     def _network(self) -> None:

@@ -246,7 +246,7 @@ def test_a_stuck_uplink_makes_the_agent_unhealthy(tmp_path, mosquitto):
             time.sleep(0.05)
         assert not agent.healthy()
         assert agent.liveness.failing() == ["uplink"]
-        assert agent.uplink._thread.is_alive()  # alive, yet stuck
+        assert agent.uplink.worker.is_running()  # alive, yet stuck
     finally:
         release.set()
         stuck.clear()
