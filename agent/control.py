@@ -66,6 +66,7 @@ class ControlStats:
     executed: int = 0
     rejected: int = 0
     dropped: int = 0  # queue full
+    replies_redirected: int = 0  # ResponseTopic outside the reply lane (command_replies.py)
 
 
 class ControlChannel:
@@ -83,9 +84,12 @@ class ControlChannel:
         self._handlers = CommandHandlers(
             deps, ConfigEditor(deps.target, deps.config_path, deps.now)
         ).table
-        self._replies = Replies(deps)
+        self._replies = Replies(deps, lambda: self.config.reply_prefix, self._reply_refused)
         self._queue: queue.Queue[Incoming | None] = queue.Queue(maxsize=32)
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
+
+    def _reply_refused(self) -> None:
+        self.stats.replies_redirected += 1
 
     def reconfigure(self, config: ControlConfig) -> None:
         self.config = config
