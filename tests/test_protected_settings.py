@@ -27,3 +27,55 @@ def test_a_cap_already_exceeded_on_the_box_does_not_block_other_changes():
 
 def test_deleting_a_protected_section_names_it():
     assert paths({"device": None, "mqtt": {}}) == ["device", "mqtt"]
+
+
+# ---- 24-hour zones (issue 12 item 3): a patch must not disarm one -------------
+ZONES = {
+    "zones": [{"id": "crossing", "name": "x"}, {"id": "cabinet", "name": "y"}],
+    "arming": {
+        "zones": [{"zone": "crossing", "mode": "armed"}, {"zone": "cabinet", "mode": "24h"}]
+    },
+}
+ALL_24H = {"zones": ZONES["zones"], "arming": {"default_mode": "24h"}}
+
+
+def zone_paths(patch: dict, running: dict = ZONES) -> list[str]:
+    return protected_paths(patch, merge_patch(running, patch), running)
+
+
+def test_making_a_24h_zone_anything_else_is_protected():
+    for mode in ("armed", "disarmed"):
+        entries = [{"zone": "crossing", "mode": "armed"}, {"zone": "cabinet", "mode": mode}]
+        assert zone_paths({"arming": {"zones": entries}}) == ["arming.zones.1.mode"]
+    sched = {
+        "zone": "cabinet",
+        "mode": "schedule",
+        "schedules": [{"start": "20:00", "end": "06:00"}],
+    }
+    assert zone_paths({"arming": {"zones": [sched]}}) == ["arming.zones.0.mode"]
+
+
+def test_dropping_a_24h_zone_entry_or_the_zone_is_protected():
+    assert zone_paths({"arming": {"zones": [{"zone": "crossing", "mode": "armed"}]}}) == [
+        "arming.zones"
+    ]
+    assert zone_paths({"arming": None}) == ["arming.zones"]
+    assert zone_paths({"zones": [{"id": "crossing", "name": "x"}]}) == ["zones"]
+
+
+def test_changing_a_24h_default_is_protected():
+    assert zone_paths({"arming": {"default_mode": "armed"}}, ALL_24H) == ["arming.default_mode"]
+    assert zone_paths({"arming": {"default_mode": None}}, ALL_24H) == ["arming.default_mode"]
+    listed = {"arming": {"zones": [{"zone": "cabinet", "mode": "disarmed"}]}}
+    assert zone_paths(listed, ALL_24H) == ["arming.zones.0.mode"]
+
+
+def test_arming_changes_that_keep_24h_zones_armed_are_allowed():
+    entries = [{"zone": "crossing", "mode": "disarmed"}, {"zone": "cabinet", "mode": "24h"}]
+    assert zone_paths({"arming": {"zones": entries}}) == []
+    assert zone_paths({"arming": {"default_mode": "disarmed"}}) == []  # cabinet listed as 24h
+    assert zone_paths({"arming": {"zones": [{"zone": "crossing", "mode": "24h"}]}}, ALL_24H) == []
+    # Making a zone 24h is arming it: fine.
+    assert zone_paths({"arming": {"zones": [{"zone": "cabinet", "mode": "24h"}]}}) == []
+    # Malformed shapes are left to validation (invalid_config), not guessed at.
+    assert zone_paths({"zones": 5}) == []
