@@ -109,7 +109,9 @@ class Seen:
 class Client:
     """An MQTT 5 client with a certificate, recording every acknowledgement it gets."""
 
-    def __init__(self, pki: Pki, stem: str, port: int, ca: str = "ca.pem"):
+    def __init__(
+        self, pki: Pki, stem: str, port: int, ca: str = "ca.pem", protocol: int = mqtt.MQTTv5
+    ):
         ctx = ssl.create_default_context(cafile=str(pki.path(ca)))
         ctx.load_cert_chain(pki.path(f"{stem}.pem"), pki.path(f"{stem}.key"))
         self.seen = Seen()
@@ -117,7 +119,7 @@ class Client:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"{stem}-{uuid.uuid4().hex[:6]}",
-            protocol=mqtt.MQTTv5,
+            protocol=protocol,
         )
         self.client.tls_set_context(ctx)
         self.client.on_connect = lambda c, u, f, rc, p: self.seen.connack.append(rc)
@@ -156,8 +158,8 @@ class Client:
 def clients(pki, broker) -> Iterator:
     made: list[Client] = []
 
-    def make(stem: str, ca: str = "ca.pem", wait: bool = True) -> Client:
-        client = Client(pki, stem, broker.port, ca)
+    def make(stem: str, ca: str = "ca.pem", wait: bool = True, protocol=mqtt.MQTTv5) -> Client:
+        client = Client(pki, stem, broker.port, ca, protocol)
         made.append(client)
         if wait:
             wait_for(client.connected, 10, f"{stem} connected")
@@ -203,6 +205,24 @@ def test_a_box_reads_only_its_own_commands(clients):
     assert box_a.seen.topics().count(f"{TREE_A}/cmd/ping") >= 1
     assert not [t for t in box_a.seen.topics() if t.startswith(TREE_B)]
     assert box_b.seen.topics() == [f"{TREE_B}/cmd/disarm"]
+
+
+def test_mqtt_311_refusals_look_like_deliveries(clients):
+    """Why docs/security.md asks for MQTT 5 behind this ACL: Mosquitto 2.0 answers a
+    refused 3.1.1 publish with a plain PUBACK, and the message goes nowhere."""
+    platform = clients("platform")
+    platform.subscribe("shaobing/v1/#")
+    old_box = clients("box-a", protocol=mqtt.MQTTv311)
+    assert old_box.publish(f"{TREE_B}/event/alarm/panic") == "Success"
+    assert old_box.publish(f"{TREE_A}/state") == "Success"
+    wait_for(lambda: f"{TREE_A}/state" in platform.seen.topics(), 10, "box A's state")
+    assert not [t for t in platform.seen.topics() if t.startswith(TREE_B)]
+
+
+def test_security_md_shows_the_tested_files_verbatim():
+    page = (ROOT / "docs" / "security.md").read_text()
+    for path in (CONF, ACL):
+        assert f"```\n{path.read_text()}```" in page, f"docs/security.md differs from {path.name}"
 
 
 def test_the_platform_reads_all_and_commands_but_cannot_speak_for_a_box(clients):
