@@ -179,11 +179,19 @@ def test_a_box_publishes_only_in_its_own_tree(clients):
         f"{TREE_B}/state",
         f"{TREE_B}/register",
         f"{TREE_B}/cmd/response",
-        f"{TREE_A}/cmd/restart",  # not even commands to itself
+        f"{TREE_B}/cmd/ping",
+        f"{TREE_A}/cmd/restart",  # no command to itself but the self-test's ping
+        f"{TREE_A}/cmd/set_config",
         "county/replies/anything",
     ):
         assert box_a.publish(topic) == "Not authorized", topic
-    for topic in (f"{TREE_A}/event/alarm/panic", f"{TREE_A}/snapshot/01ABC", f"{TREE_A}/state"):
+    for topic in (
+        f"{TREE_A}/event/alarm/panic",
+        f"{TREE_A}/snapshot/01ABC",
+        f"{TREE_A}/cmd/response/desk-1",
+        f"{TREE_A}/cmd/ping",
+        f"{TREE_A}/state",
+    ):
         assert box_a.publish(topic) == "Success", topic
     # Box A's allowed messages arrive after its refused ones would have (one
     # connection, in order): once the last is in, the platform has seen all.
@@ -298,6 +306,14 @@ def test_a_real_agent_delivers_and_answers_through_the_county_broker(
     finally:
         post.stop()
     answers = [m for m in platform.seen.messages if m.topic.startswith(f"{TREE_A}/cmd/response")]
-    assert [json.loads(m.payload)["ok"] for m in answers] == [True, True]
+    # The lane is what is tested here, not the signature policy (tests/test_control.py):
+    # each command has one answer, from box A, in box A's lane.
+    assert [(m.topic, m.properties.CorrelationData) for m in answers] == [
+        (f"{TREE_A}/cmd/response/desk-1", b"k-1"),
+        (f"{TREE_A}/cmd/response", b"k-2"),
+    ]
+    assert {(json.loads(m.payload)["device"], json.loads(m.payload)["cmd"]) for m in answers} == {
+        (BOX_A, "ping")
+    }
     assert not [t for t in platform.seen.topics() if t.startswith(TREE_B)]
     assert f"u'{BOX_A}'" in broker.log()  # the certificate's CN became the user name
