@@ -9,7 +9,8 @@ is bounded the same way: no cooldown above ``COOLDOWN_CAP_S``, no
 ``linkage.suppressed: drop`` by command, and no 24-hour zone made anything
 else (its mode changed, its ``arming`` entry or the ``24h`` default it took
 removed, or the zone itself removed): a 24-hour zone (a cabinet's door and
-tamper loop) must stay armed whatever a platform operator does.
+tamper loop) must stay armed whatever a platform operator does. Likewise no
+alarm type leaves ``arming.always_armed`` or ``always_reported``.
 """
 
 from __future__ import annotations
@@ -94,6 +95,27 @@ def disarmed_24h_zones(merged: dict[str, Any], running: dict[str, Any]) -> dict[
     return {path: "; ".join(why) for path, why in found.items()}
 
 
+def _always(data: dict[str, Any], field: str) -> set[str]:
+    arming = data.get("arming") or {}
+    value = arming.get(field, ArmingConfig.model_fields[field].default_factory())
+    return {v for v in value if isinstance(v, str)} if isinstance(value, list) else set()
+
+
+def narrowed_always_lists(merged: dict[str, Any], running: dict[str, Any]) -> dict[str, str]:
+    """``arming.always_armed`` / ``always_reported`` losing an alarm type: that type would
+    go unlinked (or unreported) in a disarmed zone. Moving a type from reported to armed
+    widens nothing and is allowed."""
+    found: dict[str, str] = {}
+    armed_before, armed_after = _always(running, "always_armed"), _always(merged, "always_armed")
+    if lost_armed := armed_before - armed_after:
+        found["arming.always_armed"] = f"{PROTECTED}: it would drop {', '.join(sorted(lost_armed))}"
+    reported_before = armed_before | _always(running, "always_reported")
+    reported_after = armed_after | _always(merged, "always_reported")
+    if lost := sorted(reported_before - reported_after - lost_armed):
+        found["arming.always_reported"] = f"{PROTECTED}: it would drop {', '.join(lost)}"
+    return found
+
+
 def protected_changes(
     patch: dict[str, Any], merged: dict[str, Any], running: dict[str, Any]
 ) -> dict[str, str]:
@@ -117,6 +139,7 @@ def protected_changes(
         if too_long and value != before.get(path):
             found[path] = f"{PROTECTED} (above {COOLDOWN_CAP_S:g} s)"
     found.update(disarmed_24h_zones(merged, running))
+    found.update(narrowed_always_lists(merged, running))
     return dict(sorted(found.items()))
 
 

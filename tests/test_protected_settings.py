@@ -79,3 +79,18 @@ def test_arming_changes_that_keep_24h_zones_armed_are_allowed():
     assert zone_paths({"arming": {"zones": [{"zone": "cabinet", "mode": "24h"}]}}) == []
     # Malformed shapes are left to validation (invalid_config), not guessed at.
     assert zone_paths({"zones": 5}) == []
+
+
+def test_alarm_types_cannot_leave_the_always_lists():
+    assert zone_paths({"arming": {"always_armed": []}}) == ["arming.always_armed"]
+    assert zone_paths({"arming": {"always_reported": []}}) == ["arming.always_reported"]
+    both = {"arming": {"always_armed": ["alarm.panic"], "always_reported": []}}
+    running = {
+        **ZONES,
+        "arming": {**ZONES["arming"], "always_armed": ["alarm.panic", "alarm.duress"]},
+    }
+    assert zone_paths(both, running) == ["arming.always_armed", "arming.always_reported"]
+    # Adding, or moving tamper from reported to armed, only widens what is reported.
+    widened = {"always_armed": ["alarm.panic", "alarm.tamper", "alarm.fire"], "always_reported": []}
+    assert zone_paths({"arming": widened}) == []
+    assert zone_paths({"arming": {"always_reported": ["alarm.tamper", "alarm.fire"]}}) == []
