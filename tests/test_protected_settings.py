@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from shaobing.agent.arming import Arming
+from shaobing.agent.config import ArmingConfig
 from shaobing.agent.config_commands import merge_patch
-from shaobing.agent.protected_settings import protected_paths
+from shaobing.agent.protected_settings import disarmed_24h_zones, protected_paths
 
 RUNNING = {
     "device": {"id": "post-1"},
@@ -94,3 +101,62 @@ def test_alarm_types_cannot_leave_the_always_lists():
     widened = {"always_armed": ["alarm.panic", "alarm.tamper", "alarm.fire"], "always_reported": []}
     assert zone_paths({"arming": widened}) == []
     assert zone_paths({"arming": {"always_reported": ["alarm.tamper", "alarm.fire"]}}) == []
+
+
+# ---- property: the 24h rule agrees with agent/arming.py, whatever the patch ----
+MODES = ("armed", "disarmed", "24h", "schedule")
+NIGHT = [{"start": "20:00", "end": "06:00"}]
+
+
+def _entry(zone: str, mode: str) -> dict:
+    return {"zone": zone, "mode": mode, **({"schedules": NIGHT} if mode == "schedule" else {})}
+
+
+_arming = st.fixed_dictionaries(
+    {},
+    optional={
+        "default_mode": st.sampled_from(("armed", "disarmed", "24h")),
+        "zones": st.lists(
+            st.builds(_entry, st.sampled_from(("crossing", "cabinet")), st.sampled_from(MODES)),
+            max_size=3,
+        ),
+    },
+)
+_zone_lists = st.lists(st.sampled_from(("crossing", "cabinet", "yard")), unique=True, max_size=3)
+
+
+def _always_armed_zones(data: dict, tmp: Path) -> set[str]:
+    """The ground truth: which zones agent/arming.py itself holds armed as 24h."""
+    arming = Arming(
+        ArmingConfig(**data.get("arming", {})),
+        [z["id"] for z in data.get("zones", [])],
+        tmp / "arming.json",
+        trusted=lambda: True,
+    )
+    return {zone for zone, state in arming.states().items() if state.why == "24h"}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    running_arming=_arming,
+    running_zones=_zone_lists,
+    patch_arming=st.one_of(st.none(), _arming),
+    patch_zones=st.one_of(st.just(False), _zone_lists),
+)
+def test_the_24h_rule_matches_the_arming_module(
+    tmp_path_factory, running_arming, running_zones, patch_arming, patch_zones
+):
+    tmp = tmp_path_factory.mktemp("arming")
+    running = {"zones": [{"id": z} for z in running_zones], "arming": running_arming}
+    patch: dict = {"arming": patch_arming}
+    if patch_zones is not False:
+        patch["zones"] = [{"id": z} for z in patch_zones]
+    merged = merge_patch(running, patch)
+    try:
+        lost = _always_armed_zones(running, tmp) - _always_armed_zones(merged, tmp)
+    except ValueError:  # pydantic: an arming section the agent would refuse anyway
+        assume(False)
+    refused = disarmed_24h_zones(merged, running)
+    assert bool(lost) == bool(refused), (lost, refused)
+    for zone in lost:
+        assert any(repr(zone) in why for why in refused.values())
