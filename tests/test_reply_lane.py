@@ -101,6 +101,7 @@ def test_reply_into_another_box_tree_goes_to_the_lane_instead(post_factory, mosq
         assert not [x for x in everything.messages if x.topic.startswith(other_tree)]
         assert other_box.messages == []
         assert post.agent.control.stats.replies_redirected == 1
+        assert post.agent.health.snapshot()["control"]["replies_redirected"] == 1
         refusals = [r for r in caplog.records if "outside the reply lane" in r.getMessage()]
         assert len(refusals) == 1
         assert refusals[0].fields["response_topic"] == forged
