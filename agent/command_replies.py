@@ -1,18 +1,10 @@
-"""Answers to commands: on the device's response topic, or an MQTT 5 ResponseTopic.
-
-Replies stay in their lane (issue 12 item 5): a ResponseTopic is honoured only
-under the reply prefix (``control.reply_prefix``, default the device's own
-``.../cmd/response``), and never inside the device's tree outside that. Else a
-command could make the box publish into another box's (or its own) event
-tree, which a broker ACL would at best refuse and at worst accept.
-"""
+"""Answers to commands: on the device's response topic, or an MQTT 5 ResponseTopic in its lane."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +12,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from shaobing.agent.command_handlers import ControlDeps
+from shaobing.agent.reply_lane import ReplyLane, in_lane
 
 log = logging.getLogger("shaobing.control")
 
@@ -33,28 +26,10 @@ class Incoming:
     correlation: bytes | None
 
 
-def in_lane(topic: str, prefix: str, own_tree: str, own_responses: str) -> bool:
-    """Whether a reply may go to ``topic``: at or under ``prefix``, a plain topic name,
-    and inside the device's own tree only at or under its ``cmd/response``."""
-    if not topic or "+" in topic or "#" in topic or "\x00" in topic or topic.startswith("$"):
-        return False
-
-    def under(root: str) -> bool:
-        return topic == root or topic.startswith(root + "/")
-
-    return under(prefix) and (not under(own_tree) or under(own_responses))
-
-
 class Replies:
-    def __init__(
-        self,
-        deps: ControlDeps,
-        reply_prefix: Callable[[], str | None] = lambda: None,
-        on_refused: Callable[[], None] = lambda: None,
-    ):
+    def __init__(self, deps: ControlDeps):
         self._deps = deps
-        self._reply_prefix = reply_prefix
-        self._on_refused = on_refused
+        self.lane = ReplyLane(deps.topics)  # the channel sets the configured one
 
     def send(
         self,
@@ -84,10 +59,7 @@ class Replies:
             if item.correlation is not None:
                 props.CorrelationData = item.correlation
             if item.response_topic:
-                if self.allowed(item.response_topic):
-                    topic = item.response_topic
-                else:
-                    self._refused(item.response_topic, command, command_id)
+                topic = self.lane.topic_for(item.response_topic, command, command_id)
         payload = json.dumps(body, ensure_ascii=False).encode()
         try:
             info = self._deps.publisher.publish_direct(topic, payload, qos=1, properties=props)
@@ -99,20 +71,6 @@ class Replies:
         return body
 
     def allowed(self, topic: str) -> bool:
+        """Whether an MQTT 5 ResponseTopic is honoured: only in the reply lane."""
         topics = self._deps.topics
-        prefix = self._reply_prefix() or topics.responses
-        return in_lane(topic, prefix, topics.base, topics.responses)
-
-    def _refused(self, asked: str, command: str, command_id: str | None) -> None:
-        self._on_refused()
-        log.warning(
-            "response topic outside the reply lane; answered on the device's response topic",
-            extra={
-                "fields": {
-                    "response_topic": asked[:256],
-                    "reply_prefix": self._reply_prefix() or self._deps.topics.responses,
-                    "cmd": command[:64],
-                    "id": command_id,
-                }
-            },
-        )
+        return in_lane(topic, self.lane.prefix(), topics.base, topics.responses)

@@ -34,6 +34,7 @@ from shaobing.agent.command_replies import Incoming, Replies
 from shaobing.agent.config import ControlConfig
 from shaobing.agent.config_commands import LIVE_SECTIONS, ConfigEditor
 from shaobing.agent.replay_cache import ReplayCache
+from shaobing.agent.reply_lane import ReplyLane
 
 __all__ = [
     "ARGS",
@@ -62,11 +63,11 @@ def load_key(config: ControlConfig) -> bytes | None:
 
 @dataclass
 class ControlStats:
+    replies_redirected: int = 0  # ResponseTopic outside the reply lane (agent/reply_lane.py)
     received: int = 0
     executed: int = 0
     rejected: int = 0
     dropped: int = 0  # queue full
-    replies_redirected: int = 0  # ResponseTopic outside the reply lane (command_replies.py)
 
 
 class ControlChannel:
@@ -81,19 +82,21 @@ class ControlChannel:
         self._seen = ReplayCache(
             deps.state_dir / "commands-seen.json", deps.now, lambda: self.config.max_clock_skew_s
         )
-        self._handlers = CommandHandlers(
-            deps, ConfigEditor(deps.target, deps.config_path, deps.now)
-        ).table
-        self._replies = Replies(deps, lambda: self.config.reply_prefix, self._reply_refused)
+        editor = deps.editor or ConfigEditor(deps.target, deps.config_path, deps.now)
+        self._handlers = CommandHandlers(deps, editor).table
+        self._replies = Replies(deps)
         self._queue: queue.Queue[Incoming | None] = queue.Queue(maxsize=32)
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
-
-    def _reply_refused(self) -> None:
-        self.stats.replies_redirected += 1
+        self._replies.lane = ReplyLane(
+            deps.topics, lambda: self.config.reply_prefix, self._reply_redirected
+        )
 
     def reconfigure(self, config: ControlConfig) -> None:
         self.config = config
         self._key = load_key(config)
+
+    def _reply_redirected(self) -> None:
+        self.stats.replies_redirected += 1
 
     # ---- paho network thread -------------------------------------------
     def on_message(self, msg: mqtt.MQTTMessage) -> None:

@@ -24,8 +24,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from shaobing.agent.command_replies import in_lane
 from shaobing.agent.config import ControlConfig, load_config
+from shaobing.agent.reply_lane import in_lane
 from shaobing.simulator.county import County
 
 OTHER_BOX = "sb-130521-other-box-07"
