@@ -182,6 +182,7 @@ def test_a_box_publishes_only_in_its_own_tree(clients):
         f"{TREE_B}/cmd/ping",
         f"{TREE_A}/cmd/restart",  # no command to itself but the self-test's ping
         f"{TREE_A}/cmd/set_config",
+        f"{TREE_A}/bundle/m-5/0",  # model chunks come from the platform only
         "county/replies/anything",
     ):
         assert box_a.publish(topic) == "Not authorized", topic
@@ -205,14 +206,19 @@ def test_a_box_reads_only_its_own_commands(clients):
     # read rules deny: what counts is what arrives.
     granted = [box_a.subscribe(f) for f in (f"{TREE_B}/cmd/+", "shaobing/v1/#", f"{TREE_A}/cmd/+")]
     assert all(g in (["Granted QoS 1"], ["Not authorized"]) for g in granted), granted
+    box_a.subscribe(f"{TREE_B}/bundle/+/+")
+    box_a.subscribe(f"{TREE_A}/bundle/+/+")
     box_b.subscribe(f"{TREE_B}/cmd/+")
+    box_b.subscribe(f"{TREE_B}/bundle/+/+")
     assert platform.publish(f"{TREE_B}/cmd/disarm", b'{"for": "b"}') == "Success"
+    assert platform.publish(f"{TREE_B}/bundle/m-5/0", b"chunk for b") == "Success"
+    assert platform.publish(f"{TREE_A}/bundle/m-5/0", b"chunk for a") == "Success"
     assert platform.publish(f"{TREE_A}/cmd/ping", b'{"for": "a"}') == "Success"
     wait_for(lambda: f"{TREE_A}/cmd/ping" in box_a.seen.topics(), 10, "box A's own command")
-    wait_for(lambda: f"{TREE_B}/cmd/disarm" in box_b.seen.topics(), 10, "box B's own command")
-    assert box_a.seen.topics().count(f"{TREE_A}/cmd/ping") >= 1
+    wait_for(lambda: len(box_b.seen.topics()) == 2, 10, "box B's own command and chunk")
+    assert f"{TREE_A}/bundle/m-5/0" in box_a.seen.topics()
     assert not [t for t in box_a.seen.topics() if t.startswith(TREE_B)]
-    assert box_b.seen.topics() == [f"{TREE_B}/cmd/disarm"]
+    assert box_b.seen.topics() == [f"{TREE_B}/cmd/disarm", f"{TREE_B}/bundle/m-5/0"]
 
 
 def test_mqtt_311_refusals_look_like_deliveries(clients):
