@@ -12,7 +12,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from shaobing.agent.command_handlers import ControlDeps
-from shaobing.agent.reply_lane import ReplyLane, in_lane
+from shaobing.agent.reply_lane import Hook, Prefix, ReplyLane, in_lane
 
 log = logging.getLogger("shaobing.control")
 
@@ -29,7 +29,11 @@ class Incoming:
 class Replies:
     def __init__(self, deps: ControlDeps):
         self._deps = deps
-        self.lane = ReplyLane(deps.topics)  # the channel sets the configured one
+        self.lane = ReplyLane(deps.topics)  # keep_in_lane sets the configured one
+
+    def keep_in_lane(self, prefix: Prefix, on_refused: Hook) -> None:
+        """Honour ResponseTopics only under ``prefix()`` (agent/reply_lane.py)."""
+        self.lane = ReplyLane(self._deps.topics, prefix, on_refused)
 
     def send(
         self,

@@ -34,7 +34,6 @@ from shaobing.agent.command_replies import Incoming, Replies
 from shaobing.agent.config import ControlConfig
 from shaobing.agent.config_commands import LIVE_SECTIONS, ConfigEditor
 from shaobing.agent.replay_cache import ReplayCache
-from shaobing.agent.reply_lane import ReplyLane
 
 __all__ = [
     "ARGS",
@@ -87,9 +86,7 @@ class ControlChannel:
         self._replies = Replies(deps)
         self._queue: queue.Queue[Incoming | None] = queue.Queue(maxsize=32)
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
-        self._replies.lane = ReplyLane(
-            deps.topics, lambda: self.config.reply_prefix, self._reply_redirected
-        )
+        self._replies.keep_in_lane(lambda: self.config.reply_prefix, self._reply_redirected)
 
     def reconfigure(self, config: ControlConfig) -> None:
         self.config = config

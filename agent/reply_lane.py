@@ -16,6 +16,9 @@ from shaobing.agent.topics import Topics
 
 log = logging.getLogger("shaobing.control")
 
+Prefix = Callable[[], str | None]  # the configured reply prefix, read per reply
+Hook = Callable[[], None]  # told of each refused ResponseTopic (a counter)
+
 
 def in_lane(topic: str, prefix: str, own_tree: str, own_responses: str) -> bool:
     """Whether a reply may go to ``topic``: a plain topic name at or under ``prefix``,
@@ -33,8 +36,8 @@ class ReplyLane:
     def __init__(
         self,
         topics: Topics,
-        prefix: Callable[[], str | None] = lambda: None,
-        on_refused: Callable[[], None] = lambda: None,
+        prefix: Prefix = lambda: None,
+        on_refused: Hook = lambda: None,
     ):
         self._topics = topics
         self._prefix = prefix  # read per reply: the control section may be reconfigured
