@@ -369,6 +369,12 @@ class ControlConfig(Strict):
     max_ttl_s: float = Field(
         default=600.0, gt=0, le=86400, description="longest allowed expires_ms - issued_ms"
     )
+    reply_prefix: str | None = Field(
+        default=None,
+        pattern=r"^[^$#+/\x00]([^#+\x00]*[^#+/\x00])?$",
+        description="MQTT 5 ResponseTopics are honoured only at or under this topic; "
+        "default: the device's own .../cmd/response (docs/mqtt.md#responses)",
+    )
 
     @model_validator(mode="after")
     def _key(self) -> ControlConfig:
