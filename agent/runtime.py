@@ -164,7 +164,7 @@ class Agent:
                     v5=config.mqtt.protocol == "5",
                 ),
             )
-            self.uplink.subscribe(self.topics.commands, self.control.on_message)
+            self.uplink.subscribe_deferred(self.topics.commands, self.control.on_message)
             self.liveness.register("control", self.control.alive)
         self.inputs = GpioInputs(config.inputs, self.sink, factory)
         self.liveness.register("verification", self.verification.alive)
