@@ -41,6 +41,7 @@ class Replies:
         ok: bool,
         result: dict | None = None,
         error: dict | None = None,
+        extra: dict | None = None,
     ) -> dict:
         body: dict[str, Any] = {
             "v": 1,
@@ -54,6 +55,7 @@ class Replies:
             body["result"] = result or {}
         else:
             body["error"] = error
+        body.update(extra or {})
         topic = self._deps.topics.responses
         props = None
         if self._deps.v5:

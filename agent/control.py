@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 
+from shaobing.agent.command_effects import CommandEffects
 from shaobing.agent.command_envelope import (
     ARGS,
     COMMAND_ID,
@@ -33,6 +34,7 @@ from shaobing.agent.command_envelope import (
 )
 from shaobing.agent.command_handlers import SOURCE, CommandHandlers, ControlDeps
 from shaobing.agent.command_lanes import CommandLanes, Queued
+from shaobing.agent.command_once import ExecuteOnce, Replayed
 from shaobing.agent.command_replies import Incoming, Replies
 from shaobing.agent.config import ControlConfig
 from shaobing.agent.config_commands import LIVE_SECTIONS, ConfigEditor
@@ -88,9 +90,10 @@ class ControlChannel:
         self._device = deps.device
         self._now = deps.now
         self.stats = ControlStats()
-        self._seen = ReplayCache(
+        seen = ReplayCache(
             deps.state_dir / "commands-seen.json", deps.now, lambda: self.config.max_clock_skew_s
         )
+        self._once = ExecuteOnce(seen, CommandEffects(deps.arming, deps.config_path))
         self._handlers = CommandHandlers(
             deps, ConfigEditor(deps.target, deps.config_path, deps.now)
         ).table
@@ -183,14 +186,7 @@ class ControlChannel:
                 self.config.max_clock_skew_s,
             )
             args = validated(ARGS[command], envelope.args, "bad_args", ("args",))
-            if envelope.id in self._seen:
-                raise CommandError("replayed", f"command {envelope.id} was already executed")
-            undo = self._seen.remember(envelope.id, envelope.expires_ms)
-            try:
-                result = self._handlers[command](args, envelope)
-            except CommandError:
-                self._seen.forget(undo)
-                raise
+            result = self._once.run(command, self._handlers[command], args, envelope)
         except CommandError as exc:
             self.stats.rejected += 1
             error = {"code": exc.code, "message": exc.message}
@@ -200,7 +196,9 @@ class ControlChannel:
                 "command rejected",
                 extra={"fields": {"cmd": command[:64], "id": command_id, **error}},
             )
-            return self._replies.send(item, command, command_id, ok=False, error=error)
+            # A replayed id is answered with what it really did (agent/command_once.py).
+            extra = {"original": exc.original} if isinstance(exc, Replayed) else None
+            return self._replies.send(item, command, command_id, False, error=error, extra=extra)
         except Exception as exc:
             self.stats.rejected += 1
             log.exception("command failed", extra={"fields": {"cmd": command, "id": command_id}})
