@@ -24,6 +24,9 @@ from typing import Any
 
 from shaobing.agent.arming import Arming
 
+# The commands whose effect ``applied`` can find; the others simply run again.
+TRACKED = frozenset({"arm", "disarm", "set_config", "restart"})
+
 
 def _digest(path: Path) -> str | None:
     try:

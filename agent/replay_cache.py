@@ -32,7 +32,8 @@ from shaobing.core.atomic import atomic_write, read_json
 log = logging.getLogger("shaobing.control")
 
 REPLAY_CACHE_MAX = 4096
-# A result larger than this (a get_config answer) is not kept, only its outcome.
+# A result larger than this is not kept, only its outcome (nor is a read's:
+# agent/command_once.py), so the file, rewritten per command, stays small.
 RESULT_MAX_BYTES = 8192
 
 Undo = tuple[dict[str, dict], bytes | None]
@@ -75,16 +76,20 @@ class ReplayCache:
     def _save(self) -> None:
         atomic_write(self._path, json.dumps({"v": 2, "seen": self._seen}).encode())
 
-    def start(self, command_id: str, expires_ms: int, command: str, before: dict) -> Undo:
-        """Record the id as started, durably, before executing; returns what
-        ``forget`` needs to undo it."""
-        undo = (dict(self._seen), self._path.read_bytes() if self._path.exists() else None)
+    def make_room(self) -> None:
+        """Before executing: forget expired ids; ``busy`` if the cache is still full."""
         now_ms = int(self._now() * 1000)
         skew_ms = int(self._max_skew_s() * 1000)
         # An id whose command has expired can no longer be replayed successfully.
         self._seen = {k: v for k, v in self._seen.items() if v["expires_ms"] + skew_ms >= now_ms}
         if len(self._seen) >= REPLAY_CACHE_MAX:
             raise CommandError("busy", "too many recent commands; retry later")
+
+    def start(self, command_id: str, expires_ms: int, command: str, before: dict) -> Undo:
+        """Record the id as started, durably, before executing; returns what
+        ``forget`` needs to undo it."""
+        undo = (dict(self._seen), self._path.read_bytes() if self._path.exists() else None)
+        self.make_room()
         self._seen[command_id] = {
             "expires_ms": expires_ms,
             "state": "started",
@@ -94,23 +99,23 @@ class ReplayCache:
         self._save()
         return undo
 
-    def finish(self, command_id: str, ok: bool, outcome: dict) -> dict:
-        """Record what the command did (``result`` if ok, else ``error``), durably.
+    def finish(
+        self, command_id: str, expires_ms: int, command: str, ok: bool, outcome: dict, keep: bool
+    ) -> dict:
+        """Record what the command did (``result`` if ok, else ``error``; only
+        its outcome unless ``keep``), durably, whether or not it was started.
 
         Returns the record's answer part, as a retry of the id will see it."""
-        record = self._seen.get(command_id)
-        if record is None:
-            return {}
         answer: dict[str, Any] = {"ok": ok, "ts": int(self._now() * 1000)}
         key = "result" if ok else "error"
-        if len(json.dumps(outcome, ensure_ascii=False).encode()) <= RESULT_MAX_BYTES:
+        if keep and len(json.dumps(outcome, ensure_ascii=False).encode()) <= RESULT_MAX_BYTES:
             answer[key] = outcome
         else:
             answer[f"{key}_omitted"] = True
         self._seen[command_id] = {
-            "expires_ms": record["expires_ms"],
+            "expires_ms": expires_ms,
             "state": "done",
-            "cmd": record.get("cmd"),
+            "cmd": command,
             **answer,
         }
         self._save()

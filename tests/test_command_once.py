@@ -114,6 +114,12 @@ def test_a_refused_command_leaves_no_trace_and_a_failed_one_is_kept(tmp_path):
     assert cache(tmp_path).get("c-refuse") is None
     kept = cache(tmp_path).get("c-explode")
     assert kept["state"] == "done" and kept["error"]["code"] == "failed"
+    # A read keeps its outcome, not its result; a second time it is refused.
+    assert once.run("ping", lambda a, e: {"pong": True}, None, envelope("c-ping")) == {"pong": True}
+    with pytest.raises(Replayed) as refused:
+        once.run("ping", lambda a, e: {"pong": True}, None, envelope("c-ping"))
+    assert refused.value.original["ok"] is True
+    assert refused.value.original["result_omitted"] is True
 
 
 def test_a_v1_cache_still_refuses_its_ids(tmp_path):
