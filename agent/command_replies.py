@@ -17,7 +17,7 @@ from shaobing.agent.command_handlers import ControlDeps
 
 log = logging.getLogger("shaobing.control")
 
-QUEUE_WAIT_S = 10.0
+QUEUE_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)

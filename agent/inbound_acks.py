@@ -7,6 +7,11 @@ taken it in. Subscribers that do not defer (``Uplink.subscribe(...,
 manual_ack=False)``) are acknowledged as soon as their handler returns, as
 paho would have done.
 
+The receive window is the client's, shared by all its subscriptions: a
+deferred ack must come as soon as the message is taken in (the control
+worker acks when it takes a command, not when it has run it), or it holds
+back everything else the broker has for this client.
+
 Any thread may call an ack; only the uplink thread (which owns the socket)
 sends it, in ``flush``. A message id only means something on the connection
 that delivered it, so acks from an earlier connection are dropped: with a
