@@ -8,7 +8,9 @@ simply run.
 
 - ``arm``/``disarm``: the arm state file records, with each override, the id
   of the command that set it (``Arming.changed_by``), written atomically
-  with the override: the id is there exactly when the effect is.
+  with the override: the id is there exactly when the effect is. Its
+  ``status.arming`` events, which the crash may have cut off, are announced
+  again (``announce``): a platform may see one twice, never miss it.
 - ``set_config``: the file's digest differs from the one noted before.
 - ``restart``: the process has restarted, which was the effect.
 - the others have no effect that outlives the process (``ping``,
@@ -19,6 +21,7 @@ simply run.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +38,14 @@ def _digest(path: Path) -> str | None:
         return None
 
 
+Announce = Callable[[dict[str, dict], str], None]  # (per-zone outcome, command id)
+
+
 class CommandEffects:
-    def __init__(self, arming: Arming, config_path: Path | None):
+    def __init__(self, arming: Arming, config_path: Path | None, announce: Announce | None = None):
         self._arming = arming
         self._config_path = config_path
+        self._announce = announce
 
     def before(self, command: str, args: Any) -> dict:
         if command in ("arm", "disarm"):
@@ -58,6 +65,8 @@ class CommandEffects:
             for zone, state in was.items():
                 now = self._arming.state(zone)
                 zones[zone] = {**now.as_dict(), "changed": now.state != state}
+            if self._announce is not None:
+                self._announce(zones, command_id)
             return {"zones": zones, "recovered": True}
         if command == "set_config" and self._config_path is not None:
             if _digest(self._config_path) == before.get("config_sha256"):

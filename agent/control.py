@@ -93,7 +93,12 @@ class ControlChannel:
         seen = ReplayCache(
             deps.state_dir / "commands-seen.json", deps.now, lambda: self.config.max_clock_skew_s
         )
-        self._once = ExecuteOnce(seen, CommandEffects(deps.arming, deps.config_path))
+        effects = CommandEffects(
+            deps.arming,
+            deps.config_path,
+            lambda zones, cid: deps.linkage.arming_changed(zones, by="command", command=cid),
+        )
+        self._once = ExecuteOnce(seen, effects)
         self._handlers = CommandHandlers(
             deps, ConfigEditor(deps.target, deps.config_path, deps.now)
         ).table

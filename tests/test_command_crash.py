@@ -44,12 +44,13 @@ def _post(tmp_path, port: int, protocol: str) -> tuple:
     ("point", "protocol"), [("command_started", "5"), ("command_applied", "3.1.1")]
 )
 def test_a_disarm_cut_by_a_crash_is_retried_to_the_truth(
-    tmp_path, mosquitto, schemas, point, protocol
+    tmp_path, mosquitto, county_factory, schemas, point, protocol
 ):
     cfg, topics, device = _post(tmp_path, mosquitto.port, protocol)
     marker = tmp_path / "paused"
     log = open(tmp_path / "agent.log", "ab")  # noqa: SIM115 (closed at the end)
     live = County("127.0.0.1", mosquitto.port, topic=f"{topics.base}/state")
+    county = county_factory(mosquitto.port)
     procs: list[subprocess.Popen] = []
 
     def start(**env: str) -> subprocess.Popen:
@@ -103,6 +104,14 @@ def test_a_disarm_cut_by_a_crash_is_retried_to_the_truth(
         assert again["error"]["code"] == "replayed"
         assert again["original"]["result"]["zones"]["crossing"]["state"] == "disarmed"
 
+        # The platform sees the change as an event too, even if the kill cut it off.
+        assert county.wait_for(
+            lambda m: any(
+                e["data"]["command_id"] == disarm["id"] and e["data"]["state"] == "disarmed"
+                for e in county.events("status.arming")
+            ),
+            30,
+        )
         for response, _corr, topic in platform.responses:
             schemas.check(topic, json.dumps(response).encode())
         proc.send_signal(signal.SIGTERM)

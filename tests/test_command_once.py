@@ -75,7 +75,9 @@ def test_a_started_disarm_whose_effect_is_on_disk_is_answered_not_rerun(tmp_path
         runs.append(e.id)
         return {}
 
-    again = ExecuteOnce(cache(tmp_path), CommandEffects(arming(tmp_path), None))
+    announced: list = []
+    effects = CommandEffects(arming(tmp_path), None, lambda z, c: announced.append((c, z)))
+    again = ExecuteOnce(cache(tmp_path), effects)
     with pytest.raises(Replayed) as refused:
         again.run("disarm", handler, args, envelope("c-1"))
     original = refused.value.original
@@ -83,6 +85,8 @@ def test_a_started_disarm_whose_effect_is_on_disk_is_answered_not_rerun(tmp_path
     crossing = original["result"]["zones"]["crossing"]
     assert crossing["state"] == "disarmed" and crossing["changed"] is True
     assert runs == []
+    # Its status.arming events may have been cut off too: announced again.
+    assert [(c, z["crossing"]["state"]) for c, z in announced] == [("c-1", "disarmed")]
     assert cache(tmp_path).get("c-1")["state"] == "done"
 
 
