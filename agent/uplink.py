@@ -10,7 +10,8 @@ GIL hand-off sits between reading a PUBACK and publishing the next message
 (a second "pump" thread cost ~40% of paho's rate in lock traffic).
 
 Other threads only: append rows to the outbox (the writer wakes us), call
-``publish_direct`` (paho queues the packet; we are woken to write it), or
+``publish_direct`` (paho queues the packet; we are woken to write it), call
+the ack of a message they took in (agent/inbound_acks.py; we send it), or
 ``stop``.
 """
 
@@ -228,11 +229,14 @@ class Uplink:
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         ack = self._inbound.later(msg)
         deferred = False
-        for topic_filter, handler in [*self._subscriptions.items(), *self._deferring.items()]:
+        plain = [(f, h, False) for f, h in self._subscriptions.items()]
+        for topic_filter, handler, defers in plain + [
+            (f, h, True) for f, h in self._deferring.items()
+        ]:
             if not mqtt.topic_matches_sub(topic_filter, msg.topic):
                 continue
             try:
-                if topic_filter in self._deferring:
+                if defers:
                     handler(msg, ack)
                     deferred = True
                 else:
