@@ -99,9 +99,8 @@ class ControlChannel:
             lambda zones, cid: deps.linkage.arming_changed(zones, by="command", command=cid),
         )
         self._once = ExecuteOnce(seen, effects)
-        self._handlers = CommandHandlers(
-            deps, ConfigEditor(deps.target, deps.config_path, deps.now)
-        ).table
+        editor = deps.editor or ConfigEditor(deps.target, deps.config_path, deps.now)
+        self._handlers = CommandHandlers(deps, editor).table
         self._replies = Replies(deps)
         self._lanes = CommandLanes()
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
