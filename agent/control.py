@@ -74,6 +74,7 @@ def _echoable_id(body: dict) -> str | None:
 
 @dataclass
 class ControlStats:
+    replies_redirected: int = 0  # ResponseTopic outside the reply lane (agent/reply_lane.py)
     received: int = 0
     executed: int = 0
     rejected: int = 0
@@ -104,10 +105,14 @@ class ControlChannel:
         self._replies = Replies(deps)
         self._lanes = CommandLanes()
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
+        self._replies.keep_in_lane(lambda: self.config.reply_prefix, self._reply_redirected)
 
     def reconfigure(self, config: ControlConfig) -> None:
         self.config = config
         self._key = load_key(config)
+
+    def _reply_redirected(self) -> None:
+        self.stats.replies_redirected += 1
 
     # ---- paho network thread -------------------------------------------
     def on_message(self, msg: mqtt.MQTTMessage, ack: Ack) -> None:
