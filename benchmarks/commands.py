@@ -41,7 +41,8 @@ class Platform:
 
     def __init__(self, port: int, base: str, v5: bool):
         self.base, self.v5 = base, v5
-        self.reply = f"county/replies/{uuid.uuid4().hex}" if v5 else f"{base}/cmd/response"
+        # In the device's reply lane (agent/reply_lane.py): .../cmd/response/{client}.
+        self.reply = f"{base}/cmd/response/{uuid.uuid4().hex}" if v5 else f"{base}/cmd/response"
         self.answers: dict[str, tuple[float, dict]] = {}
         self.cond = threading.Condition()
         ready = threading.Event()
