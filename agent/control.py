@@ -40,6 +40,7 @@ from shaobing.agent.config import ControlConfig
 from shaobing.agent.config_commands import LIVE_SECTIONS, ConfigEditor
 from shaobing.agent.inbound_acks import Ack
 from shaobing.agent.replay_cache import ReplayCache
+from shaobing.core.worker import ThreadWorker
 
 __all__ = [
     "ARGS",
@@ -104,7 +105,8 @@ class ControlChannel:
         self._handlers = CommandHandlers(deps, editor).table
         self._replies = Replies(deps)
         self._lanes = CommandLanes()
-        self._thread = threading.Thread(target=self._run, name="control", daemon=True)
+        self._stopping = threading.Event()
+        self.worker = ThreadWorker("control", self._run, self._stopping, wake=self._lanes.close)
         self._replies.keep_in_lane(lambda: self.config.reply_prefix, self._reply_redirected)
 
     def reconfigure(self, config: ControlConfig) -> None:
@@ -136,16 +138,14 @@ class ControlChannel:
 
     # ---- worker ----------------------------------------------------------
     def start(self) -> None:
-        self._thread.start()
+        self.worker.start()
 
     def alive(self) -> bool:
         """Liveness for the systemd watchdog: the worker runs (or was never started)."""
-        return self._thread.ident is None or self._thread.is_alive()
+        return self.worker.alive()
 
     def stop(self, timeout: float = 3.0) -> None:
-        self._lanes.close()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        self.worker.stop(timeout)
 
     def _run(self) -> None:
         while (queued := self._lanes.take()) is not None:

@@ -29,6 +29,7 @@ from shaobing.agent.status_file import certificate_expiry, status_path, write_st
 from shaobing.agent.verification import VerificationWorker, Verifier
 from shaobing.core.events import Source
 from shaobing.core.watchdog import Liveness
+from shaobing.core.worker import Component
 from shaobing.drivers.gpio import GpioInputs, GpioOutputs, make_pin_factory
 from shaobing.drivers.serial_runtime import SerialDrivers
 
@@ -116,7 +117,6 @@ class Agent:
                 self.detection = DetectionPipeline.from_config(
                     config.detector, config.cameras, self.sink, camera_schemes
                 )
-                self.liveness.register("inference", self.detection.alive)
             except ModelError as exc:
                 # GPIO and serial alarms keep working without the detector.
                 self.detector_fault = str(exc)
@@ -128,7 +128,6 @@ class Agent:
             verifier = PipelineVerifier(self.detection, verify.labels, verify.min_score)
             self.verification.verifier = verifier
         self.serial = SerialDrivers(config.serial, self.sink)
-        self.liveness.register("serial", self.serial.alive)
         # The one config-write path: platform commands and the console share it.
         self.config_editor = ConfigEditor(self, config_path)
         self.control: ControlChannel | None = None
@@ -151,10 +150,7 @@ class Agent:
                 ),
             )
             self.uplink.subscribe_deferred(self.topics.commands, self.control.on_message)
-            self.liveness.register("control", self.control.alive)
         self.inputs = GpioInputs(config.inputs, self.sink, factory)
-        self.liveness.register("verification", self.verification.alive)
-        self.liveness.register("arming-watch", self.sink.alive)
         self.health = HealthReporter(
             self.recorder,
             config.health.interval_s,
@@ -162,16 +158,53 @@ class Agent:
             self._sections,
             on_snapshot=self._write_status,
         )
-        self.liveness.register("health", self.health.alive)
-        self.liveness.register("uplink", self.uplink.healthy)
-        self.liveness.register("outbox-writer", self.outbox.alive)
         self.console = None
         if config.console.enabled:
             # Imported here: the web stack loads only on boxes that serve the console.
             from shaobing.agent.console.service import Console
 
             self.console = Console(self, config.console)
-            self.liveness.register("console", self.console.alive)
+        self.parts = self._parts()
+        for part in self.parts:
+            if part.alive is not None:
+                self.liveness.register(part.name, part.alive)
+        # The spine's two threads run longer than any part: first started, last stopped.
+        self.liveness.register("uplink", self.uplink.healthy)
+        self.liveness.register("outbox-writer", self.outbox.alive)
+
+    def _parts(self) -> list[Component]:
+        """Every component with a lifecycle, in start order (stopped in reverse).
+
+        Adding a component is one line here (docs/architecture.md, worker table)."""
+        parts = [
+            Component(
+                "verification",
+                self.verification.start,
+                self.verification.stop,
+                self.verification.alive,
+            ),
+            Component("arming-watch", self.sink.start, self.sink.stop, self.sink.alive),
+        ]
+        if self.control is not None:
+            parts.append(
+                Component("control", self.control.start, self.control.stop, self.control.alive)
+            )
+        parts.append(Component("gpio-inputs", self.inputs.start, self.inputs.close))
+        if self.detection is not None:
+            parts.append(
+                Component(
+                    "inference", self.detection.start, self.detection.stop, self.detection.alive
+                )
+            )
+        parts += [
+            Component("serial", self.serial.start, self.serial.stop, self.serial.alive),
+            Component("health", self.health.start, self.health.stop, self.health.alive),
+        ]
+        if self.console is not None:
+            parts.append(
+                Component("console", self.console.start, self.console.stop, self.console.alive)
+            )
+        return parts
 
     def identity(self) -> dict[str, Any]:
         return {**self._identity(), "uptime_s": round(time.monotonic() - self.started_at, 1)}
@@ -240,6 +273,7 @@ class Agent:
                 ),
                 "serial": self.serial.state,
             },
+            "workers": self.liveness.report,
             "arming": lambda: {z: s.state for z, s in self.arming.states().items()},
             "linkage": lambda: asdict(self.sink.stats),
             "verification": lambda: asdict(self.verification.stats),
@@ -291,23 +325,14 @@ class Agent:
                 Source(kind="agent", id="arming"),
                 data={"reason": "arm state file unreadable", "kept_as": str(self.arming.set_aside)},
             )
-        self.verification.start()
-        self.sink.start()
-        if self.control is not None:
-            self.control.start()
-        self.inputs.start()
-        if self.detection is not None:
-            self.detection.start()
-        elif self.detector_fault:
+        if self.detector_fault:
             self.recorder.emit(
                 "fault.detector",
                 Source(kind="agent", id="detector"),
                 data={"reason": self.detector_fault},
             )
-        self.serial.start()
-        self.health.start()
-        if self.console is not None:
-            self.console.start()
+        for part in self.parts:
+            part.start()
         log.info("agent started", extra={"fields": {"device": self.config.device.id}})
 
     def healthy(self) -> bool:
@@ -317,17 +342,8 @@ class Agent:
         if self._stopped:
             return  # tests and signal handlers may both stop it
         self._stopped = True
-        if self.console is not None:
-            self.console.stop()
-        self.health.stop()
-        if self.detection is not None:
-            self.detection.stop()
-        self.serial.stop()
-        self.inputs.close()
-        if self.control is not None:
-            self.control.stop()
-        self.verification.stop()
-        self.sink.stop()
+        for part in reversed(self.parts):
+            part.stop()
         self.outputs.close()
         self._drain_before_stop()
         self._write_status(self._final_health(), state="stopped")

@@ -46,15 +46,17 @@ class Liveness:
         with self._lock:
             self._checks[name] = check
 
-    def failing(self) -> list[str]:
+    def report(self) -> dict[str, bool]:
+        """Every check by name, True when it passes (status.health `workers`)."""
         with self._lock:
             checks = list(self._checks.items())
-        out = []
+        out = {}
         for name, check in checks:
             try:
-                ok = check()
+                out[name] = bool(check())
             except Exception:
-                ok = False  # a check that cannot answer is not a healthy one
-            if not ok:
-                out.append(name)
+                out[name] = False  # a check that cannot answer is not a healthy one
         return out
+
+    def failing(self) -> list[str]:
+        return [name for name, ok in self.report().items() if not ok]

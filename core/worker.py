@@ -39,6 +39,19 @@ class Worker(Protocol):
     def alive(self) -> bool: ...
 
 
+@dataclass(frozen=True)
+class Component:
+    """One entry of the agent's list of parts: started in order, stopped in reverse.
+
+    ``alive`` is None for a part without a thread of its own (GPIO inputs run on
+    gpiozero's pin threads)."""
+
+    name: str
+    start: Callable[[], None]
+    stop: Callable[[], None]
+    alive: Callable[[], bool] | None = None
+
+
 @dataclass
 class WorkerState:
     turns: int = 0
