@@ -34,7 +34,7 @@ from shaobing.agent.arming import Arming, ZoneState
 from shaobing.agent.config import LinkageConfig, LinkageRuleConfig, ZoneConfig
 from shaobing.agent.latching import RESET_SENSOR, Latches, LatchingConfig, OpenAlarm
 from shaobing.agent.verification import VerificationWorker
-from shaobing.core.events import Event, EventSink, Severity, Source
+from shaobing.core.events import Event, EventSink, Severity, Source, opened_before
 
 log = logging.getLogger("shaobing.linkage")
 
@@ -159,6 +159,10 @@ class LinkageSink:
             self._report(bucket)
 
     # ---- the EventSink -----------------------------------------------
+    def opened_before(self, source: Source, zone: str | None, condition: str) -> bool:
+        """``core.events.ConditionView``, answered by the Recorder's ledger of open conditions."""
+        return opened_before(self._inner, source, zone, condition)
+
     def emit(
         self,
         type: str,

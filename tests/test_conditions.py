@@ -1,0 +1,267 @@
+"""Issue 11 item 3: every condition opened is closed exactly once, across restarts.
+
+A zone alarm, a `fault.device_offline` and GPIO inputs that change while the
+agent is down (SIGTERM or SIGKILL of a real process) get their restore or
+`fault.cleared` after the restart, marked `found_at_start`; a condition still
+open is not reported again; nothing is closed twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+from agent_process import CRASHES, AgentProcess, post_config, write_config
+from conftest import config_for
+
+from shaobing.agent.conditions import ConditionLedger, Key, change_of
+from shaobing.agent.outbox import Outbox
+from shaobing.agent.recorder import Recorder
+from shaobing.core.clock import Clock
+from shaobing.core.events import Source
+from shaobing.simulator.modbus_device import Fault, SimulatedDetector, SimulatedModbusBus
+
+GPIO = Source(kind="gpio", id="door-1")
+FENCE_ZONES = [
+    {"id": "fence-k261", "name": "K261 护网"},
+    {"id": "fence-k262", "name": "K262 护网"},
+]
+
+
+def unique(events: list[dict], type: str) -> list[dict]:
+    """Events of one type, each id once (a SIGKILL may make the outbox resend one)."""
+    seen: dict[str, dict] = {}
+    for e in events:
+        if e["type"] == type:
+            seen.setdefault(e["id"], e)
+    return list(seen.values())
+
+
+# ---- the rules, on a real outbox across runs ----------------------------------
+
+
+def test_change_of_follows_the_event_model():
+    assert change_of("alarm.intrusion", GPIO, "cabinet", {"state": "alarm"}).opens
+    close = change_of("alarm.intrusion.restore", GPIO, "cabinet", {"state": "restore"})
+    assert close == change_of("alarm.intrusion", GPIO, "cabinet", {}).__class__(
+        Key("gpio", "door-1", "cabinet", "alarm.intrusion"), opens=False
+    )
+    bus = Source(kind="modbus", id="fence-1")
+    cleared = change_of("fault.cleared", bus, "z", {"cleared": "fault.device_offline"})
+    assert cleared.key.condition == "fault.device_offline" and not cleared.opens
+    cam = Source(kind="camera", id="cam-1")
+    assert change_of("fault.camera", cam, None, {"state": "down"}).opens
+    assert not change_of("fault.camera", cam, None, {"state": "recovered"}).opens
+    # Not conditions: camera tracks, "still present" reports, status events, the agent's own.
+    assert change_of("alarm.intrusion", cam, "z", {"phase": "start", "track_id": 1}) is None
+    assert change_of("alarm.perimeter", bus, "z", {"state": "status"}) is None
+    assert change_of("status.arming", bus, "z", {}) is None
+    assert change_of("fault.storage", Source(kind="agent", id="outbox"), None, {}) is None
+
+
+def _recorder(tmp_path) -> tuple[Recorder, Outbox]:
+    config = config_for(tmp_path, 1883)
+    outbox = Outbox(tmp_path / "outbox.db")
+    return Recorder(config, outbox, Clock()), outbox
+
+
+def test_ledger_survives_a_restart_and_closes_once(tmp_path):
+    recorder, outbox = _recorder(tmp_path)
+    alarm = recorder.emit("alarm.intrusion", GPIO, zone="cabinet", data={"state": "alarm"})
+    recorder.emit("fault.device_offline", Source(kind="modbus", id="m"), zone="cabinet")
+    # An end of nothing open is not news.
+    assert recorder.emit("alarm.tamper.restore", GPIO, zone="cabinet") is None
+    outbox.close()
+
+    recorder, outbox = _recorder(tmp_path)
+    try:
+        assert recorder.opened_before(GPIO, "cabinet", "alarm.intrusion")
+        assert not recorder.opened_before(GPIO, "crossing", "alarm.intrusion")
+        # Still open since the earlier run: not a new start.
+        again = recorder.emit("fault.device_offline", Source(kind="modbus", id="m"), zone="cabinet")
+        assert again is None
+        restore = recorder.emit(
+            "alarm.intrusion.restore", GPIO, zone="cabinet", data={"state": "restore"}
+        )
+        assert restore.data["found_at_start"] is True
+        assert restore.data["opened_id"] == alarm.id
+        assert recorder.emit("alarm.intrusion.restore", GPIO, zone="cabinet") is None
+        # A new start in this run, then its end: not found at start.
+        recorder.emit("alarm.intrusion", GPIO, zone="cabinet")
+        end = recorder.emit("alarm.intrusion.restore", GPIO, zone="cabinet")
+        assert "found_at_start" not in end.data
+        assert [c.key.condition for c in outbox.open_conditions()] == ["fault.device_offline"]
+    finally:
+        outbox.close()
+
+
+def test_ledger_rows_commit_with_their_event(tmp_path):
+    """Same transaction: a failed commit leaves neither the event nor the condition."""
+    recorder, outbox = _recorder(tmp_path)
+    try:
+        outbox._db.execute(
+            "CREATE TRIGGER no_more BEFORE INSERT ON outbox BEGIN"
+            " SELECT RAISE(ABORT, 'disk says no'); END"
+        )
+        with pytest.raises(Exception, match="disk says no"):
+            recorder.emit("alarm.intrusion", GPIO, zone="cabinet")
+        assert outbox.open_conditions() == []
+        assert recorder.conditions.open() == []
+    finally:
+        outbox.close()
+
+
+def test_ledger_memory_is_pure_until_applied():
+    ledger = ConditionLedger([], run=1)
+    first = ledger.admit("alarm.panic", GPIO, "z", {})
+    assert first == ledger.admit("alarm.panic", GPIO, "z", {})
+    assert not ledger.admit("alarm.panic.restore", GPIO, "z", {}).record
+
+
+# ---- real processes: Modbus zone alarm and device_offline ------------------------
+
+
+@pytest.fixture
+def fence_bus():
+    sim = SimulatedModbusBus(
+        [SimulatedDetector(2, "pulse_fence_2"), SimulatedDetector(3, "pulse_fence_2")],
+        transport="socket",
+    )
+    sim.start()
+    yield sim
+    sim.stop()
+
+
+def _modbus_post(tmp_path, port: int, url: str) -> AgentProcess:
+    detector = {
+        "bus": "rs485-1",
+        "profile": "pulse_fence_2",
+        "poll_period_s": 0.1,
+        "retries": 0,
+        "offline_after_missed": 3,
+    }
+    data = post_config(
+        tmp_path,
+        port,
+        serial={
+            "buses": [{"id": "rs485-1", "url": url, "timeout_s": 0.2}],
+            "modbus": [
+                {
+                    **detector,
+                    "id": "fence-1",
+                    "unit": 2,
+                    "zones": [{"device_zone": 1, "zone": "fence-k261"}],
+                },
+                {
+                    **detector,
+                    "id": "fence-2",
+                    "unit": 3,
+                    "zones": [{"device_zone": 1, "zone": "fence-k262"}],
+                },
+            ],
+        },
+    )
+    data["zones"] += FENCE_ZONES
+    data["inputs"] = []  # only the serial devices here
+    config = write_config(tmp_path / "post.yaml", data)
+    return AgentProcess(config, tmp_path / "agent.log")
+
+
+@pytest.mark.parametrize("crash", CRASHES, ids=lambda s: signal.Signals(s).name)
+def test_modbus_conditions_that_end_while_down_are_closed_once(
+    tmp_path, mosquitto, county_factory, schemas, fence_bus, crash
+):
+    sim = fence_bus
+    county = county_factory(mosquitto.port)
+
+    def got(type: str, n: int = 1) -> bool:
+        return county.wait_for(lambda m: len(unique(county.events(), type)) >= n, 40)
+
+    with _modbus_post(tmp_path, mosquitto.port, sim.url) as agent:
+        agent.start()
+        sim[2].set_zone_alarm(1, True)
+        sim.inject(Fault.SILENT, unit=3)
+        assert got("alarm.perimeter") and got("fault.device_offline"), agent.tail()
+        agent.stop(crash)
+
+        # While the agent is down, both conditions end.
+        sim[2].set_zone_alarm(1, False)
+        sim.inject(Fault.NONE, unit=3)
+
+        agent.start()
+        assert got("alarm.perimeter.restore") and got("fault.cleared"), agent.tail()
+        assert agent.stop(signal.SIGTERM) == 0
+
+        # A third run finds both closed: a new alarm is news, no end comes twice.
+        agent.start()
+        sim[2].set_zone_alarm(1, True)
+        assert got("alarm.perimeter", 2), agent.tail()
+        assert agent.stop(signal.SIGTERM) == 0
+
+    events = county.events()
+    (alarm, _again) = unique(events, "alarm.perimeter")
+    (offline,) = unique(events, "fault.device_offline")
+    (restore,) = unique(events, "alarm.perimeter.restore")
+    (cleared,) = unique(events, "fault.cleared")
+    assert restore["data"]["found_at_start"] is True
+    assert restore["data"]["opened_id"] == alarm["id"]
+    assert restore["zone"]["id"] == "fence-k261"
+    assert cleared["data"]["found_at_start"] is True
+    assert cleared["data"]["opened_id"] == offline["id"]
+    assert cleared["data"]["cleared"] == "fault.device_offline"
+    assert cleared["zone"]["id"] == "fence-k262"
+    for message in county.messages:
+        schemas.check(message.topic, message.payload)
+
+
+# ---- real processes: GPIO inputs on a simulated post ------------------------------
+
+
+def _set_wiring(path, in_alarm: list[str]) -> None:
+    temp = path.with_name(path.name + ".new")
+    temp.write_text(json.dumps(in_alarm))
+    os.replace(temp, path)
+
+
+@pytest.mark.parametrize("crash", CRASHES, ids=lambda s: signal.Signals(s).name)
+def test_gpio_inputs_that_change_while_down(tmp_path, mosquitto, county_factory, schemas, crash):
+    county = county_factory(mosquitto.port)
+    wiring = tmp_path / "wiring.json"
+    config = write_config(tmp_path / "post.yaml", post_config(tmp_path, mosquitto.port))
+
+    def got(type: str, n: int = 1) -> bool:
+        return county.wait_for(lambda m: len(unique(county.events(), type)) >= n, 40)
+
+    _set_wiring(wiring, ["tamper-1"])  # an open tamper loop at the first start
+    with AgentProcess(config, tmp_path / "agent.log", gpio_wiring=wiring) as agent:
+        agent.start()
+        assert got("alarm.tamper"), agent.tail()
+        _set_wiring(wiring, ["tamper-1", "door-1"])
+        assert got("alarm.intrusion"), agent.tail()
+        agent.stop(crash)
+
+        # Down: the tamper loop is closed again; the door stays open.
+        _set_wiring(wiring, ["door-1"])
+        agent.start()
+        assert got("alarm.tamper.restore"), agent.tail()
+        _set_wiring(wiring, [])
+        assert got("alarm.intrusion.restore"), agent.tail()
+        assert agent.stop(signal.SIGTERM) == 0
+
+    events = county.events()
+    (tamper,) = unique(events, "alarm.tamper")
+    (door,) = unique(events, "alarm.intrusion")  # the open door was not reported again
+    (tamper_end,) = unique(events, "alarm.tamper.restore")
+    (door_end,) = unique(events, "alarm.intrusion.restore")
+    assert tamper["data"]["at_start"] is True
+    assert tamper_end["data"]["at_start"] is True  # the restart's first reading
+    assert tamper_end["data"]["found_at_start"] is True
+    assert tamper_end["data"]["opened_id"] == tamper["id"]
+    # Opened by the earlier run, ended in this one.
+    assert door_end["data"]["at_start"] is False
+    assert door_end["data"]["found_at_start"] is True
+    assert door_end["data"]["opened_id"] == door["id"]
+    for message in county.messages:
+        schemas.check(message.topic, message.payload)
