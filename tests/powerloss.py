@@ -153,8 +153,16 @@ def _operations(root: Node):
             return 0
 
         def statfs(self, path: str) -> dict[str, int]:
-            return {"f_bsize": 4096, "f_frsize": 4096, "f_blocks": 1 << 20, "f_bfree": 1 << 19,
-                    "f_bavail": 1 << 19, "f_files": 1 << 16, "f_ffree": 1 << 15, "f_namemax": 255}
+            return {
+                "f_bsize": 4096,
+                "f_frsize": 4096,
+                "f_blocks": 1 << 20,
+                "f_bfree": 1 << 19,
+                "f_bavail": 1 << 19,
+                "f_files": 1 << 16,
+                "f_ffree": 1 << 15,
+                "f_namemax": 255,
+            }
 
         def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0):
             if name != SETTLE_XATTR:
@@ -274,8 +282,10 @@ def serve(mountpoint: str, state: str) -> None:
     from mfusepy import FUSE
 
     path = Path(state)
-    root = Node.restore(pickle.loads(path.read_bytes())) if path.exists() else Node(
-        stat.S_IFDIR | 0o755
+    root = (
+        Node.restore(pickle.loads(path.read_bytes()))
+        if path.exists()
+        else Node(stat.S_IFDIR | 0o755)
     )
     ops = _operations(root)
     FUSE(ops, mountpoint, foreground=True, nothreads=True, fsname="powerloss")
