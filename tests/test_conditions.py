@@ -14,7 +14,7 @@ import signal
 
 import pytest
 from agent_process import CRASHES, AgentProcess, post_config, write_config
-from conftest import config_for
+from conftest import config_for, wait_for
 
 from shaobing.agent.conditions import ConditionLedger, Key, change_of
 from shaobing.agent.outbox import Outbox
@@ -265,3 +265,114 @@ def test_gpio_inputs_that_change_while_down(tmp_path, mosquitto, county_factory,
     assert door_end["data"]["opened_id"] == door["id"]
     for message in county.messages:
         schemas.check(message.topic, message.payload)
+
+
+# ---- Contact ID and cameras: the driver on the real Recorder, across two runs ------
+
+
+class _Runs:
+    """Recorder + outbox over one file; ``next()`` is a restart (a new run on what is left)."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+        self.recorder, self.outbox = _recorder(tmp_path)
+
+    def next(self) -> Recorder:
+        self.outbox.close()
+        self.recorder, self.outbox = _recorder(self.tmp_path)
+        return self.recorder
+
+    def events(self) -> list[dict]:
+        self.outbox.flush()
+        rows = self.outbox.next_rows({}, 10_000)
+        return sorted((json.loads(r.payload) for r in rows if r.kind == "event"), key=_seq)
+
+    def close(self) -> None:
+        self.outbox.close()
+
+
+def _seq(e: dict) -> int:
+    return e["seq"]
+
+
+def test_contact_id_conditions_close_once_across_a_restart(tmp_path):
+    from shaobing.drivers.contact_id import ContactIdReceiver, format_raw
+    from shaobing.drivers.serial_config import ContactIdConfig, ContactIdZoneMap
+
+    now = [1000.0]
+    cfg = ContactIdConfig(
+        id="host-1",
+        bus="line",
+        zones=[ContactIdZoneMap(device_zone=3, zone="crossing")],
+        default_zone="cabinet",
+        heartbeat_timeout_s=60,
+    )
+
+    def frame(q: str, code: int, zone: int) -> bytes:
+        return format_raw("1234", q, code, 1, zone).encode() + b"\r"
+
+    runs = _Runs(tmp_path)
+    try:
+        host = ContactIdReceiver(cfg, runs.recorder, clock=lambda: now[0])
+        assert host.feed(frame("1", 130, 3)) == b"\x06"  # zone 3 in alarm
+        now[0] += 61
+        host.check_heartbeat()  # then the host goes quiet: device_offline
+        # Restart (whichever way: the ledger is committed with each event).
+        host = ContactIdReceiver(cfg, runs.next(), clock=lambda: now[0])
+        host.check_heartbeat()  # not yet due in this run
+        # The host is heard again, with the restore it kept while we were down.
+        assert host.feed(frame("3", 130, 3)) == b"\x06"
+        now[0] += 1  # past the duplicate window: a second restore closes nothing
+        assert host.feed(frame("3", 130, 3)) == b"\x06"
+        events = runs.events()
+    finally:
+        runs.close()
+    types = [(e["type"], e["zone"]["id"]) for e in events]
+    assert types == [
+        ("alarm.perimeter", "crossing"),
+        ("fault.device_offline", "cabinet"),
+        ("fault.device_offline", "crossing"),
+        ("fault.cleared", "cabinet"),
+        ("fault.cleared", "crossing"),
+        ("alarm.perimeter.restore", "crossing"),
+    ]
+    alarm, *offline = events[:3]
+    *cleared, restore = events[3:]
+    assert restore["data"]["found_at_start"] and restore["data"]["opened_id"] == alarm["id"]
+    assert [c["data"]["opened_id"] for c in cleared] == [o["id"] for o in offline]
+
+
+def test_camera_down_at_stop_recovers_once_after_the_restart(tmp_path):
+    import numpy as np
+    from fake_camera import ScriptedSource, scripted_opener
+
+    from shaobing.drivers.camera import Camera
+
+    frame = np.zeros((4, 4, 3), np.uint8)
+    runs = _Runs(tmp_path)
+    try:
+        # Run 1: the camera never opens.
+        cam = Camera("gate", scripted_opener(), runs.recorder, backoff_min_s=0.02)
+        cam.start()
+        wait_for(lambda: cam.state == "down", what="camera down")
+        cam.stop()
+        # Run 2: still down at first, then frames: one recovered, found at start.
+        recorder = runs.next()
+        source = ScriptedSource([frame] * 3)
+        cam = Camera(
+            "gate",
+            scripted_opener(ScriptedSource([], opened=False), source),
+            recorder,
+            backoff_min_s=0.02,
+        )
+        cam.start()
+        wait_for(lambda: cam.slot.captured >= 3, what="frames")
+        cam.stop()
+        events = [e for e in runs.events() if e["type"] == "fault.camera"]
+    finally:
+        runs.close()
+    # Run 2's failed first open was not a second "down". (The scripted stream
+    # then ends: a new outage of this run may follow.)
+    assert [e["data"]["state"] for e in events][:2] == ["down", "recovered"]
+    down, up = events[:2]
+    assert up["data"]["found_at_start"] and up["data"]["opened_id"] == down["id"]
