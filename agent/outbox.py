@@ -70,7 +70,7 @@ CREATE TABLE IF NOT EXISTS conditions (
     event_id TEXT NOT NULL,            -- the event that opened it
     seq INTEGER NOT NULL,
     run INTEGER NOT NULL,
-    opened_ms INTEGER NOT NULL,
+    opened_ms INTEGER NOT NULL,        -- the opening event's ts
     PRIMARY KEY (source_kind, source_id, zone, condition)
 );
 """
@@ -356,16 +356,16 @@ class Outbox:
         )
         for p in batch:
             if p.condition is not None:
-                self._apply_condition(p.condition, p.event, now_ms)
+                self._apply_condition(p.condition, p.event)
 
-    def _apply_condition(self, change: Change, event: Event, now_ms: int) -> None:
+    def _apply_condition(self, change: Change, event: Event) -> None:
         k = change.key
         where = (k.source_kind, k.source_id, k.zone, k.condition)
         if change.opens:
             # A repeat start (an alarm host reporting the same zone again) keeps the first.
             self._db.execute(
                 "INSERT OR IGNORE INTO conditions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (*where, event.id, event.seq, self.run, now_ms),
+                (*where, event.id, event.seq, self.run, event.ts),
             )
         else:
             self._db.execute(

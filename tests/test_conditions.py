@@ -378,3 +378,27 @@ def test_camera_down_at_stop_recovers_once_after_the_restart(tmp_path):
     assert [e["data"]["state"] for e in events][:2] == ["down", "recovered"]
     down, up = events[:2]
     assert up["data"]["found_at_start"] and up["data"]["opened_id"] == down["id"]
+
+
+def test_an_alarm_left_open_stays_latched_across_a_restart(tmp_path, mosquitto):
+    """Not reported again, yet still open until the guard acknowledges it (GB 50394)."""
+    from agent_harness import SimulatedPost
+
+    config = config_for(tmp_path, mosquitto.port)
+    post = SimulatedPost(config)
+    try:
+        post.wiring.trigger("door-1")
+        wait_for(lambda: post.agent.sink.open_alarms(), what="door alarm latched")
+        (before,) = post.agent.sink.open_alarms()
+    finally:
+        post.stop()
+    post = SimulatedPost(config)  # the door was closed meanwhile: restored at the first reading
+    try:
+        (after,) = wait_for(post.agent.sink.open_alarms, what="carried over")
+        assert after["alarm_id"] == before["alarm_id"]
+        assert after["type"] == "alarm.intrusion" and after["zone"] == "cabinet"
+        wait_for(lambda: post.agent.sink.open_alarms()[0]["restored"], what="restored")
+        post.agent.sink.acknowledge("all", None, by="local", command_id=None)
+        assert post.agent.sink.open_alarms() == []
+    finally:
+        post.stop()
