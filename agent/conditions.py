@@ -58,10 +58,13 @@ class Key:
     source_id: str
     zone: str  # "" for a device-wide condition
     condition: str  # the type that opens it: alarm.perimeter, fault.device_offline, ...
+    # The device's own channel, where several share one zone (an alarm host's
+    # unmapped zones all report in its default zone): "" for none.
+    channel: str = ""
 
     @classmethod
-    def of(cls, source: Source, zone: str | None, condition: str) -> Key:
-        return cls(source.kind, source.id, zone or "", condition)
+    def of(cls, source: Source, zone: str | None, condition: str, channel: str = "") -> Key:
+        return cls(source.kind, source.id, zone or "", condition, channel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,14 +98,25 @@ def change_of(
     head = type.split(".", 1)[0]
     if head not in ("alarm", "fault"):
         return None
+    ch = channel_of(data)
     if type == "fault.cleared":
         cleared = data.get("cleared")
-        return Change(Key.of(source, zone, str(cleared)), opens=False) if cleared else None
+        return Change(Key.of(source, zone, str(cleared), ch), opens=False) if cleared else None
     if type.endswith(RESTORE):
-        return Change(Key.of(source, zone, type.removesuffix(RESTORE)), opens=False)
+        return Change(Key.of(source, zone, type.removesuffix(RESTORE), ch), opens=False)
     if data.get("state") == "recovered":  # fault.camera's end
-        return Change(Key.of(source, zone, type), opens=False)
-    return Change(Key.of(source, zone, type), opens=True)
+        return Change(Key.of(source, zone, type, ch), opens=False)
+    return Change(Key.of(source, zone, type, ch), opens=True)
+
+
+def channel_of(data: Mapping[str, Any]) -> str:
+    """The device's channel of a condition: a Modbus device zone, an alarm host's group:zone."""
+    if data.get("device_zone") is not None:
+        return str(data["device_zone"])
+    cid = data.get("contact_id")
+    if isinstance(cid, Mapping) and cid.get("zone") is not None:
+        return f"{cid.get('group')}:{cid['zone']}"
+    return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +165,12 @@ class ConditionLedger:
             elif change.key not in self._open:
                 self._open[change.key] = OpenCondition(change.key, event_id, seq, self.run, ts_ms)
 
-    def opened_before(self, source: Source, zone: str | None, condition: str) -> bool:
+    def opened_before(
+        self, source: Source, zone: str | None, condition: str, channel: str = ""
+    ) -> bool:
         """Open since an earlier run, so a driver's first reading must close it if now normal."""
         with self._lock:
-            held = self._open.get(Key.of(source, zone, condition))
+            held = self._open.get(Key.of(source, zone, condition, channel))
         return held is not None and held.run < self.run
 
     def open(self) -> list[OpenCondition]:

@@ -172,9 +172,11 @@ class LinkageSink:
             self._report(bucket)
 
     # ---- the EventSink -----------------------------------------------
-    def opened_before(self, source: Source, zone: str | None, condition: str) -> bool:
+    def opened_before(
+        self, source: Source, zone: str | None, condition: str, channel: str = ""
+    ) -> bool:
         """``core.events.ConditionView``, answered by the Recorder's ledger of open conditions."""
-        return opened_before(self._inner, source, zone, condition)
+        return opened_before(self._inner, source, zone, condition, channel)
 
     def emit(
         self,

@@ -67,11 +67,12 @@ CREATE TABLE IF NOT EXISTS conditions (
     source_id TEXT NOT NULL,
     zone TEXT NOT NULL,
     condition TEXT NOT NULL,
+    channel TEXT NOT NULL,             -- device zone where several share one zone; '' if none
     event_id TEXT NOT NULL,            -- the event that opened it
     seq INTEGER NOT NULL,
     run INTEGER NOT NULL,
     opened_ms INTEGER NOT NULL,        -- the opening event's ts
-    PRIMARY KEY (source_kind, source_id, zone, condition)
+    PRIMARY KEY (source_kind, source_id, zone, condition, channel)
 );
 """
 # Seq numbers reserved at a time in the high-water file beside the database.
@@ -360,17 +361,17 @@ class Outbox:
 
     def _apply_condition(self, change: Change, event: Event) -> None:
         k = change.key
-        where = (k.source_kind, k.source_id, k.zone, k.condition)
+        where = (k.source_kind, k.source_id, k.zone, k.condition, k.channel)
         if change.opens:
             # A repeat start (an alarm host reporting the same zone again) keeps the first.
             self._db.execute(
-                "INSERT OR IGNORE INTO conditions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO conditions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (*where, event.id, event.seq, self.run, event.ts),
             )
         else:
             self._db.execute(
                 "DELETE FROM conditions WHERE source_kind = ? AND source_id = ? AND zone = ?"
-                " AND condition = ?",
+                " AND condition = ? AND channel = ?",
                 where,
             )
 
@@ -378,10 +379,11 @@ class Outbox:
         """The ledger of open conditions as last committed (read at start)."""
         with self._db_lock:
             rows = self._db.execute(
-                "SELECT source_kind, source_id, zone, condition, event_id, seq, run, opened_ms"
+                "SELECT source_kind, source_id, zone, condition, channel, event_id, seq, run,"
+                " opened_ms"
                 " FROM conditions ORDER BY seq"
             ).fetchall()
-        return [OpenCondition(Key(*r[:4]), r[4], r[5], r[6], r[7]) for r in rows]
+        return [OpenCondition(Key(*r[:5]), r[5], r[6], r[7], r[8]) for r in rows]
 
     def _delete_acked(self, acks: list[Row]) -> None:
         cur = self._db.executemany("DELETE FROM outbox WHERE rowid = ?", [(r.rowid,) for r in acks])

@@ -136,6 +136,8 @@ class Recorder:
         )
         return event
 
-    def opened_before(self, source: Source, zone: str | None, condition: str) -> bool:
+    def opened_before(
+        self, source: Source, zone: str | None, condition: str, channel: str = ""
+    ) -> bool:
         """``core.events.ConditionView``: drivers reconcile their first reading with it."""
-        return self.conditions.opened_before(source, zone, condition)
+        return self.conditions.opened_before(source, zone, condition, channel)

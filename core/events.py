@@ -136,10 +136,18 @@ class ConditionView(Protocol):
     normal gets its end (restore, ``fault.cleared``, camera ``recovered``).
     """
 
-    def opened_before(self, source: Source, zone: str | None, condition: str) -> bool: ...
+    def opened_before(
+        self, source: Source, zone: str | None, condition: str, channel: str = ""
+    ) -> bool: ...
 
 
-def opened_before(sink: object, source: Source, zone: str | None, condition: str) -> bool:
-    """True if ``sink`` holds ``condition`` open since an earlier run; False for a plain sink."""
+def opened_before(
+    sink: object, source: Source, zone: str | None, condition: str, channel: str = ""
+) -> bool:
+    """True if ``sink`` holds ``condition`` open since an earlier run; False for a plain sink.
+
+    ``channel``: the device's own channel where several share a zone (a Modbus
+    device zone as text; an alarm host's "group:zone").
+    """
     view = getattr(sink, "opened_before", None)
-    return bool(view(source, zone, condition)) if callable(view) else False
+    return bool(view(source, zone, condition, channel)) if callable(view) else False

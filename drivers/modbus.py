@@ -309,10 +309,11 @@ class ModbusDetector:
     def _first_reading(self, condition: str, dz: int | None, on: bool) -> list[str]:
         """Zones whose first reading is news: a condition found on that the ledger does not
         hold open (reported as today), or found normal that an earlier run left open (closed)."""
+        channel = "" if dz is None else str(dz)
         return [
             z
             for z in self._targets(dz)
-            if on != opened_before(self.sink, self.source, z, condition)
+            if on != opened_before(self.sink, self.source, z, condition, channel)
         ]
 
     def _emit_condition(

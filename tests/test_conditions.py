@@ -402,3 +402,28 @@ def test_an_alarm_left_open_stays_latched_across_a_restart(tmp_path, mosquitto):
         assert post.agent.sink.open_alarms() == []
     finally:
         post.stop()
+
+
+def test_an_alarm_hosts_zones_sharing_one_zone_are_conditions_of_their_own(tmp_path):
+    """Unmapped host zones all report in the default zone: each still opens and closes once."""
+    from shaobing.drivers.contact_id import ContactIdReceiver, format_raw
+    from shaobing.drivers.serial_config import ContactIdConfig
+
+    cfg = ContactIdConfig(id="host-1", bus="line", default_zone="cabinet")
+    runs = _Runs(tmp_path)
+    try:
+        host = ContactIdReceiver(cfg, runs.recorder)
+        for q, zone in (("1", 5), ("1", 6), ("3", 5)):
+            assert host.feed(format_raw("1234", q, 130, 1, zone).encode() + b"\r") == b"\x06"
+        host = ContactIdReceiver(cfg, runs.next())
+        assert host.feed(format_raw("1234", "3", 130, 1, 6).encode() + b"\r") == b"\x06"
+        events = runs.events()
+    finally:
+        runs.close()
+    assert [(e["type"], e["data"]["contact_id"]["zone"]) for e in events] == [
+        ("alarm.perimeter", 5),
+        ("alarm.perimeter", 6),
+        ("alarm.perimeter.restore", 5),
+        ("alarm.perimeter.restore", 6),
+    ]
+    assert events[3]["data"]["opened_id"] == events[1]["id"]
