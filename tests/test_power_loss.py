@@ -11,6 +11,9 @@ it. Then:
 - every alarm or fault the outbox accepted (committed: logged as "event"
   before the cut) reaches the platform, and none is published twice under
   another id;
+- every Contact ID message the alarm host got an ACK for is delivered (the
+  agent ACKs alarm- and fault-class messages only once committed; status
+  classes join when issue 11 item 1 lands: add their codes to HOST_CODES);
 - the arm state, the replay cache and the config file are each the old or
   the new version, never broken (parse, are not set aside).
 
@@ -20,10 +23,12 @@ New cases (a Contact ID ACK, a replayed command's effect) plug into
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -33,15 +38,22 @@ from platform_client import Platform
 
 from shaobing.agent.config import load_config
 from shaobing.agent.topics import Topics
+from shaobing.simulator.alarm_host import SimulatedAlarmHost
 
 CUTS = 3
 DURABLE = ("alarm.", "fault.")
+# Contact ID codes the host sends during the cuts, each as new then restore:
+# 130 burglary (alarm class), 301 AC loss (fault class).
+HOST_CODES = (130, 301)
 
 
 def _set_wiring(path: Path, in_alarm: list[str]) -> None:
     temp = path.with_name(path.name + ".new")
     temp.write_text(json.dumps(in_alarm))
     os.replace(temp, path)
+
+
+QUALIFIER = {"1": "new", "3": "restore"}
 
 
 def committed_events(log: Path) -> list[dict]:
@@ -62,13 +74,24 @@ def committed_events(log: Path) -> list[dict]:
 class PowerCutRun:
     """An agent whose data dir is on the power-loss disk, and the platform talking to it."""
 
-    def __init__(self, tmp_path: Path, disk, broker, county_factory):
+    def __init__(self, tmp_path: Path, disk, broker, county_factory, host: SimulatedAlarmHost):
         self.disk = disk
         self.broker = broker
+        self.host = host
+        self.host_acked: list[tuple[str, int, int]] = []  # (qualifier, code, zone) ACKed
+        self._host_zones = itertools.count(1)
         self.data = disk.path / "data"
         self.data.mkdir(mode=0o700)
         config = post_config(
-            self.data, broker.port, control={"enabled": True, "require_signature": False}
+            self.data,
+            broker.port,
+            control={"enabled": True, "require_signature": False},
+            serial={
+                "buses": [
+                    {"id": "host-line", "url": host.url, "baudrate": 2400, "timeout_s": 0.05}
+                ],
+                "contact_id": [{"id": "host-1", "bus": "host-line", "default_zone": "cabinet"}],
+            },
         )
         self.config_path = write_config(self.data / "post.yaml", config)
         disk.settle()  # the installer's files are on the disk before the first start
@@ -103,14 +126,28 @@ class PowerCutRun:
 
     def toggle_door(self) -> None:
         """Open or close the cabinet door (a 24 h zone: every change is an event)."""
-        before = len(committed_events(self.log))
+
+        def doors() -> int:
+            return sum(e["source"] == "gpio:door-1" for e in committed_events(self.log))
+
+        before = doors()
         now = set(json.loads(self.wiring.read_text()))
         _set_wiring(self.wiring, sorted(now ^ {"door-1"}))
         wait_for(
-            lambda: len(committed_events(self.log)) > before,
+            lambda: doors() > before,
             30,
             f"door event recorded\n{self.agent.tail()}",
         )
+
+    def host_reports(self, stop: threading.Event) -> None:
+        """The alarm host's side: each message new, then its restore once the new was ACKed."""
+        while not stop.is_set():
+            zone = next(self._host_zones)
+            code = HOST_CODES[zone % len(HOST_CODES)]
+            for qualifier in ("1", "3"):
+                if stop.is_set() or not self.host.report(code, qualifier, zone=zone):
+                    break
+                self.host_acked.append((qualifier, code, zone))
 
     def cut(self) -> None:
         self.agent.stop(signal.SIGKILL)
@@ -136,11 +173,15 @@ class PowerCutRun:
 def test_power_cuts_lose_no_accepted_event_and_leave_state_whole(
     tmp_path, mosquitto, county_factory, power_loss_disk, schemas
 ):
-    run = PowerCutRun(tmp_path, power_loss_disk, mosquitto, county_factory)
+    host = SimulatedAlarmHost(transport="socket", ack_timeout_s=0.5, attempts=2)
+    run = PowerCutRun(tmp_path, power_loss_disk, mosquitto, county_factory, host)
     rng = random.Random(20261205)
     try:
         for cut in range(CUTS):
             run.start()
+            stop_host = threading.Event()
+            sender = threading.Thread(target=run.host_reports, args=(stop_host,), daemon=True)
+            sender.start()
             if cut == CUTS - 1:
                 # The last cut with the broker gone: accepted alarms wait in the outbox.
                 mosquitto.stop()
@@ -158,6 +199,8 @@ def test_power_cuts_lose_no_accepted_event_and_leave_state_whole(
             _set_wiring(run.wiring, ["door-1", "pir-1"])
             time.sleep(rng.uniform(0, 0.3))  # when the cut comes, not a wait for a condition
             run.cut()
+            stop_host.set()
+            sender.join(10)
             run.check_state_files()
             if cut == CUTS - 1:
                 mosquitto.start()
@@ -175,6 +218,15 @@ def test_power_cuts_lose_no_accepted_event_and_leave_state_whole(
         run.county.wait_for(lambda m: set(accepted) <= delivered(), 60)
         missing = sorted(set(accepted) - delivered(), key=lambda i: accepted[i]["seq"])
         assert not missing, [accepted[i] for i in missing]
+        # Nothing the alarm host was told is lost.
+        assert run.host_acked, "the alarm host got no ACK"
+        from_host = {
+            (c["qualifier"], c["code"], c["zone"])
+            for e in run.county.events()
+            if (c := e["data"].get("contact_id"))
+        }
+        host_lost = [m for m in run.host_acked if (QUALIFIER[m[0]], m[1], m[2]) not in from_host]
+        assert not host_lost, host_lost
         # Once per id: a resend carries the same id (and "replayed"), never a new one.
         by_seq: dict[int, set[str]] = {}
         for e in run.county.events():
@@ -184,5 +236,6 @@ def test_power_cuts_lose_no_accepted_event_and_leave_state_whole(
         run.check_state_files()
     finally:
         run.close()
+        host.close()
     for message in run.county.messages:
         schemas.check(message.topic, message.payload)
