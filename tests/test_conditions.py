@@ -15,6 +15,8 @@ import signal
 import pytest
 from agent_process import CRASHES, AgentProcess, post_config, write_config
 from conftest import config_for, wait_for
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shaobing.agent.conditions import ConditionLedger, Key, change_of
 from shaobing.agent.outbox import Outbox
@@ -427,3 +429,54 @@ def test_an_alarm_hosts_zones_sharing_one_zone_are_conditions_of_their_own(tmp_p
         ("alarm.perimeter.restore", 6),
     ]
     assert events[3]["data"]["opened_id"] == events[1]["id"]
+
+
+# ---- the invariant as a property: any history of changes and restarts ---------------
+
+
+@given(
+    st.lists(
+        st.one_of(st.tuples(st.just("flip"), st.integers(0, 3)), st.just(("restart", 0))),
+        max_size=40,
+    )
+)
+def test_every_condition_opened_is_closed_exactly_once(steps):
+    """A driver that reports changes and reconciles its first reading after each restart,
+    on the ledger carried across runs: per condition, the recorded events alternate
+    start, end, start...; after a last restart with everything normal, all are closed."""
+    from hypothesis import note
+
+    sources = [Source(kind="gpio", id=f"in-{i}") for i in range(4)]
+    present = [False] * 4  # the physical truth
+    recorded: dict[int, list[bool]] = {i: [] for i in range(4)}
+    run = 1
+    ledger = ConditionLedger([], run)
+
+    def emit(i: int, on: bool) -> None:
+        type = "alarm.intrusion" if on else "alarm.intrusion.restore"
+        verdict = ledger.admit(type, sources[i], "z", {})
+        if verdict.record:
+            recorded[i].append(on)
+            if verdict.change is not None:
+                ledger.applied(verdict.change, f"e{len(recorded[i])}", 1, 0)
+
+    def start() -> None:
+        nonlocal run, ledger
+        run += 1
+        ledger = ConditionLedger(ledger.open(), run)  # what the outbox kept
+        for i in range(4):
+            if present[i] != ledger.opened_before(sources[i], "z", "alarm.intrusion"):
+                emit(i, present[i])
+
+    for action, i in steps:
+        if action == "restart":
+            start()
+        else:
+            present[i] = not present[i]
+            emit(i, present[i])
+    present[:] = [False] * 4
+    start()
+    note(str(recorded))
+    for history in recorded.values():
+        assert history == [True, False] * (len(history) // 2)
+    assert ledger.open() == []
