@@ -13,8 +13,11 @@ Alarm types the standard wants always on (``alarm.panic`` in
 ``always_armed`` or ``always_reported``: tamper reports armed or disarmed;
 faults are never subject to arming) are checked in ``cross_check``.
 
-Open alarms live in memory: after a restart, an input still in alarm is
-reported again at start (``at_start``) and latches anew.
+Open alarms live in memory. After a restart, an alarm the ledger of open
+conditions (agent/conditions.py) holds open since an earlier run is latched
+again at start, under its original id, without outputs (it is not reported
+again); its restore and an acknowledgement close it as usual. An alarm
+acknowledged before the restart but not yet restored is latched again too.
 """
 
 from __future__ import annotations

@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shaobing.agent.arming import Arming, ZoneState
+from shaobing.agent.conditions import ConditionLedger
 from shaobing.agent.config import LinkageConfig, LinkageRuleConfig, ZoneConfig
 from shaobing.agent.latching import RESET_SENSOR, Latches, LatchingConfig, OpenAlarm
 from shaobing.agent.verification import VerificationWorker
-from shaobing.core.events import Event, EventSink, Severity, Source
+from shaobing.core.events import Event, EventSink, Severity, Source, opened_before
 from shaobing.core.worker import LoopWorker
 
 log = logging.getLogger("shaobing.linkage")
@@ -148,7 +149,20 @@ class LinkageSink:
     def start(self) -> None:
         # The state at start is in every status.health ("arming"); events mark changes only.
         self._known = {z: s.state for z, s in self._arming.states().items()}
+        self._carry_over_open_alarms()
         self.watch.start()
+
+    def _carry_over_open_alarms(self) -> None:
+        """Alarms an earlier run left open stay open until acknowledged (GB 50394): they are
+        not reported again (agent/conditions.py), so they are latched from the ledger."""
+        ledger = getattr(self._inner, "conditions", None)
+        if not isinstance(ledger, ConditionLedger):
+            return  # a sink without a ledger (tests): nothing carried over
+        for c in ledger.open():
+            k = c.key
+            if c.run < ledger.run and k.condition.startswith("alarm.") and k.zone:
+                source = f"{k.source_kind}:{k.source_id}"
+                self.latches.opened(OpenAlarm(c.event_id, k.condition, k.zone, source, c.opened_ms))
 
     def alive(self) -> bool:
         return self.watch.alive()
@@ -165,6 +179,12 @@ class LinkageSink:
             self._report(bucket)
 
     # ---- the EventSink -----------------------------------------------
+    def opened_before(
+        self, source: Source, zone: str | None, condition: str, channel: str = ""
+    ) -> bool:
+        """``core.events.ConditionView``, answered by the Recorder's ledger of open conditions."""
+        return opened_before(self._inner, source, zone, condition, channel)
+
     def emit(
         self,
         type: str,

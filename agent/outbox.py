@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shaobing.agent.conditions import Change, Key, OpenCondition
 from shaobing.core.atomic import atomic_write, owner_only_database
 from shaobing.core.events import Event, Priority
 
@@ -59,6 +60,20 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_drain ON outbox (priority, rowid);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('seq', 0), ('run', 0);
+-- Open conditions (agent/conditions.py), written in the transaction of the event
+-- that opens or closes each one.
+CREATE TABLE IF NOT EXISTS conditions (
+    source_kind TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    zone TEXT NOT NULL,
+    condition TEXT NOT NULL,
+    channel TEXT NOT NULL,             -- device zone where several share one zone; '' if none
+    event_id TEXT NOT NULL,            -- the event that opened it
+    seq INTEGER NOT NULL,
+    run INTEGER NOT NULL,
+    opened_ms INTEGER NOT NULL,        -- the opening event's ts
+    PRIMARY KEY (source_kind, source_id, zone, condition, channel)
+);
 """
 # Seq numbers reserved at a time in the high-water file beside the database.
 SEQ_BLOCK = 1000
@@ -97,6 +112,7 @@ class _Pending:
     attachment: bytes | None
     durable: bool
     enqueued: float
+    condition: Change | None = None
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
 
@@ -216,15 +232,25 @@ class Outbox:
         """Called after each commit that added rows, with True if any was alarm/fault."""
         self._waiters.append(callback)
 
-    def append(self, make_event: Callable[[int], Event], attachment: bytes | None = None) -> Event:
-        """Assign the next seq and queue the event; alarm/fault classes return once committed."""
+    def append(
+        self,
+        make_event: Callable[[int], Event],
+        attachment: bytes | None = None,
+        condition: Change | None = None,
+    ) -> Event:
+        """Assign the next seq and queue the event; alarm/fault classes return once committed.
+
+        ``condition``: the open condition the event starts or ends, written to the
+        ``conditions`` table in the event's own transaction (agent/conditions.py).
+        """
         with self._cond:
             if self._closing:
                 raise OutboxClosed("outbox is closed")
             self._seq += 1
             event = make_event(self._seq)
-            durable = event.priority <= Priority.FAULT
-            pending = _Pending(event, attachment, durable, time.monotonic())
+            # A condition's start or end is never held back in a telemetry batch.
+            durable = event.priority <= Priority.FAULT or condition is not None
+            pending = _Pending(event, attachment, durable, time.monotonic(), condition)
             self._queue.append(pending)
             self._durable_queued += durable
             self._cond.notify()
@@ -329,6 +355,35 @@ class Outbox:
         self._db.execute(
             "UPDATE meta SET value = ? WHERE key = 'seq'", (max(p.event.seq for p in batch),)
         )
+        for p in batch:
+            if p.condition is not None:
+                self._apply_condition(p.condition, p.event)
+
+    def _apply_condition(self, change: Change, event: Event) -> None:
+        k = change.key
+        where = (k.source_kind, k.source_id, k.zone, k.condition, k.channel)
+        if change.opens:
+            # A repeat start (an alarm host reporting the same zone again) keeps the first.
+            self._db.execute(
+                "INSERT OR IGNORE INTO conditions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*where, event.id, event.seq, self.run, event.ts),
+            )
+        else:
+            self._db.execute(
+                "DELETE FROM conditions WHERE source_kind = ? AND source_id = ? AND zone = ?"
+                " AND condition = ? AND channel = ?",
+                where,
+            )
+
+    def open_conditions(self) -> list[OpenCondition]:
+        """The ledger of open conditions as last committed (read at start)."""
+        with self._db_lock:
+            rows = self._db.execute(
+                "SELECT source_kind, source_id, zone, condition, channel, event_id, seq, run,"
+                " opened_ms"
+                " FROM conditions ORDER BY seq"
+            ).fetchall()
+        return [OpenCondition(Key(*r[:5]), r[5], r[6], r[7], r[8]) for r in rows]
 
     def _delete_acked(self, acks: list[Row]) -> None:
         cur = self._db.executemany("DELETE FROM outbox WHERE rowid = ?", [(r.rowid,) for r in acks])

@@ -9,6 +9,7 @@ from typing import Any
 
 from ulid import ULID
 
+from shaobing.agent.conditions import ConditionLedger
 from shaobing.agent.config import Config, ZoneConfig
 from shaobing.agent.outbox import Outbox
 from shaobing.core.clock import Clock
@@ -51,6 +52,8 @@ class Recorder:
         )
         self._zones = {z.id: zone_ref(z) for z in config.zones}
         self._gb28181 = Gb28181Mapper(config.gb28181)
+        # Open conditions (agent/conditions.py), kept in the outbox's own transactions.
+        self.conditions = ConditionLedger(outbox.open_conditions(), outbox.run)
         # The last events recorded, for `shaobing status` (agent/status_file.py).
         self.recent: deque[dict[str, Any]] = deque(maxlen=10)
 
@@ -63,7 +66,24 @@ class Recorder:
         data: Mapping[str, Any] | None = None,
         severity: Severity | None = None,
         attachment: bytes | None = None,
-    ) -> Event:
+    ) -> Event | None:
+        """As ``EventSink.emit``; None when the event repeats or closes nothing (conditions.py)."""
+        verdict = self.conditions.admit(type, source, zone, data)
+        if not verdict.record:
+            log.info(
+                "condition event not recorded",
+                extra={
+                    "fields": {
+                        "type": type,
+                        "source": f"{source.kind}:{source.id}",
+                        "zone": zone,
+                        "why": verdict.why,
+                    }
+                },
+            )
+            return None
+        if verdict.extra:
+            data = {**(data or {}), **verdict.extra}
         stamp = self._clock.stamp()
         ref = self._zones.get(zone) if zone else None
         if zone and ref is None:
@@ -89,7 +109,9 @@ class Recorder:
                 gb28181=gb28181,
             )
 
-        event = self._outbox.append(make, attachment)
+        event = self._outbox.append(make, attachment, verdict.change)
+        if verdict.change is not None:
+            self.conditions.applied(verdict.change, event.id, event.seq, event.ts)
         if type != "status.health":  # a technician looks for alarms, not the heartbeat
             self.recent.append(
                 {
@@ -113,3 +135,9 @@ class Recorder:
             },
         )
         return event
+
+    def opened_before(
+        self, source: Source, zone: str | None, condition: str, channel: str = ""
+    ) -> bool:
+        """``core.events.ConditionView``: drivers reconcile their first reading with it."""
+        return self.conditions.opened_before(source, zone, condition, channel)

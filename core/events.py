@@ -125,3 +125,29 @@ class EventSink(Protocol):
         severity: Severity | None = None,
         attachment: bytes | None = None,
     ) -> Event | None: ...
+
+
+class ConditionView(Protocol):
+    """What a sink may also offer: the conditions still open since before this start.
+
+    The agent's sinks answer from the ledger of open conditions
+    (agent/conditions.py); a driver uses it, through ``opened_before``, only
+    to reconcile its first reading: a condition held open that it now finds
+    normal gets its end (restore, ``fault.cleared``, camera ``recovered``).
+    """
+
+    def opened_before(
+        self, source: Source, zone: str | None, condition: str, channel: str = ""
+    ) -> bool: ...
+
+
+def opened_before(
+    sink: object, source: Source, zone: str | None, condition: str, channel: str = ""
+) -> bool:
+    """True if ``sink`` holds ``condition`` open since an earlier run; False for a plain sink.
+
+    ``channel``: the device's own channel where several share a zone (a Modbus
+    device zone as text; an alarm host's "group:zone").
+    """
+    view = getattr(sink, "opened_before", None)
+    return bool(view(source, zone, condition, channel)) if callable(view) else False

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
-from shaobing.core.events import EventSink, Severity, Source
+from shaobing.core.events import EventSink, Severity, Source, opened_before
 from shaobing.core.redaction import redact_text
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -213,6 +213,7 @@ class Camera:
         self._open = open_source
         self._sink = sink
         self._describe = redact(describe)
+        self._source = Source(kind="camera", id=cam_id)
         self._backoff = wait_exponential(
             multiplier=backoff_min_s, min=backoff_min_s, max=backoff_max_s
         )
@@ -228,6 +229,7 @@ class Camera:
         self._state_lock = threading.Lock()
         self._last_frame = clock()
         self._down_since = 0.0
+        self._framed_once = False
         self.reconnects = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -326,9 +328,18 @@ class Camera:
             self._last_frame = now
             self._fps_window.append(now)
             was_down, self.state = self.state == "down", "up"
+            first, self._framed_once = not self._framed_once, True
             down_s = now - self._down_since
         if was_down:
             self._recovered(down_s)
+        elif first and opened_before(self._sink, self._source, None, "fault.camera"):
+            # Down when an earlier run ended, delivering now: that outage ends here.
+            self._sink.emit(
+                "fault.camera",
+                self._source,
+                data={"state": "recovered", "source": self._describe, "at_start": True},
+                severity=Severity.INFO,
+            )
 
     def check_stall(self, timeout_s: float) -> None:
         """Called from outside: a read() that blocks (a hung stream) raises the fault too."""

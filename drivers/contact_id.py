@@ -27,7 +27,7 @@ from enum import StrEnum
 
 import serial
 
-from shaobing.core.events import EventSink, Severity, Source
+from shaobing.core.events import EventSink, Severity, Source, opened_before
 
 from .serial_bus import BusWorker, SerialBus
 from .serial_config import ContactIdConfig
@@ -333,6 +333,7 @@ class ContactIdReceiver:
         self._last_raw: str | None = None
         self._last_at = 0.0
         self._last_valid_at = clock()
+        self._heard_once = False
 
     def feed(self, data: bytes) -> bytes:
         """Bytes from the line in; bytes to send back out."""
@@ -406,17 +407,27 @@ class ContactIdReceiver:
         return self._ack()
 
     def _alive(self, now: float) -> None:
+        zones: list[str | None] = []
         if self.offline:
-            for zone in self._all_zones():
-                self.sink.emit(
-                    "fault.cleared",
-                    self.source,
-                    zone=zone,
-                    data={"state": "restore", "cleared": "fault.device_offline"},
-                    severity=Severity.INFO,
-                )
-                self.stats.events += 1
-            self.offline = False
+            zones = self._all_zones()
+        elif not self._heard_once:
+            # Quiet when an earlier run ended, heard now: that fault ends here.
+            zones = [
+                z
+                for z in self._all_zones()
+                if opened_before(self.sink, self.source, z, "fault.device_offline")
+            ]
+        for zone in zones:
+            self.sink.emit(
+                "fault.cleared",
+                self.source,
+                zone=zone,
+                data={"state": "restore", "cleared": "fault.device_offline"},
+                severity=Severity.INFO,
+            )
+            self.stats.events += 1
+        self.offline = False
+        self._heard_once = True
         self._last_valid_at = now
 
     def _emit_message(self, msg: ContactIdMessage) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 from gpiozero import DigitalInputDevice, DigitalOutputDevice
 from gpiozero.pins import Factory
 
-from shaobing.core.events import EventSink, Source
+from shaobing.core.events import EventSink, Source, opened_before
 from shaobing.drivers.gpio_config import GpioConfig, InputConfig, OutputConfig
 
 log = logging.getLogger("shaobing.gpio")
@@ -70,7 +70,8 @@ class GpioInputs:
             self._devices[cfg.id] = (cfg, device)
 
     def start(self) -> None:
-        """Report inputs already in alarm (an open tamper loop at boot), then follow edges."""
+        """Reconcile the first reading (an open tamper loop at boot is reported, a restore
+        closes an alarm left open by an earlier run), then follow edges."""
         for cfg, device in self._devices.values():
             device.when_activated = lambda _d, c=cfg: self._changed(c)
             device.when_deactivated = lambda _d, c=cfg: self._changed(c)
@@ -85,13 +86,18 @@ class GpioInputs:
             alarm = self._in_alarm(cfg)
             previous = self._alarm.get(cfg.id)
             self._alarm[cfg.id] = alarm
-        if previous == alarm or (initial and not alarm):
+        if previous == alarm:
+            return
+        source = Source(kind="gpio", id=cfg.id)
+        # The first reading reconciles with the conditions left open by an earlier
+        # run: one still in alarm is not news; one now normal gets its restore.
+        if initial and alarm == opened_before(self._sink, source, cfg.zone, EVENT_TYPE[cfg.kind]):
             return
         # A restore has its own type (".restore" suffix) so that subscribers to
         # event/alarm/+ see alarms only, and restores sort after their alarm.
         self._sink.emit(
             EVENT_TYPE[cfg.kind] + ("" if alarm else ".restore"),
-            Source(kind="gpio", id=cfg.id),
+            source,
             zone=cfg.zone,
             severity=None if alarm else "info",
             data={

@@ -18,7 +18,7 @@ from pymodbus import FramerType
 from pymodbus.client import ModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 
-from shaobing.core.events import EventSink, Severity, Source
+from shaobing.core.events import EventSink, Severity, Source, opened_before
 
 from .profile import (
     DeviceProfile,
@@ -160,6 +160,7 @@ class ModbusDetector:
         self._bits: dict[tuple[str, int | None], bool] = {}
         self._low: dict[tuple[str, int | None], bool] = {}
         self._rx_bytes = 0
+        self._answered_once = False
         self._client = _BusClient(bus, cfg.retries, self._trace)
         self._zone_of = {z.device_zone: z.zone for z in cfg.zones}
 
@@ -238,15 +239,21 @@ class ModbusDetector:
 
     def _answered(self, snap: Snapshot) -> None:
         self._missed_in_row = 0
+        zones: list[str] = []
         if self.offline:
-            for zone in self._device_zones():
-                self._emit(
-                    "fault.cleared",
-                    zone,
-                    {"state": "restore", "cleared": "fault.device_offline"},
-                    Severity.INFO,
-                )
-            self.offline = False
+            zones = self._device_zones()
+        elif not self._answered_once:
+            # Offline when an earlier run ended, answering now: that fault ends here.
+            zones = self._first_reading("fault.device_offline", None, False)
+        for zone in zones:
+            self._emit(
+                "fault.cleared",
+                zone,
+                {"state": "restore", "cleared": "fault.device_offline"},
+                Severity.INFO,
+            )
+        self.offline = False
+        self._answered_once = True
         for key, on in snap.bits.items():
             self._edge(key, on, snap)
         for v in self.profile.values:
@@ -260,11 +267,15 @@ class ModbusDetector:
                 low = low_value_state(v, value, bool(was))
                 if low == bool(was) and was is not None:
                     continue
-                if was is None and not low:
-                    self._low[key] = False
-                    continue
                 extra = {"value": value, "unit": v.unit, "threshold": v.low_below, "name": name}
-                if self._emit_condition("fault.low_voltage", dz, low, snap, extra):
+                zones = None
+                if was is None:
+                    zones = self._first_reading("fault.low_voltage", dz, low)
+                    extra["at_start"] = True
+                    if not zones:
+                        self._low[key] = low
+                        continue
+                if self._emit_condition("fault.low_voltage", dz, low, snap, extra, zones):
                     self._low[key] = low
 
     def _edge(self, key: tuple[str, int | None], on: bool, snap: Snapshot) -> None:
@@ -284,16 +295,38 @@ class ModbusDetector:
                     return
             self._bits[key] = on
             return
-        if prev is None and not on:
-            self._bits[key] = on
-            return
-        if self._emit_condition(_BIT_EVENTS[kind], dz, on, snap, {}):
+        zones = None
+        extra: dict[str, Any] = {}
+        if prev is None:
+            zones = self._first_reading(_BIT_EVENTS[kind], dz, on)
+            extra["at_start"] = True
+            if not zones:
+                self._bits[key] = on
+                return
+        if self._emit_condition(_BIT_EVENTS[kind], dz, on, snap, extra, zones):
             self._bits[key] = on
 
+    def _first_reading(self, condition: str, dz: int | None, on: bool) -> list[str]:
+        """Zones whose first reading is news: a condition found on that the ledger does not
+        hold open (reported as today), or found normal that an earlier run left open (closed)."""
+        channel = "" if dz is None else str(dz)
+        return [
+            z
+            for z in self._targets(dz)
+            if on != opened_before(self.sink, self.source, z, condition, channel)
+        ]
+
     def _emit_condition(
-        self, etype: str, dz: int | None, on: bool, snap: Snapshot, extra: dict[str, Any]
+        self,
+        etype: str,
+        dz: int | None,
+        on: bool,
+        snap: Snapshot,
+        extra: dict[str, Any],
+        zones: list[str] | None = None,
     ) -> bool:
-        """Emit the start or end of a condition; False if a sink failed (retry next poll)."""
+        """Emit the start or end of a condition (in ``zones``, default every target);
+        False if a sink failed (retry next poll)."""
         head = etype.split(".", 1)[0]
         severity: Severity | None = None
         if on:
@@ -306,7 +339,7 @@ class ModbusDetector:
             # so event/alarm/+ subscribers see alarms only.
             t, state, severity = f"{etype}.restore", "restore", Severity.INFO
         try:
-            for zone in self._targets(dz):
+            for zone in self._targets(dz) if zones is None else zones:
                 self._emit(t, zone, self._data(dz, snap) | extra | {"state": state}, severity)
         except Exception:
             log.exception("%s: sink refused %s", self.cfg.id, t)

@@ -136,3 +136,13 @@ class Schemas:
 @pytest.fixture(scope="session")
 def schemas() -> Schemas:
     return Schemas()
+
+
+@pytest.fixture
+def power_loss_disk(tmp_path: Path) -> Iterator:
+    """A mounted FUSE disk; a power cut leaves only what was fsynced (tests/powerloss.py)."""
+    from powerloss import PowerLossDisk
+
+    disk = PowerLossDisk(tmp_path).mount()
+    yield disk
+    disk.close()

@@ -1,0 +1,241 @@
+"""Power cuts (issue 11): the agent's data dir on a disk that keeps only what was fsynced.
+
+A real agent process (the simulated post of tests/gpio_post.py, the same
+Agent as `shaobing run`) keeps its outbox, arm state, command replay cache and
+config on the FUSE disk of tests/powerloss.py. While alarms come in and the
+platform sends arm/disarm and set_config, the power is cut at a random
+moment: SIGKILL, then everything not fsynced (file data and directory
+entries) is dropped, what is left is mounted again and the agent restarts on
+it. Then:
+
+- every alarm or fault the outbox accepted (committed: logged as "event"
+  before the cut) reaches the platform, and none is published twice under
+  another id;
+- every Contact ID message the alarm host got an ACK for is delivered (the
+  agent ACKs alarm- and fault-class messages only once committed; status
+  classes join when issue 11 item 1 lands: add their codes to HOST_CODES);
+- the arm state, the replay cache and the config file are each the old or
+  the new version, never broken (parse, are not set aside).
+
+New cases (a Contact ID ACK, a replayed command's effect) plug into
+``PowerCutRun``: start the agent, drive it, ``cut()``, check what is left.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+
+from agent_process import AgentProcess, post_config, write_config
+from conftest import wait_for
+from platform_client import Platform
+
+from shaobing.agent.config import load_config
+from shaobing.agent.topics import Topics
+from shaobing.simulator.alarm_host import SimulatedAlarmHost
+
+CUTS = 3
+DURABLE = ("alarm.", "fault.")
+# Contact ID codes the host sends during the cuts, each as new then restore:
+# 130 burglary (alarm class), 301 AC loss (fault class).
+HOST_CODES = (130, 301)
+
+
+def _set_wiring(path: Path, in_alarm: list[str]) -> None:
+    temp = path.with_name(path.name + ".new")
+    temp.write_text(json.dumps(in_alarm))
+    os.replace(temp, path)
+
+
+QUALIFIER = {"1": "new", "3": "restore"}
+
+
+def committed_events(log: Path) -> list[dict]:
+    """Events the agent logged as recorded: durable ones were committed before the line."""
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # the line the SIGKILL cut short
+        if rec.get("msg") == "event":
+            out.append(rec)
+    return out
+
+
+class PowerCutRun:
+    """An agent whose data dir is on the power-loss disk, and the platform talking to it."""
+
+    def __init__(self, tmp_path: Path, disk, broker, county_factory, host: SimulatedAlarmHost):
+        self.disk = disk
+        self.broker = broker
+        self.host = host
+        self.host_acked: list[tuple[str, int, int]] = []  # (qualifier, code, zone) ACKed
+        self._host_zones = itertools.count(1)
+        self.data = disk.path / "data"
+        self.data.mkdir(mode=0o700)
+        config = post_config(
+            self.data,
+            broker.port,
+            control={"enabled": True, "require_signature": False},
+            serial={
+                "buses": [
+                    {"id": "host-line", "url": host.url, "baudrate": 2400, "timeout_s": 0.05}
+                ],
+                "contact_id": [{"id": "host-1", "bus": "host-line", "default_zone": "cabinet"}],
+            },
+        )
+        self.config_path = write_config(self.data / "post.yaml", config)
+        disk.settle()  # the installer's files are on the disk before the first start
+        self.county = county_factory(broker.port)
+        self.wiring = tmp_path / "wiring.json"
+        _set_wiring(self.wiring, [])
+        self.log = tmp_path / "agent.log"
+        self.agent = AgentProcess(self.config_path, self.log, gpio_wiring=self.wiring)
+        loaded = load_config(self.config_path)
+        base = Topics(loaded.mqtt.topic_prefix, loaded.site.village_code, loaded.device.id).base
+        self.platform = Platform(broker.port, base, loaded.device.id)
+        self.sent_timeouts = {loaded.linkage.verify.timeout_s}
+
+    def start(self) -> None:
+        self.agent.start()
+        # Up: the control worker answers, so the uplink is connected too.
+        wait_for(lambda: self._ping(), timeout=60, what=f"agent ready\n{self.agent.tail()}")
+
+    def _ping(self) -> bool:
+        try:
+            reply = self.platform.send("ping", self.platform.body("ping"), timeout=2.0)
+            return bool(reply.get("ok"))
+        except TimeoutError:
+            return False
+
+    def fire(self, command: str, args: dict) -> None:
+        """Send without waiting: the answer may never come, the power is about to go."""
+        body = self.platform.body(command, args)
+        self.platform.client.publish(
+            f"{self.platform.base}/cmd/{command}", json.dumps(body).encode(), qos=1
+        )
+
+    def toggle_door(self) -> None:
+        """Open or close the cabinet door (a 24 h zone: every change is an event)."""
+
+        def doors() -> int:
+            return sum(e["source"] == "gpio:door-1" for e in committed_events(self.log))
+
+        before = doors()
+        now = set(json.loads(self.wiring.read_text()))
+        _set_wiring(self.wiring, sorted(now ^ {"door-1"}))
+        wait_for(
+            lambda: doors() > before,
+            30,
+            f"door event recorded\n{self.agent.tail()}",
+        )
+
+    def host_reports(self, stop: threading.Event) -> None:
+        """The alarm host's side: each message new, then its restore once the new was ACKed."""
+        while not stop.is_set():
+            zone = next(self._host_zones)
+            code = HOST_CODES[zone % len(HOST_CODES)]
+            for qualifier in ("1", "3"):
+                if stop.is_set() or not self.host.report(code, qualifier, zone=zone):
+                    break
+                self.host_acked.append((qualifier, code, zone))
+
+    def cut(self) -> None:
+        self.agent.stop(signal.SIGKILL)
+        self.disk.cut()
+        self.disk.mount()
+
+    def check_state_files(self) -> None:
+        """Old or new, never broken: each file parses and nothing was set aside."""
+        config = load_config(self.config_path)  # raises on a torn file
+        assert config.linkage.verify.timeout_s in self.sent_timeouts
+        arming = json.loads((self.data / "arming.json").read_text())
+        assert isinstance(arming, dict)
+        seen = self.data / "commands-seen.json"
+        if seen.exists():
+            assert isinstance(json.loads(seen.read_text())["seen"], dict)
+        assert not [p.name for p in self.data.iterdir() if "corrupt" in p.name]
+
+    def close(self) -> None:
+        self.agent.kill()
+        self.platform.close()
+
+
+def test_power_cuts_lose_no_accepted_event_and_leave_state_whole(
+    tmp_path, mosquitto, county_factory, power_loss_disk, schemas
+):
+    host = SimulatedAlarmHost(transport="socket", ack_timeout_s=0.5, attempts=2)
+    run = PowerCutRun(tmp_path, power_loss_disk, mosquitto, county_factory, host)
+    rng = random.Random(20261205)
+    try:
+        for cut in range(CUTS):
+            run.start()
+            stop_host = threading.Event()
+            sender = threading.Thread(target=run.host_reports, args=(stop_host,), daemon=True)
+            sender.start()
+            if cut == CUTS - 1:
+                # The last cut with the broker gone: accepted alarms wait in the outbox.
+                mosquitto.stop()
+            else:
+                for zone_cmd in ("disarm", "arm"):
+                    run.fire(zone_cmd, {"zones": ["crossing"]})
+                timeout = round(rng.uniform(2, 9), 1)
+                run.sent_timeouts.add(timeout)
+                run.fire("set_config", {"patch": {"linkage": {"verify": {"timeout_s": timeout}}}})
+            for _ in range(rng.randint(2, 5)):
+                run.toggle_door()
+            # The power goes at a random moment of what follows.
+            if cut < CUTS - 1:
+                run.fire("disarm", {"zones": ["crossing"]})
+            _set_wiring(run.wiring, ["door-1", "pir-1"])
+            time.sleep(rng.uniform(0, 0.3))  # when the cut comes, not a wait for a condition
+            run.cut()
+            stop_host.set()
+            sender.join(10)
+            run.check_state_files()
+            if cut == CUTS - 1:
+                mosquitto.start()
+
+        accepted = {e["id"]: e for e in committed_events(run.log) if e["type"].startswith(DURABLE)}
+        waiting = set(accepted) - {e["id"] for e in run.county.events()}
+        assert waiting, "the last cut was meant to leave accepted alarms in the outbox"
+        # One more start on what the last cut left: everything accepted goes out.
+        _set_wiring(run.wiring, [])
+        run.start()
+
+        def delivered() -> set[str]:
+            return {e["id"] for e in run.county.events()}
+
+        run.county.wait_for(lambda m: set(accepted) <= delivered(), 60)
+        missing = sorted(set(accepted) - delivered(), key=lambda i: accepted[i]["seq"])
+        assert not missing, [accepted[i] for i in missing]
+        # Nothing the alarm host was told is lost.
+        assert run.host_acked, "the alarm host got no ACK"
+        from_host = {
+            (c["qualifier"], c["code"], c["zone"])
+            for e in run.county.events()
+            if (c := e["data"].get("contact_id"))
+        }
+        host_lost = [m for m in run.host_acked if (QUALIFIER[m[0]], m[1], m[2]) not in from_host]
+        assert not host_lost, host_lost
+        # Once per id: a resend carries the same id (and "replayed"), never a new one.
+        by_seq: dict[int, set[str]] = {}
+        for e in run.county.events():
+            by_seq.setdefault(e["seq"], set()).add(e["id"])
+        assert all(len(ids) == 1 for ids in by_seq.values()), by_seq
+        run.agent.stop(signal.SIGTERM)
+        run.check_state_files()
+    finally:
+        run.close()
+        host.close()
+    for message in run.county.messages:
+        schemas.check(message.topic, message.payload)
