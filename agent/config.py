@@ -18,6 +18,7 @@ from shaobing.agent import location
 from shaobing.agent.detection.config import CameraConfig, DetectorConfig
 from shaobing.agent.latching import LatchingConfig
 from shaobing.agent.latching import cross_check as latching_cross_check
+from shaobing.agent.updates_config import UpdatesConfig
 from shaobing.core.ascii_input import ascii_fields, normalise
 from shaobing.core.gb28181 import Gb28181Config
 from shaobing.core.gb28181 import cross_check as gb28181_cross_check
@@ -357,6 +358,10 @@ class ControlConfig(Strict):
     key_env: str | None = Field(
         default=None, pattern=r"^[A-Z_][A-Z0-9_]*$", description="env variable with the key"
     )
+    command_keys: list[Path] = Field(
+        default_factory=list,
+        description="county Ed25519 public keys (PEM) trusted for signed commands and bundles",
+    )
     max_payload_bytes: int = Field(
         default=16384, ge=256, le=262144, description="larger commands are rejected unread"
     )
@@ -403,6 +408,9 @@ class Config(Strict):
     )
     gb28181: Gb28181Config = Field(
         default_factory=Gb28181Config, description="GB/T 28181 ids and alarm codes"
+    )
+    updates: UpdatesConfig = Field(
+        default_factory=UpdatesConfig, description="signed model bundles (issue 17)"
     )
 
     def zone(self, zone_id: str) -> ZoneConfig | None:

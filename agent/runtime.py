@@ -105,17 +105,26 @@ class Agent:
             latching=config.latching,
         )
         self.detection = None
+        self.models = None  # signed model bundles (agent/model_updates.py)
         self._detector_fault: str | None = None
         if any(cam.enabled for cam in config.cameras):
             # Imported here: OpenCV and the TFLite runtime load only on posts with cameras.
             from shaobing.agent.detection.pipeline import DetectionPipeline
             from shaobing.agent.detection.runtime import ModelError
+            from shaobing.agent.model_updates import ModelUpdates
 
+            self.models = ModelUpdates.from_config(config, self.recorder)
             try:
-                self.detection = DetectionPipeline.from_config(
-                    config.detector, config.cameras, self.sink, camera_schemes
+                self.detection = DetectionPipeline(
+                    self.models.startup_detector(),
+                    config.cameras,
+                    self.sink,
+                    config.detector,
+                    schemes=camera_schemes,
                 )
+                self.models.pipeline = self.detection
                 self.liveness.register("inference", self.detection.alive)
+                self.liveness.register("model-watch", self.models.alive)
             except ModelError as exc:
                 # GPIO and serial alarms keep working without the detector.
                 self._detector_fault = str(exc)
@@ -278,6 +287,8 @@ class Agent:
         self.inputs.start()
         if self.detection is not None:
             self.detection.start()
+        if self.models is not None:
+            self.models.start()
         elif self._detector_fault:
             self.recorder.emit(
                 "fault.detector",
@@ -296,6 +307,8 @@ class Agent:
             return  # tests and signal handlers may both stop it
         self._stopped = True
         self.health.stop()
+        if self.models is not None:
+            self.models.stop()
         if self.detection is not None:
             self.detection.stop()
         self.serial.stop()
