@@ -116,6 +116,18 @@ class AcknowledgeArgs(Wire):
         return self
 
 
+class ModelUpdateArgs(Wire):
+    """Announces a signed model bundle; its chunks follow on .../bundle/{update_id}/{n}."""
+
+    update_id: Identifier = Field(description="names the transfer; announce again to resume")
+    size: int = Field(gt=0, description="bytes of the bundle file")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="of the whole bundle file")
+    chunk_size: int = Field(ge=1024, le=1024 * 1024, description="bytes per chunk but the last")
+    kid: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{16}$", description="county key that signed the bundle"
+    )
+
+
 ARGS: dict[str, type[Wire]] = {
     "arm": ArmArgs,
     "disarm": ArmArgs,
@@ -126,6 +138,7 @@ ARGS: dict[str, type[Wire]] = {
     "ping": NoArgs,
     "restart": NoArgs,
     "acknowledge": AcknowledgeArgs,
+    "model_update": ModelUpdateArgs,
 }
 
 

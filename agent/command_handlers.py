@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
@@ -18,6 +18,7 @@ from shaobing.agent.command_envelope import (
     CommandError,
     Envelope,
     GetConfigArgs,
+    ModelUpdateArgs,
     NoArgs,
     SetConfigArgs,
     SirenArgs,
@@ -66,7 +67,11 @@ class ControlDeps:
     config_path: Path | None
     now: Callable[[], float] = time.time
     v5: bool = True
+    bundles: BundleReceiver | None = None  # model_update (agent/bundle_receiver.py)
 
+
+if TYPE_CHECKING:
+    from shaobing.agent.bundle_receiver import BundleReceiver
 
 Handler = Callable[[Any, Envelope], dict]
 
@@ -85,6 +90,7 @@ class CommandHandlers:
             "ping": self._ping,
             "restart": self._restart,
             "acknowledge": self._acknowledge,
+            "model_update": self._model_update,
         }
 
     def _arm(self, args: ArmArgs, envelope: Envelope, state: str) -> dict:
@@ -166,3 +172,13 @@ class CommandHandlers:
             "acknowledged": event.data["alarm_ids"] if event else [],
             "event_id": event.id if event else None,
         }
+
+    def _model_update(self, args: ModelUpdateArgs, envelope: Envelope) -> dict:
+        from shaobing.agent.bundle_receiver import OfferRefused
+
+        if self._deps.bundles is None:
+            raise CommandError("not_supported", "no camera pipeline or updates disabled here")
+        try:
+            return self._deps.bundles.offer(args.model_dump())
+        except OfferRefused as exc:
+            raise CommandError(exc.code, str(exc)) from None

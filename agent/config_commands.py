@@ -26,7 +26,7 @@ from shaobing.core.redaction import redact_data
 # Sections a running agent can take over without restarting; the others
 # (device, site, zones, inputs, outputs, gpio, mqtt, storage, health) are
 # read once by the constructors of drivers, outbox and uplink.
-LIVE_SECTIONS = ("arming", "linkage", "control")
+LIVE_SECTIONS = ("arming", "linkage", "control", "updates")
 
 
 class ConfigChangeError(CommandError):

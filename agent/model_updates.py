@@ -108,7 +108,7 @@ class ModelUpdates:
         if not self._started:
             self._held.append(body)
             return
-        severity = Severity.WARNING if phase in ("refused", "rolled_back") else None
+        severity = Severity.MINOR if phase in ("refused", "rolled_back") else None
         self._sink.emit("status.update", SOURCE, data=body, severity=severity)
 
     def start(self) -> None:
@@ -123,6 +123,12 @@ class ModelUpdates:
 
     def alive(self) -> bool:
         return self.worker.alive()
+
+    def trusted_kids(self) -> list[str]:
+        try:
+            return Keyring.load(self.keys).kids
+        except KeyFileError:
+            return []
 
     def versions(self) -> dict[str, Any]:
         """What runs now, for ``status.health`` and the registration message."""
@@ -176,7 +182,7 @@ class ModelUpdates:
             except KeyFileError as exc:
                 raise BundleError("unknown_key", f"county keys unreadable: {exc}") from None
             bundle = open_bundle(bundle_path, keyring, staging)
-            self.report("checking", update_id, bytes=size, model=bundle.manifest.name)
+            self.report("checking", update_id, bytes=size, name=bundle.manifest.name)
             frames = self.pipeline.latest_frames() if self.pipeline else []
             candidate, check = check_candidate(
                 staging, bundle.manifest, self.det_cfg, self.cfg.budget_ms, frames
@@ -237,4 +243,5 @@ class ModelUpdates:
             self.pipeline.swap_detector(detector)
 
     def reconfigure(self, cfg: UpdatesConfig) -> None:
+        """Budgets and limits apply from the next watch turn (``updates`` is a live section)."""
         self.cfg = cfg

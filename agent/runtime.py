@@ -106,6 +106,7 @@ class Agent:
         )
         self.detection = None
         self.models = None  # signed model bundles (agent/model_updates.py)
+        self.bundles = None  # ... arriving over MQTT (agent/bundle_receiver.py)
         self._detector_fault: str | None = None
         if any(cam.enabled for cam in config.cameras):
             # Imported here: OpenCV and the TFLite runtime load only on posts with cameras.
@@ -125,6 +126,14 @@ class Agent:
                 self.models.pipeline = self.detection
                 self.liveness.register("inference", self.detection.alive)
                 self.liveness.register("model-watch", self.models.alive)
+                if config.updates.enabled:
+                    from shaobing.agent.bundle_receiver import BundleReceiver
+
+                    self.bundles = BundleReceiver(
+                        state_dir / "updates", self.models, self.topics.base
+                    )
+                    self.uplink.subscribe(self.topics.bundle_chunks, self.bundles.on_message)
+                    self.liveness.register("updates", self.bundles.alive)
             except ModelError as exc:
                 # GPIO and serial alarms keep working without the detector.
                 self._detector_fault = str(exc)
@@ -153,6 +162,7 @@ class Agent:
                     state_dir=state_dir,
                     config_path=config_path,
                     v5=config.mqtt.protocol == "5",
+                    bundles=self.bundles,
                 ),
             )
             self.uplink.subscribe(self.topics.commands, self.control.on_message)
@@ -184,6 +194,8 @@ class Agent:
             self.sink.reconfigure(new.linkage, zones_with_cameras(self.config))
         if "control" in applied and self.control is not None:
             self.control.reconfigure(new.control)
+        if "updates" in applied and self.models is not None:
+            self.models.reconfigure(new.updates)
         self.config = self.config.model_copy(update={s: getattr(new, s) for s in applied})
         return applied
 
@@ -289,6 +301,8 @@ class Agent:
             self.detection.start()
         if self.models is not None:
             self.models.start()
+        if self.bundles is not None:
+            self.bundles.start()
         elif self._detector_fault:
             self.recorder.emit(
                 "fault.detector",
@@ -307,6 +321,8 @@ class Agent:
             return  # tests and signal handlers may both stop it
         self._stopped = True
         self.health.stop()
+        if self.bundles is not None:
+            self.bundles.stop()
         if self.models is not None:
             self.models.stop()
         if self.detection is not None:

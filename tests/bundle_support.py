@@ -66,3 +66,34 @@ def with_header(path: Path, out: Path, **header) -> Path:
     doc = json.loads(members(path)["bundle.json"])
     doc["header"].update(header)
     return rewrite(path, out, **{"bundle.json": json.dumps(doc).encode()})
+
+
+CHUNK = 256 * 1024
+
+
+def announce(platform, bundle: Path, update_id: str, key: PrivateKey, chunk: int = CHUNK) -> dict:
+    """The county's signed model_update command; returns the box's answer."""
+    import hashlib
+
+    raw = bundle.read_bytes()
+    args = {
+        "update_id": update_id,
+        "size": len(raw),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "chunk_size": chunk,
+        "kid": key.kid,
+    }
+    return platform.command("model_update", args)
+
+
+def send_chunks(platform, bundle: Path, update_id: str, numbers, chunk: int = CHUNK) -> None:
+    raw = bundle.read_bytes()
+    for n in numbers:
+        platform.client.publish(
+            f"{platform.base}/bundle/{update_id}/{n}", raw[n * chunk : (n + 1) * chunk], qos=1
+        )
+
+
+def missing(answer: dict) -> list[int]:
+    assert answer["ok"], answer
+    return [n for a, b in answer["result"]["missing"] for n in range(a, b + 1)]

@@ -32,11 +32,13 @@ VALID_ARGS = {
     "ping": {},
     "restart": {},
     "acknowledge": {"zones": ["crossing"]},
+    "model_update": {"update_id": "u1", "size": 4096, "sha256": "0" * 64, "chunk_size": 1024},
 }
 ERROR_CODES = {
     "too_large", "bad_json", "unknown_command", "bad_envelope", "signature_required",
     "bad_signature", "no_key", "not_yet_valid", "expired", "bad_args", "replayed",
     "unknown_zone", "zone_is_24h", "unknown_camera", "camera_down", "invalid_config", "no_previous",
+    "not_supported",
 }  # fmt: skip
 
 json_values = st.recursive(
