@@ -83,6 +83,7 @@ class ModelUpdates:
         self._now = now
         self.pipeline: DetectionPipeline | None = None
         self.watch: dict[str, Any] | None = None
+        self._rolled_back: tuple[str, str, str | None] | None = None
         self._lock = threading.RLock()  # one switch or rollback at a time
         self._started = False
         self._held: list[dict[str, Any]] = []  # reports from before start()
@@ -155,20 +156,23 @@ class ModelUpdates:
                 self._rollback_on_disk("detector_fault", str(exc))
                 continue
             self.watch = self.store.state()["watch"] if slot else None
+            self._report_rollback()
             return detector
 
     def _rollback_on_disk(self, reason: str, message: str) -> Slot | None:
         failed, _ = self.store.rollback()
         self.watch = None
-        back = self.store.active()
-        self.report(
-            "rolled_back",
-            verdict=reason,
-            message=message,
-            failed_slot=failed,
-            model=self.versions(),
-        )
-        return back
+        self._rolled_back = (reason, message, failed)
+        return self.store.active()
+
+    def _report_rollback(self) -> None:
+        if self._rolled_back is not None:
+            reason, message, failed = self._rolled_back
+            self._rolled_back = None
+            model = self.versions()
+            self.report(
+                "rolled_back", verdict=reason, message=message, failed_slot=failed, model=model
+            )
 
     # ---- install ---------------------------------------------------------------
     def install(self, bundle_path: Path, update_id: str | None = None) -> dict[str, Any]:
@@ -233,6 +237,7 @@ class ModelUpdates:
         with self._lock:
             back = self._rollback_on_disk(reason, message)
             if self.pipeline is None:
+                self._report_rollback()
                 return
             try:
                 detector = load_detector(back, self.det_cfg)
@@ -241,6 +246,7 @@ class ModelUpdates:
                 self._rollback_on_disk("detector_fault", str(exc))
                 detector = load_detector(self.store.active(), self.det_cfg)
             self.pipeline.swap_detector(detector)
+            self._report_rollback()
 
     def reconfigure(self, cfg: UpdatesConfig) -> None:
         """Budgets and limits apply from the next watch turn (``updates`` is a live section)."""

@@ -1,0 +1,135 @@
+"""A switched model on probation (issue 17): swapped between inferences without the
+cameras missing a beat, rolled back when it fails in service, after a crash loop, or
+when it no longer loads."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from agent_harness import SimulatedPost
+from bundle_support import coco_bundle, county_key
+from conftest import config_for, wait_for
+
+from shaobing.agent.config_commands import ConfigEditor
+from shaobing.agent.detection.config import CameraConfig, CameraZone, DetectorConfig
+from shaobing.agent.detection.model_store import ModelStore
+from shaobing.agent.model_updates import ModelUpdates
+from shaobing.agent.updates_config import UpdatesConfig
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_swap_keeps_detecting_and_over_budget_in_service_rolls_back(
+    tmp_path, mosquitto, county_factory, schemas
+):
+    key, public = county_key(tmp_path)
+    bundle = coco_bundle(tmp_path, key, version=2)
+    county = county_factory(mosquitto.port)
+    base = config_for(tmp_path, mosquitto.port)
+    config = base.model_copy(
+        update={
+            "cameras": [
+                CameraConfig(
+                    id="cam-crossing",
+                    source="sim:person-crossing?fps=8",
+                    zones=[CameraZone(id="crossing", polygon=[(0, 0), (1, 0), (1, 1), (0, 1)])],
+                )
+            ],
+            "control": base.control.model_copy(update={"command_keys": [public]}),
+            "updates": UpdatesConfig(watch_s=120, slow_inferences=3),
+        }
+    )
+    post = SimulatedPost(config)
+    agent = post.agent
+    try:
+        pipeline = agent.detection
+        cam = pipeline.camera("cam-crossing")
+        wait_for(lambda: cam.inferences >= 3, 60, "first inferences")
+        running = pipeline.detector
+        counts: list[int] = []
+        done = threading.Event()
+        result: dict = {}
+
+        def install() -> None:
+            result.update(agent.models.install(bundle, "u-usb"))
+            done.set()
+
+        worker = threading.Thread(target=install)
+        worker.start()
+        while not done.wait(0.05):
+            counts.append(cam.inferences)
+        worker.join()
+        # The cameras were served by the old model throughout the check ...
+        assert counts[-1] - counts[0] >= 2, counts
+        assert pipeline.detector is not running and pipeline.detector.manifest.name == (
+            "coco-ssd-mobilenet-v1-quant"
+        )
+        assert result["check"]["camera_frames"] == 1
+        # ... and by the new one right after the swap.
+        after = cam.inferences
+        wait_for(lambda: cam.inferences >= after + 3, 30, "inferences on the new model")
+        assert agent.models.store.state()["active"].startswith("2-")
+
+        # The post's CPU no longer keeps up: tighten the budget through the one config path.
+        ConfigEditor(agent, None).change({"updates": {"budget_ms": 0.001}}, "test")
+        wait_for(lambda: pipeline.detector.manifest.name == "blazepose-person", 30, "rollback")
+        assert agent.models.store.state()["active"] is None
+        back = cam.inferences
+        wait_for(lambda: cam.inferences >= back + 2, 30, "inferences after rollback")
+        assert county.wait_for(
+            lambda m: any(
+                e["data"]["phase"] == "rolled_back" for e in county.events("status.update")
+            ),
+            30,
+        )
+    finally:
+        post.stop()
+    updates = [e["data"] for e in county.events("status.update")]
+    assert [u["phase"] for u in updates] == ["verifying", "checking", "active", "rolled_back"]
+    rolled = updates[-1]
+    assert rolled["verdict"] == "over_budget" and rolled["model"]["name"] == "blazepose-person"
+    for message in county.messages:
+        schemas.check(message.topic, message.payload)
+
+
+@pytest.fixture
+def installed(tmp_path):
+    """The COCO bundle installed (``shaobing models install``'s path) in a model store."""
+    key, public = county_key(tmp_path)
+    store = ModelStore(tmp_path / "models")
+
+    def updates() -> ModelUpdates:
+        return ModelUpdates(UpdatesConfig(max_starts=2), DetectorConfig(), store, [public], None)
+
+    updates().install(coco_bundle(tmp_path, key))
+    return store, updates
+
+
+def test_a_crash_loop_within_the_watch_rolls_back_at_start(installed):
+    store, updates = installed
+    for starts in (1, 2):
+        agent = updates()
+        assert agent.startup_detector().manifest.name == "coco-ssd-mobilenet-v1-quant"
+        assert store.state()["watch"]["starts"] == starts
+    agent = updates()  # the third start within the window: the model is blamed
+    assert agent.startup_detector().manifest.name == "blazepose-person"
+    assert store.state()["active"] is None and store.state()["watch"] is None
+    assert agent.versions()["name"] == "blazepose-person"
+
+
+def test_a_model_that_no_longer_loads_rolls_back_at_start(installed):
+    store, updates = installed
+    store.active().path.write_bytes(b"\x18\x00\x00\x00TFL3" + b"\x00" * 512)  # SD card rot
+    agent = updates()
+    assert agent.startup_detector().manifest.name == "blazepose-person"
+    assert store.state()["active"] is None
+
+
+def test_confirmed_after_the_watch(installed):
+    store, updates = installed
+    agent = updates()
+    agent.startup_detector()
+    agent.watch = {**agent.watch, "until": 0}
+    agent.watch_turn()
+    assert store.state()["watch"] is None and store.active() is not None
