@@ -245,8 +245,15 @@ class Agent:
             "linkage": lambda: asdict(self.sink.stats),
             "verification": lambda: asdict(self.verification.stats),
             "control": lambda: asdict(self.control.stats) if self.control else None,
+            "versions": self._versions,
             "warnings": lambda: ["gpio_mock"] if self.config.gpio.backend == "mock" else [],
         }
+
+    def _versions(self) -> dict[str, Any]:
+        from shaobing.agent.versions import installed_model, versions
+
+        running = self.models.versions() if self.models else installed_model(self.config)
+        return versions(self.config, running)
 
     def _write_status(self, health: dict[str, Any] | None, state: str = "running") -> None:
         """``status.json`` for ``shaobing status`` (agent/status_file.py); never fails."""

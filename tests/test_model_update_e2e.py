@@ -39,6 +39,7 @@ def _post_config(tmp_path, port, public) -> object:
         }
     ]
     data["detector"] = {"stats_interval_s": 1}
+    data["health"]["interval_s"] = 2
     path = tmp_path / "post.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True))
     return path
@@ -131,6 +132,13 @@ def test_bundle_in_chunks_across_broker_restart_and_sigkill(
             30,
         )
         assert store.state()["active"].startswith("5-e4b118e5e453")
+        assert county.wait_for(
+            lambda m: any(
+                (e["data"]["versions"]["model"] or {}).get("bundle_version") == 5
+                for e in county.events("status.health")
+            ),
+            30,
+        )
         phases = [u["phase"] for u in _updates(county) if u["update_id"] == "u-coco"]
         assert phases[0] == "receiving" and phases[-3:] == ["verifying", "checking", "active"]
     finally:
