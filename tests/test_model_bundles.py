@@ -3,7 +3,9 @@ running model alone. ``shaobing models install`` is the USB-stick path."""
 
 from __future__ import annotations
 
+import functools
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,8 @@ import pytest
 import yaml
 from bundle_support import bundle_of, coco_bundle, county_key, members, rewrite, with_header
 from detection_support import V1
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shaobing.agent.detection.model_check import output_problems, reference_frames
 from shaobing.agent.detection.model_store import ModelStore
@@ -149,3 +153,33 @@ def test_bundle_header_is_what_was_signed(post):
         header["manifest"]["sha256"]
         == "e4b118e5e4531945de2e659742c7c590f7536f8d0ed26d135abcfe83b4779d13"
     )
+
+
+@functools.cache
+def _small_bundle() -> tuple[Path, Path, bytes]:
+    """One correctly signed small bundle (a fake model) for the fuzzer to cut up."""
+    tmp = Path(tempfile.mkdtemp(prefix="shaobing-fuzz-"))
+    key, public = county_key(tmp)
+    model = b"\x18\x00\x00\x00TFL3" + bytes(range(256)) * 8
+    return bundle_of(tmp, model, key), public, model
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.binary(max_size=4096), cut=st.integers(0, 1 << 16), random=st.booleans())
+def test_any_bytes_are_refused_with_a_code(data, cut, random):
+    """Random files and random cuts of a real bundle: refused with a code, or (a cut
+    that keeps both members whole) accepted with exactly the signed model."""
+    bundle, public, model = _small_bundle()
+    raw = bundle.read_bytes()
+    path = bundle.with_name("fuzzed.bundle")
+    path.write_bytes(data if random else raw[: cut % (len(raw) + 1)])
+    out = bundle.with_name("m.tflite")
+    out.unlink(missing_ok=True)
+    try:
+        open_bundle(path, Keyring.load([public]), out)
+    except BundleError as exc:
+        assert exc.code in {"bad_bundle", "truncated", "bad_sha256", "bad_signature"}
+        assert str(path) in str(exc)
+        assert not out.exists()
+    else:
+        assert out.read_bytes() == model
