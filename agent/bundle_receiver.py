@@ -25,6 +25,7 @@ import os
 import queue
 import shutil
 import threading
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ from shaobing.core.worker import ThreadWorker
 
 log = logging.getLogger("shaobing.updates")
 
+FETCH = ("", -1, b"")  # queue item: fetch the transfer's url
+FETCH_TIMEOUT_S = 30.0
 MAX_RANGES = 32  # missing chunks are reported as at most this many [first, last] ranges
 PROGRESS_STEPS = 10  # receiving reports per transfer
 
@@ -183,6 +186,8 @@ class BundleReceiver:
         self.updates.report("receiving", **current.status())
         if not current.missing():
             self._queue.put(None)  # complete already (a restart before the check): finish
+        elif offer.get("url"):
+            self._queue.put(FETCH)
         return status
 
     # ---- paho's thread ---------------------------------------------------------
@@ -209,7 +214,9 @@ class BundleReceiver:
                 transfer = self.transfer
             if transfer is None:
                 continue
-            if item is not None:
+            if item == FETCH:
+                self._fetch(transfer)
+            elif item is not None:
                 self._chunk(transfer, *item)
             if not transfer.missing() and self.transfer is transfer:
                 self._finish(transfer)
@@ -228,6 +235,29 @@ class BundleReceiver:
             if step > transfer.reported and transfer.missing():
                 transfer.reported = step
                 self.updates.report("receiving", **transfer.status())
+
+    def _fetch(self, transfer: Transfer) -> None:
+        """Download the missing part from the command's URL, chunk by chunk, size-bounded."""
+        first = transfer.missing()[0]
+        request = urllib.request.Request(transfer.offer["url"])
+        if first:
+            request.add_header("Range", f"bytes={first * transfer.chunk}-")
+        try:
+            with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as response:
+                n = first if response.status == 206 else 0  # a server may ignore Range
+                while n < transfer.count and not self._stop.is_set():
+                    block = response.read(transfer.expected_len(n))
+                    if len(block) != transfer.expected_len(n):
+                        raise OSError(f"the download ended at chunk {n} of {transfer.count}")
+                    self._chunk(transfer, transfer.id, n, block)
+                    n += 1
+                if response.read(1):
+                    raise OSError(f"the download is longer than the announced {transfer.size}")
+        except (OSError, ValueError) as exc:  # urllib's errors are OSErrors
+            # What arrived stays; the county announces again to resume (with Range).
+            self.updates.report(
+                "receiving", **transfer.status(), message=f"download failed: {exc}"[:300]
+            )
 
     def _finish(self, transfer: Transfer) -> None:
         with self._lock:

@@ -126,6 +126,11 @@ class ModelUpdateArgs(Wire):
     kid: str | None = Field(
         default=None, pattern=r"^[0-9a-f]{16}$", description="county key that signed the bundle"
     )
+    url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s]{1,2000}$",
+        description="fetch the bundle from here instead of waiting for chunks",
+    )
 
 
 ARGS: dict[str, type[Wire]] = {

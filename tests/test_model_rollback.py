@@ -133,3 +133,46 @@ def test_confirmed_after_the_watch(installed):
     agent.watch = {**agent.watch, "until": 0}
     agent.watch_turn()
     assert store.state()["watch"] is None and store.active() is not None
+
+
+def test_a_bundle_fetched_from_a_url_in_the_command(tmp_path):
+    """model_update with a url: the box downloads the bundle (size-bounded) and installs it."""
+    import functools
+    import hashlib
+    import http.server
+
+    from shaobing.agent.bundle_receiver import BundleReceiver
+    from shaobing.simulator.broker import free_port
+
+    key, public = county_key(tmp_path)
+    bundle = coco_bundle(tmp_path, key, version=9)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    store = ModelStore(tmp_path / "models")
+    updates = ModelUpdates(UpdatesConfig(), DetectorConfig(), store, [public], None)
+    receiver = BundleReceiver(tmp_path / "updates", updates, "shaobing/v1/x/post-1")
+    receiver.start()
+    try:
+        raw = bundle.read_bytes()
+        answer = receiver.offer(
+            {
+                "update_id": "u-http",
+                "size": len(raw),
+                "sha256": hashlib.sha256(raw).hexdigest(),
+                "chunk_size": 256 * 1024,
+                "kid": key.kid,
+                "url": f"http://127.0.0.1:{server.server_port}/{bundle.name}",
+            }
+        )
+        assert answer["received"] == 0
+        wait_for(lambda: (store.state()["active"] or "").startswith("9-"), 60, "installed")
+        wait_for(lambda: not (tmp_path / "updates" / "u-http").exists(), 10, "staging cleared")
+    finally:
+        receiver.stop()
+        server.shutdown()
