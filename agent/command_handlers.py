@@ -68,6 +68,8 @@ class ControlDeps:
     now: Callable[[], float] = time.time
     v5: bool = True
     bundles: BundleReceiver | None = None  # model_update (agent/bundle_receiver.py)
+    # The agent's one ConfigEditor, shared with the console so both see one pending change.
+    editor: ConfigEditor | None = None
 
 
 if TYPE_CHECKING:

@@ -11,7 +11,6 @@ from agent_harness import SimulatedPost
 from bundle_support import coco_bundle, county_key
 from conftest import config_for, wait_for
 
-from shaobing.agent.config_commands import ConfigEditor
 from shaobing.agent.detection.config import CameraConfig, CameraZone, DetectorConfig
 from shaobing.agent.detection.model_store import ModelStore
 from shaobing.agent.model_updates import ModelUpdates
@@ -72,7 +71,7 @@ def test_swap_keeps_detecting_and_over_budget_in_service_rolls_back(
         assert agent.models.store.state()["active"].startswith("2-")
 
         # The post's CPU no longer keeps up: tighten the budget through the one config path.
-        ConfigEditor(agent, None).change({"updates": {"budget_ms": 0.001}}, "test")
+        agent.config_editor.change({"updates": {"budget_ms": 0.001}}, "test")
         wait_for(lambda: pipeline.detector.manifest.name == "blazepose-person", 30, "rollback")
         assert agent.models.store.state()["active"] is None
         back = cam.inferences
