@@ -58,7 +58,8 @@ BAD_ZONE_IDS = st.sampled_from(["nowhere", "x y", ""])
 SECTIONS = set(Config.model_fields)
 ENVELOPE_KEYS = ("v", "id", "issued_ms", "expires_ms", "args", "sig")
 ARG_KEYS = (
-    "zones", "on", "duration_s", "outputs", "camera", "sections", "patch", "rollback", "alarms"
+    "zones", "on", "duration_s", "outputs", "camera", "sections", "patch", "rollback", "alarms",
+    "update_id", "size", "sha256", "chunk_size", "kid", "url",
 )  # fmt: skip
 
 
@@ -156,6 +157,11 @@ BAD_ARG = {
                 or (isinstance(v, list) and not all(isinstance(x, str) for x in v))
             )
         ),
+    },
+    "model_update": {
+        "size": json_values.filter(lambda v: not (type(v) is int and v > 0)),
+        "chunk_size": json_values.filter(lambda v: not (type(v) is int and 1024 <= v <= 1 << 20)),
+        "sha256": json_values.filter(lambda v: not isinstance(v, str) or len(v) != 64),
     },
 }
 

@@ -31,7 +31,7 @@ def test_swap_keeps_detecting_and_over_budget_in_service_rolls_back(
             "cameras": [
                 CameraConfig(
                     id="cam-crossing",
-                    source="sim:person-crossing?fps=8",
+                    source="sim:person-crossing?fps=8&idle=0",  # always someone
                     zones=[CameraZone(id="crossing", polygon=[(0, 0), (1, 0), (1, 1), (0, 1)])],
                 )
             ],
@@ -56,6 +56,7 @@ def test_swap_keeps_detecting_and_over_budget_in_service_rolls_back(
 
         worker = threading.Thread(target=install)
         worker.start()
+        post.wiring.press("pir-1")  # an alarm in the camera's zone during the swap
         while not done.wait(0.05):
             counts.append(cam.inferences)
         worker.join()
@@ -82,6 +83,15 @@ def test_swap_keeps_detecting_and_over_budget_in_service_rolls_back(
             ),
             30,
         )
+        # The PIR alarm raised during the swap was still verified by the camera.
+        pir = next(e for e in county.events("alarm.intrusion") if e["source"]["kind"] == "gpio")
+        verdicts = lambda: [  # noqa: E731
+            v["data"]
+            for v in county.events("status.verification")
+            if v["data"]["alarm_id"] == pir["id"]
+        ]
+        assert county.wait_for(lambda m: verdicts(), 30)
+        assert verdicts()[0]["result"] == "verified" and "person" in verdicts()[0]["labels"]
     finally:
         post.stop()
     updates = [e["data"] for e in county.events("status.update")]
