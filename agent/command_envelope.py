@@ -133,6 +133,12 @@ class ModelUpdateArgs(Wire):
     )
 
 
+class ConfigUpdateArgs(Wire):
+    """A signed settings bundle (agent/config_bundle.py), carried whole."""
+
+    bundle: dict[str, Any] = Field(description="{header: {...}, kid, sig}")
+
+
 ARGS: dict[str, type[Wire]] = {
     "arm": ArmArgs,
     "disarm": ArmArgs,
@@ -144,6 +150,7 @@ ARGS: dict[str, type[Wire]] = {
     "restart": NoArgs,
     "acknowledge": AcknowledgeArgs,
     "model_update": ModelUpdateArgs,
+    "config_update": ConfigUpdateArgs,
 }
 
 

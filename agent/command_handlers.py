@@ -16,6 +16,7 @@ from shaobing.agent.command_envelope import (
     AcknowledgeArgs,
     ArmArgs,
     CommandError,
+    ConfigUpdateArgs,
     Envelope,
     GetConfigArgs,
     ModelUpdateArgs,
@@ -93,6 +94,7 @@ class CommandHandlers:
             "restart": self._restart,
             "acknowledge": self._acknowledge,
             "model_update": self._model_update,
+            "config_update": self._config_update,
         }
 
     def _arm(self, args: ArmArgs, envelope: Envelope, state: str) -> dict:
@@ -184,3 +186,23 @@ class CommandHandlers:
             return self._deps.bundles.offer(args.model_dump())
         except OfferRefused as exc:
             raise CommandError(exc.code, str(exc)) from None
+
+    def _config_update(self, args: ConfigUpdateArgs, envelope: Envelope) -> dict:
+        from shaobing.agent.config_bundle import AppliedVersions, verify
+        from shaobing.core.signing import KeyFileError, Keyring
+        from shaobing.models.bundle import BundleError
+
+        try:
+            keyring = Keyring.load(self._deps.target.config.control.command_keys)
+            header = verify(args.bundle, keyring)
+        except (BundleError, KeyFileError) as exc:
+            raise CommandError(getattr(exc, "code", "unknown_key"), str(exc)) from None
+        versions = AppliedVersions(self._deps.state_dir / "config-bundle.json")
+        if header.version <= versions.last():
+            raise CommandError(
+                "stale_version",
+                f"settings bundle version {header.version}; version {versions.last()} is in place",
+            )
+        result = self.editor.change(header.patch, f"settings bundle v{header.version}")
+        versions.record(header.version)
+        return {**result, "version": header.version}

@@ -33,12 +33,13 @@ VALID_ARGS = {
     "restart": {},
     "acknowledge": {"zones": ["crossing"]},
     "model_update": {"update_id": "u1", "size": 4096, "sha256": "0" * 64, "chunk_size": 1024},
+    "config_update": {"bundle": {}},
 }
 ERROR_CODES = {
     "too_large", "bad_json", "unknown_command", "bad_envelope", "signature_required",
     "bad_signature", "no_key", "not_yet_valid", "expired", "bad_args", "replayed",
     "unknown_zone", "zone_is_24h", "unknown_camera", "camera_down", "invalid_config", "no_previous",
-    "not_supported",
+    "not_supported", "bad_bundle",
 }  # fmt: skip
 
 json_values = st.recursive(
@@ -59,7 +60,7 @@ SECTIONS = set(Config.model_fields)
 ENVELOPE_KEYS = ("v", "id", "issued_ms", "expires_ms", "args", "sig")
 ARG_KEYS = (
     "zones", "on", "duration_s", "outputs", "camera", "sections", "patch", "rollback", "alarms",
-    "update_id", "size", "sha256", "chunk_size", "kid", "url",
+    "update_id", "size", "sha256", "chunk_size", "kid", "url", "bundle",
 )  # fmt: skip
 
 
@@ -158,6 +159,7 @@ BAD_ARG = {
             )
         ),
     },
+    "config_update": {"bundle": json_values.filter(lambda v: not isinstance(v, dict))},
     "model_update": {
         "size": json_values.filter(lambda v: not (type(v) is int and v > 0)),
         "chunk_size": json_values.filter(lambda v: not (type(v) is int and 1024 <= v <= 1 << 20)),
