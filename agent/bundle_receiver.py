@@ -217,7 +217,9 @@ class BundleReceiver:
             if item == FETCH:
                 self._fetch(transfer)
             elif item is not None:
-                self._chunk(transfer, *item)
+                with self._lock:  # an offer may replace the transfer meanwhile
+                    if self.transfer is transfer:
+                        self._chunk(transfer, *item)
             if not transfer.missing() and self.transfer is transfer:
                 self._finish(transfer)
 

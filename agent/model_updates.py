@@ -84,6 +84,8 @@ class ModelUpdates:
         self.pipeline: DetectionPipeline | None = None
         self.watch: dict[str, Any] | None = None
         self._rolled_back: tuple[str, str, str | None] | None = None
+        self.running: Slot | None = None  # the slot the pipeline serves (None: detector.model)
+        self._serving = False  # set once a detector was handed out
         self._lock = threading.RLock()  # one switch or rollback at a time
         self._started = False
         self._held: list[dict[str, Any]] = []  # reports from before start()
@@ -133,7 +135,9 @@ class ModelUpdates:
 
     def versions(self) -> dict[str, Any]:
         """What runs now, for ``status.health`` and the registration message."""
-        slot = self.store.active()
+        # The slot in service, not the one on disk: `shaobing models install` switches
+        # the files while a running agent keeps its model until it restarts.
+        slot = self.running if self._serving else self.store.active()
         if slot is not None:
             return {**slot.describe(), "watching": self.watch is not None}
         return {"name": self.det_cfg.model, "sha256": None, "bundle_version": None, "slot": None}
@@ -156,6 +160,7 @@ class ModelUpdates:
                 self._rollback_on_disk("detector_fault", str(exc))
                 continue
             self.watch = self.store.state()["watch"] if slot else None
+            self.running, self._serving = slot, True
             self._report_rollback()
             return detector
 
@@ -201,6 +206,7 @@ class ModelUpdates:
             self.watch = self.store.state()["watch"]
             if self.pipeline is not None:
                 self.pipeline.swap_detector(candidate)
+                self.running = slot
         result = {"model": slot.describe(), "check": check.as_dict(), "watch_s": self.cfg.watch_s}
         self.report("active", update_id, bytes=size, verdict="ok", **result)
         return result
@@ -243,9 +249,10 @@ class ModelUpdates:
                 detector = load_detector(back, self.det_cfg)
             except ModelError as exc:
                 log.error("previous model does not load", extra={"fields": {"error": str(exc)}})
-                self._rollback_on_disk("detector_fault", str(exc))
-                detector = load_detector(self.store.active(), self.det_cfg)
+                back = self._rollback_on_disk("detector_fault", str(exc))
+                detector = load_detector(back, self.det_cfg)
             self.pipeline.swap_detector(detector)
+            self.running = back
             self._report_rollback()
 
     def reconfigure(self, cfg: UpdatesConfig) -> None:
