@@ -145,7 +145,7 @@ class ModelUpdates:
     # ---- start-up --------------------------------------------------------------
     def startup_detector(self) -> Detector:
         """The detector to start with; counts this start against a watch."""
-        watch = self.store.count_start()
+        watch = self.store.count_start(self._now())
         if watch and watch["starts"] > self.cfg.max_starts:
             self._rollback_on_disk(
                 "crash_loop", f"{watch['starts'] - 1} agent starts within the watch window"

@@ -185,3 +185,12 @@ def test_a_bundle_fetched_from_a_url_in_the_command(tmp_path):
     finally:
         receiver.stop()
         server.shutdown()
+
+
+def test_restarts_after_the_watch_window_are_not_the_models_fault(installed):
+    store, updates = installed
+    state = store.state()
+    store._write({**state, "watch": {**state["watch"], "until": 0, "starts": 5}})
+    agent = updates()
+    assert agent.startup_detector().manifest.name == "coco-ssd-mobilenet-v1-quant"
+    assert store.state()["watch"] is None and agent.watch is None

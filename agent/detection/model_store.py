@@ -123,11 +123,18 @@ class ModelStore:
         )
         self._prune()
 
-    def count_start(self) -> dict[str, Any] | None:
-        """Called once per agent start: the watch with this start counted, or None."""
+    def count_start(self, now: float | None = None) -> dict[str, Any] | None:
+        """Called once per agent start: the watch with this start counted, or None.
+
+        A window that ran out while the agent was stopped ends here: the model served
+        through it, and later restarts are not its fault.
+        """
         state = self.state()
         watch = state["watch"]
         if not watch:
+            return None
+        if (time.time() if now is None else now) >= watch["until"]:
+            self._write({**state, "watch": None})
             return None
         watch = {**watch, "starts": int(watch.get("starts", 0)) + 1}
         self._write({**state, "watch": watch})
