@@ -205,4 +205,11 @@ class CommandHandlers:
             )
         result = self.editor.change(header.patch, f"settings bundle v{header.version}")
         versions.record(header.version)
+        if result["restart_required"] and self._deps.config_path is not None:
+            from shaobing.agent.config_watch import ConfigWatch
+
+            updates = self._deps.target.config.updates
+            ConfigWatch(self._deps.state_dir).begin(
+                header.version, updates.watch_s, updates.max_starts
+            )
         return {**result, "version": header.version}

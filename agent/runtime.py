@@ -27,7 +27,7 @@ from shaobing.agent.sdnotify import Notifier
 from shaobing.agent.spine import build_spine
 from shaobing.agent.status_file import certificate_expiry, status_path, write_status
 from shaobing.agent.verification import VerificationWorker, Verifier
-from shaobing.core.events import Source
+from shaobing.core.events import Severity, Source
 from shaobing.core.watchdog import Liveness
 from shaobing.drivers.gpio import GpioInputs, GpioOutputs, make_pin_factory
 from shaobing.drivers.serial_runtime import SerialDrivers
@@ -269,6 +269,15 @@ class Agent:
             "warnings": lambda: ["gpio_mock"] if self.config.gpio.backend == "mock" else [],
         }
 
+    def _report_config_rollback(self) -> None:
+        from shaobing.agent.config_watch import ConfigWatch
+
+        report = ConfigWatch(self.config.storage.path.parent).take_report()
+        if report is not None:
+            data = {"phase": "rolled_back", "update_id": None, **report}
+            source = Source(kind="agent", id="updates")
+            self.recorder.emit("status.update", source, data=data, severity=Severity.MINOR)
+
     def _versions(self) -> dict[str, Any]:
         from shaobing.agent.versions import installed_model, versions
 
@@ -332,6 +341,7 @@ class Agent:
                 Source(kind="agent", id="detector"),
                 data={"reason": self.detector_fault},
             )
+        self._report_config_rollback()
         if self.models is not None:
             self.models.start()
         if self.bundles is not None:

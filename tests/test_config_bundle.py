@@ -14,6 +14,7 @@ from linkage_helpers import linkage_config
 
 from shaobing.agent.config import load_config
 from shaobing.agent.config_bundle import sign
+from shaobing.agent.config_watch import ConfigWatch
 from shaobing.agent.control import Incoming
 from shaobing.agent.runtime import Agent
 from shaobing.cli.main import main
@@ -69,6 +70,11 @@ def test_a_signed_patch_applies_once_and_protected_keys_are_refused(post, tmp_pa
     )
     assert command({"header": {}})["error"]["code"] == "bad_bundle"
     assert path.read_bytes() == before and agent.config.linkage.cooldown_s == 42
+    # A change that needs a restart is watched across restarts (config_watch.py).
+    answer = command(sign({"health": {"interval_s": 120}}, key, version=10))
+    assert answer["ok"] and answer["result"]["restart_required"] == ["health"], answer
+    watch = json.loads((path.parent / "config-watch.json").read_text())
+    assert watch["version"] == 10 and watch["starts"] == 0
     body = {"id": "c1", "issued_ms": 1, "expires_ms": 2}
     schemas.check_command("config_update", {**body, "args": {"bundle": sign({}, key, 9)}})
 
@@ -83,3 +89,30 @@ def test_cli_signs_a_patch(tmp_path, capsys):
     assert code == 0, capsys.readouterr()
     doc = json.loads(out.read_text())
     assert doc["header"]["patch"] == {"linkage": {"cooldown_s": 30}} and doc["kid"] == key.kid
+
+
+def test_a_settings_bundle_that_crash_loops_is_undone_at_start(tmp_path):
+    config, prev = tmp_path / "shaobing.yaml", tmp_path / "shaobing.yaml.prev"
+    prev.write_text("# the settings before the bundle\n")
+    config.write_text("# settings bundle v4\n")
+    watch = ConfigWatch(tmp_path)
+    watch.begin(4, watch_s=600, max_starts=2)
+    assert [watch.on_start(config) for _ in range(2)] == [False, False]
+    assert watch.on_start(config)  # the third start within the window: undone
+    assert config.read_text() == prev.read_text()
+    assert (tmp_path / "shaobing.yaml.failed").read_text() == "# settings bundle v4\n"
+    report = watch.take_report()
+    assert report["verdict"] == "crash_loop" and report["version"] == 4
+    assert watch.take_report() is None and not watch.on_start(config)
+
+
+def test_the_config_watch_ends_with_its_window(tmp_path):
+    config = tmp_path / "shaobing.yaml"
+    config.write_text("new\n")
+    (tmp_path / "shaobing.yaml.prev").write_text("old\n")
+    clock = [1000.0]
+    watch = ConfigWatch(tmp_path, now=lambda: clock[0])
+    watch.begin(2, watch_s=60, max_starts=1)
+    clock[0] += 61
+    assert not watch.on_start(config) and not watch.on_start(config)
+    assert config.read_text() == "new\n"
