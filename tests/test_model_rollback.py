@@ -194,3 +194,46 @@ def test_restarts_after_the_watch_window_are_not_the_models_fault(installed):
     agent = updates()
     assert agent.startup_detector().manifest.name == "coco-ssd-mobilenet-v1-quant"
     assert store.state()["watch"] is None and agent.watch is None
+
+
+def test_offers_are_bounded_and_stray_chunks_ignored(tmp_path):
+    """Refused before any chunk: too large, chunks over the box's limit, an untrusted key;
+    chunks of the wrong size, number or update are ignored; progress survives a restart."""
+    import paho.mqtt.client as mqtt
+
+    from shaobing.agent.bundle_receiver import BundleReceiver, OfferRefused
+
+    key, public = county_key(tmp_path)
+    stranger, _ = county_key(tmp_path, "stranger")
+    cfg = UpdatesConfig(max_bundle_bytes=64 * 1024, max_chunk_bytes=8 * 1024)
+    updates = ModelUpdates(cfg, DetectorConfig(), ModelStore(tmp_path / "m"), [public], None)
+    base = "shaobing/v1/x/post-1"
+    receiver = BundleReceiver(tmp_path / "updates", updates, base)
+    offer = {"update_id": "u1", "size": 20_000, "sha256": "0" * 64, "chunk_size": 8192}
+    for bad, code in (
+        ({"size": 65 * 1024}, "too_large"),
+        ({"chunk_size": 16 * 1024}, "bad_args"),
+        ({"kid": stranger.kid}, "unknown_key"),
+    ):
+        with pytest.raises(OfferRefused) as exc:
+            receiver.offer({**offer, **bad})
+        assert exc.value.code == code
+    assert receiver.offer({**offer, "kid": key.kid})["missing"] == [[0, 2]]
+
+    def chunk(update_id: str, n: int, size: int) -> None:
+        msg = mqtt.MQTTMessage(topic=f"{base}/bundle/{update_id}/{n}".encode())
+        msg.payload = bytes(size)
+        receiver.on_message(msg)
+        item = receiver._queue.get_nowait()
+        with receiver._lock:
+            receiver._chunk(receiver.transfer, *item)
+
+    chunk("u1", 0, 8192)
+    chunk("u1", 1, 100)  # wrong size
+    chunk("u1", 7, 8192)  # no such chunk
+    chunk("other", 1, 8192)  # another update
+    chunk("u1", 2, 20_000 - 2 * 8192)  # the short last one
+    assert receiver.transfer.status()["missing"] == [[1, 1]]
+    again = BundleReceiver(tmp_path / "updates", updates, base)  # an agent restart
+    assert again.transfer is not None and again.transfer.status()["missing"] == [[1, 1]]
+    assert again.transfer.bytes == 20_000 - 8192
