@@ -11,7 +11,8 @@ simply run.
   with the override: the id is there exactly when the effect is. Its
   ``status.arming`` events, which the crash may have cut off, are announced
   again (``announce``): a platform may see one twice, never miss it.
-- ``set_config``: the file's digest differs from the one noted before.
+- ``set_config``, ``config_update`` (a signed settings bundle): the file's
+  digest differs from the one noted before.
 - ``restart``: the process has restarted, which was the effect.
 - the others have no effect that outlives the process (``ping``,
   ``get_config``, ``snapshot``: reads; ``siren``: outputs are reset at start;
@@ -28,7 +29,8 @@ from typing import Any
 from shaobing.agent.arming import Arming
 
 # The commands whose effect ``applied`` can find; the others simply run again.
-TRACKED = frozenset({"arm", "disarm", "set_config", "restart"})
+TRACKED = frozenset({"arm", "disarm", "set_config", "config_update", "restart"})
+CONFIG_WRITES = ("set_config", "config_update")
 
 
 def _digest(path: Path) -> str | None:
@@ -52,7 +54,7 @@ class CommandEffects:
             known = self._arming.zone_ids
             zones = known if args.zones == "all" else [z for z in args.zones if z in known]
             return {"zones": {z: self._arming.state(z).state for z in zones}}
-        if command == "set_config" and self._config_path is not None:
+        if command in CONFIG_WRITES and self._config_path is not None:
             return {"config_sha256": _digest(self._config_path)}
         return {}
 
@@ -68,7 +70,7 @@ class CommandEffects:
             if self._announce is not None:
                 self._announce(zones, command_id)
             return {"zones": zones, "recovered": True}
-        if command == "set_config" and self._config_path is not None:
+        if command in CONFIG_WRITES and self._config_path is not None:
             if _digest(self._config_path) == before.get("config_sha256"):
                 return None
             return {"persisted": True, "recovered": True}

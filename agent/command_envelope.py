@@ -116,6 +116,29 @@ class AcknowledgeArgs(Wire):
         return self
 
 
+class ModelUpdateArgs(Wire):
+    """Announces a signed model bundle; its chunks follow on .../bundle/{update_id}/{n}."""
+
+    update_id: Identifier = Field(description="names the transfer; announce again to resume")
+    size: int = Field(gt=0, description="bytes of the bundle file")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="of the whole bundle file")
+    chunk_size: int = Field(ge=1024, le=1024 * 1024, description="bytes per chunk but the last")
+    kid: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{16}$", description="county key that signed the bundle"
+    )
+    url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s]{1,2000}$",
+        description="fetch the bundle from here instead of waiting for chunks",
+    )
+
+
+class ConfigUpdateArgs(Wire):
+    """A signed settings bundle (agent/config_bundle.py), carried whole."""
+
+    bundle: dict[str, Any] = Field(description="{header: {...}, kid, sig}")
+
+
 ARGS: dict[str, type[Wire]] = {
     "arm": ArmArgs,
     "disarm": ArmArgs,
@@ -126,6 +149,8 @@ ARGS: dict[str, type[Wire]] = {
     "ping": NoArgs,
     "restart": NoArgs,
     "acknowledge": AcknowledgeArgs,
+    "model_update": ModelUpdateArgs,
+    "config_update": ConfigUpdateArgs,
 }
 
 

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
@@ -16,8 +16,10 @@ from shaobing.agent.command_envelope import (
     AcknowledgeArgs,
     ArmArgs,
     CommandError,
+    ConfigUpdateArgs,
     Envelope,
     GetConfigArgs,
+    ModelUpdateArgs,
     NoArgs,
     SetConfigArgs,
     SirenArgs,
@@ -66,9 +68,13 @@ class ControlDeps:
     config_path: Path | None
     now: Callable[[], float] = time.time
     v5: bool = True
+    bundles: BundleReceiver | None = None  # model_update (agent/bundle_receiver.py)
     # The agent's one ConfigEditor, shared with the console so both see one pending change.
     editor: ConfigEditor | None = None
 
+
+if TYPE_CHECKING:
+    from shaobing.agent.bundle_receiver import BundleReceiver
 
 Handler = Callable[[Any, Envelope], dict]
 
@@ -87,6 +93,8 @@ class CommandHandlers:
             "ping": self._ping,
             "restart": self._restart,
             "acknowledge": self._acknowledge,
+            "model_update": self._model_update,
+            "config_update": self._config_update,
         }
 
     def _arm(self, args: ArmArgs, envelope: Envelope, state: str) -> dict:
@@ -168,3 +176,40 @@ class CommandHandlers:
             "acknowledged": event.data["alarm_ids"] if event else [],
             "event_id": event.id if event else None,
         }
+
+    def _model_update(self, args: ModelUpdateArgs, envelope: Envelope) -> dict:
+        from shaobing.agent.bundle_receiver import OfferRefused
+
+        if self._deps.bundles is None:
+            raise CommandError("not_supported", "no camera pipeline or updates disabled here")
+        try:
+            return self._deps.bundles.offer(args.model_dump())
+        except OfferRefused as exc:
+            raise CommandError(exc.code, str(exc)) from None
+
+    def _config_update(self, args: ConfigUpdateArgs, envelope: Envelope) -> dict:
+        from shaobing.agent.config_bundle import AppliedVersions, verify
+        from shaobing.core.signing import KeyFileError, Keyring
+        from shaobing.models.bundle import BundleError
+
+        try:
+            keyring = Keyring.load(self._deps.target.config.control.command_keys)
+            header = verify(args.bundle, keyring)
+        except (BundleError, KeyFileError) as exc:
+            raise CommandError(getattr(exc, "code", "unknown_key"), str(exc)) from None
+        versions = AppliedVersions(self._deps.state_dir / "config-bundle.json")
+        if header.version <= versions.last():
+            raise CommandError(
+                "stale_version",
+                f"settings bundle version {header.version}; version {versions.last()} is in place",
+            )
+        result = self.editor.change(header.patch, f"settings bundle v{header.version}")
+        versions.record(header.version)
+        if result["restart_required"] and self._deps.config_path is not None:
+            from shaobing.agent.config_watch import ConfigWatch
+
+            updates = self._deps.target.config.updates
+            ConfigWatch(self._deps.state_dir).begin(
+                header.version, updates.watch_s, updates.max_starts
+            )
+        return {**result, "version": header.version}

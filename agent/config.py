@@ -21,6 +21,7 @@ from shaobing.agent.console.config import ConsoleConfig
 from shaobing.agent.detection.config import CameraConfig, DetectorConfig
 from shaobing.agent.latching import LatchingConfig
 from shaobing.agent.latching import cross_check as latching_cross_check
+from shaobing.agent.updates_config import UpdatesConfig
 from shaobing.core.ascii_input import ascii_fields, normalise
 from shaobing.core.gb28181 import Gb28181Config
 from shaobing.core.gb28181 import cross_check as gb28181_cross_check
@@ -360,6 +361,10 @@ class ControlConfig(Strict):
     key_env: str | None = Field(
         default=None, pattern=r"^[A-Z_][A-Z0-9_]*$", description="env variable with the key"
     )
+    command_keys: list[Path] = Field(
+        default_factory=list,
+        description="county Ed25519 public keys (PEM) trusted for signed commands and bundles",
+    )
     max_payload_bytes: int = Field(
         default=16384, ge=256, le=262144, description="larger commands are rejected unread"
     )
@@ -412,6 +417,9 @@ class Config(Strict):
     )
     gb28181: Gb28181Config = Field(
         default_factory=Gb28181Config, description="GB/T 28181 ids and alarm codes"
+    )
+    updates: UpdatesConfig = Field(
+        default_factory=UpdatesConfig, description="signed model bundles (issue 17)"
     )
     console: ConsoleConfig = Field(
         default_factory=ConsoleConfig, description="the commissioning console (docs/console.md)"

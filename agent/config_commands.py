@@ -28,7 +28,7 @@ from shaobing.core.redaction import redact_data
 # (device, site, zones, inputs, outputs, gpio, mqtt, storage, health) are
 # read once by the constructors of drivers, outbox and uplink. Cameras are
 # live too when only their zones, masks and filters change (the console).
-LIVE_SECTIONS = ("arming", "linkage", "control")
+LIVE_SECTIONS = ("arming", "linkage", "control", "updates")
 
 
 class ConfigChangeError(CommandError):

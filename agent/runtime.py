@@ -27,7 +27,7 @@ from shaobing.agent.sdnotify import Notifier
 from shaobing.agent.spine import build_spine
 from shaobing.agent.status_file import certificate_expiry, status_path, write_status
 from shaobing.agent.verification import VerificationWorker, Verifier
-from shaobing.core.events import Source
+from shaobing.core.events import Severity, Source
 from shaobing.core.watchdog import Liveness
 from shaobing.core.worker import Component
 from shaobing.drivers.gpio import GpioInputs, GpioOutputs, make_pin_factory
@@ -107,16 +107,32 @@ class Agent:
             latching=config.latching,
         )
         self.detection = None
+        self.models = None  # signed model bundles (agent/model_updates.py)
+        self.bundles = None  # ... arriving over MQTT (agent/bundle_receiver.py)
         self.detector_fault: str | None = None
         if any(cam.enabled for cam in config.cameras):
             # Imported here: OpenCV and the TFLite runtime load only on posts with cameras.
             from shaobing.agent.detection.pipeline import DetectionPipeline
             from shaobing.agent.detection.runtime import ModelError
+            from shaobing.agent.model_updates import ModelUpdates
 
+            self.models = ModelUpdates.from_config(config, self.recorder)
             try:
-                self.detection = DetectionPipeline.from_config(
-                    config.detector, config.cameras, self.sink, camera_schemes
+                self.detection = DetectionPipeline(
+                    self.models.startup_detector(),
+                    config.cameras,
+                    self.sink,
+                    config.detector,
+                    schemes=camera_schemes,
                 )
+                self.models.pipeline = self.detection
+                if config.updates.enabled:
+                    from shaobing.agent.bundle_receiver import BundleReceiver
+
+                    self.bundles = BundleReceiver(
+                        state_dir / "updates", self.models, self.topics.base
+                    )
+                    self.uplink.subscribe(self.topics.bundle_chunks, self.bundles.on_message)
             except ModelError as exc:
                 # GPIO and serial alarms keep working without the detector.
                 self.detector_fault = str(exc)
@@ -146,6 +162,7 @@ class Agent:
                     state_dir=state_dir,
                     config_path=config_path,
                     v5=config.mqtt.protocol == "5",
+                    bundles=self.bundles,
                     editor=self.config_editor,
                 ),
             )
@@ -196,6 +213,14 @@ class Agent:
                     "inference", self.detection.start, self.detection.stop, self.detection.alive
                 )
             )
+        if self.models is not None:
+            parts.append(
+                Component("model-watch", self.models.start, self.models.stop, self.models.alive)
+            )
+        if self.bundles is not None:
+            parts.append(
+                Component("updates", self.bundles.start, self.bundles.stop, self.bundles.alive)
+            )
         parts += [
             Component("serial", self.serial.start, self.serial.stop, self.serial.alive),
             Component("health", self.health.start, self.health.stop, self.health.alive),
@@ -219,6 +244,8 @@ class Agent:
             self.sink.reconfigure(new.linkage, zones_with_cameras(self.config))
         if "control" in applied and self.control is not None:
             self.control.reconfigure(new.control)
+        if "updates" in applied and self.models is not None:
+            self.models.reconfigure(new.updates)
         if new.cameras != self.config.cameras and cameras_change_live(
             self.config.cameras, new.cameras
         ):
@@ -278,8 +305,24 @@ class Agent:
             "linkage": lambda: asdict(self.sink.stats),
             "verification": lambda: asdict(self.verification.stats),
             "control": lambda: asdict(self.control.stats) if self.control else None,
+            "versions": self._versions,
             "warnings": lambda: ["gpio_mock"] if self.config.gpio.backend == "mock" else [],
         }
+
+    def _report_config_rollback(self) -> None:
+        from shaobing.agent.config_watch import ConfigWatch
+
+        report = ConfigWatch(self.config.storage.path.parent).take_report()
+        if report is not None:
+            data = {"phase": "rolled_back", "update_id": None, **report}
+            source = Source(kind="agent", id="updates")
+            self.recorder.emit("status.update", source, data=data, severity=Severity.MINOR)
+
+    def _versions(self) -> dict[str, Any]:
+        from shaobing.agent.versions import installed_model, versions
+
+        running = self.models.versions() if self.models else installed_model(self.config)
+        return versions(self.config, running)
 
     def _write_status(self, health: dict[str, Any] | None, state: str = "running") -> None:
         """``status.json`` for ``shaobing status`` (agent/status_file.py); never fails."""
@@ -331,6 +374,7 @@ class Agent:
                 Source(kind="agent", id="detector"),
                 data={"reason": self.detector_fault},
             )
+        self._report_config_rollback()
         for part in self.parts:
             part.start()
         log.info("agent started", extra={"fields": {"device": self.config.device.id}})

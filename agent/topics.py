@@ -37,5 +37,10 @@ class Topics:
         return f"{self.base}/cmd/+"
 
     @property
+    def bundle_chunks(self) -> str:
+        """Subscription filter for model bundle chunks: .../bundle/{update_id}/{n}."""
+        return f"{self.base}/bundle/+/+"
+
+    @property
     def responses(self) -> str:
         return f"{self.base}/cmd/response"

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from shaobing.agent.config import Config
+from shaobing.agent.versions import installed_model, versions
 from shaobing.provisioning.selftest import FAIL, PASS, Result, summary, table
 
 REGISTER_VERSION = 1
@@ -75,6 +76,7 @@ def registration(
             "cameras": [c.id for c in getattr(config, "cameras", None) or []],
         },
         "selftest": selftest_summary(results),
+        "versions": versions(config, installed_model(config)),
     }
 
 

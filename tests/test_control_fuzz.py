@@ -32,11 +32,14 @@ VALID_ARGS = {
     "ping": {},
     "restart": {},
     "acknowledge": {"zones": ["crossing"]},
+    "model_update": {"update_id": "u1", "size": 4096, "sha256": "0" * 64, "chunk_size": 1024},
+    "config_update": {"bundle": {}},
 }
 ERROR_CODES = {
     "too_large", "bad_json", "unknown_command", "bad_envelope", "signature_required",
     "bad_signature", "no_key", "not_yet_valid", "expired", "bad_args", "replayed",
     "unknown_zone", "zone_is_24h", "unknown_camera", "camera_down", "invalid_config", "no_previous",
+    "not_supported", "bad_bundle",
 }  # fmt: skip
 
 json_values = st.recursive(
@@ -56,7 +59,8 @@ BAD_ZONE_IDS = st.sampled_from(["nowhere", "x y", ""])
 SECTIONS = set(Config.model_fields)
 ENVELOPE_KEYS = ("v", "id", "issued_ms", "expires_ms", "args", "sig")
 ARG_KEYS = (
-    "zones", "on", "duration_s", "outputs", "camera", "sections", "patch", "rollback", "alarms"
+    "zones", "on", "duration_s", "outputs", "camera", "sections", "patch", "rollback", "alarms",
+    "update_id", "size", "sha256", "chunk_size", "kid", "url", "bundle",
 )  # fmt: skip
 
 
@@ -154,6 +158,12 @@ BAD_ARG = {
                 or (isinstance(v, list) and not all(isinstance(x, str) for x in v))
             )
         ),
+    },
+    "config_update": {"bundle": json_values.filter(lambda v: not isinstance(v, dict))},
+    "model_update": {
+        "size": json_values.filter(lambda v: not (type(v) is int and v > 0)),
+        "chunk_size": json_values.filter(lambda v: not (type(v) is int and 1024 <= v <= 1 << 20)),
+        "sha256": json_values.filter(lambda v: not isinstance(v, str) or len(v) != 64),
     },
 }
 

@@ -23,6 +23,7 @@ from tls_helpers import TlsBroker, county_pki, start_tls_broker
 from wiring_helpers import wired_factory
 
 from shaobing.agent.config import load_config
+from shaobing.agent.versions import config_version
 from shaobing.provisioning import answers as A
 from shaobing.provisioning.flow import Options, ProvisionError, prepare, provision
 from shaobing.provisioning.selftest import FAIL, PASS
@@ -138,6 +139,7 @@ def test_non_interactive_provisioning_end_to_end(tmp_path, pki, tls_broker, coun
     reg = next(x for x in county.messages if x.topic == topic).json()
     assert not list(REGISTER.iter_errors(reg)), list(REGISTER.iter_errors(reg))
     assert reg["selftest"] == {"ok": True, "passed": 4, "failed": 0, "skipped": 0, "failures": []}
+    assert reg["versions"]["config"] == config_version(config)  # issue 17: what it runs
     fp = x509.load_pem_x509_certificate((d / "device.pem").read_bytes())
     assert reg["certificate"]["fingerprint_sha256"].replace(":", "").lower() == (
         fp.fingerprint(hashes.SHA256()).hex()

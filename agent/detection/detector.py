@@ -126,8 +126,12 @@ class Detector:
         iou_threshold: float = 0.45,
         adapter: str = "auto",
         model_dir: Path | None = None,
+        manifest: ModelManifest | None = None,
     ) -> None:
-        path, manifest = resolve_model(str(model), model_dir)
+        # A signed bundle brings its own manifest (agent/model_updates.py).
+        path, manifest = (
+            (Path(model), manifest) if manifest else resolve_model(str(model), model_dir)
+        )
         self.manifest = manifest
         self.model = load_model(path, runtime, num_threads)
         self.score_threshold = score_threshold

@@ -109,6 +109,9 @@ class DetectionPipeline:
         # One round is (cameras with motion) x (one inference), seconds at most
         # on a Pi; a minute without a beat means an invoke() that never returns.
         self.heartbeat = Heartbeat(60.0)
+        # What the model watch (agent/model_updates.py) judges a new model by.
+        self.faults = 0  # inference steps in a row that raised
+        self.recent_ms: deque[float] = deque(maxlen=64)
         self._cams: list[_Cam] = []
         for cam_cfg in cameras:
             if not cam_cfg.enabled:
@@ -179,8 +182,10 @@ class DetectionPipeline:
             self._wake.wait(0.5)
             self._wake.clear()
             try:
-                self.step()
+                if self.step():
+                    self.faults = 0
             except Exception:  # a bad frame must not kill the only inference thread
+                self.faults += 1
                 log.exception("inference step failed")
             if self.clock() - last_stats >= self.cfg.stats_interval_s:
                 last_stats = self.clock()
@@ -215,6 +220,22 @@ class DetectionPipeline:
         return len(ready)
 
     # -- per frame ---------------------------------------------------------------
+
+    def swap_detector(self, new: Detector) -> Detector:
+        """Take ``new`` from the next inference on; the one in flight ends on the old.
+
+        ``process`` reads ``self.detector`` once per frame, so the swap falls
+        between two inferences of the single inference thread; tracks go on.
+        """
+        old, self.detector = self.detector, new
+        self.faults = 0
+        self.recent_ms.clear()
+        return old
+
+    def latest_frames(self) -> list[np.ndarray]:
+        """The newest frame of each camera, without taking it (a candidate's test set)."""
+        frames = (c.camera.latest() for c in self._cams)
+        return [f.image for f in frames if f is not None]
 
     def camera(self, cam_id: str) -> _Cam:
         for c in self._cams:
@@ -255,6 +276,7 @@ class DetectionPipeline:
         c.last_served = now
         c.inferences += 1
         c.last_infer_ms = result.invoke_s * 1000
+        self.recent_ms.append(c.last_infer_ms)
         c.infer_times.append(now)
         dets = [
             d

@@ -13,6 +13,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     check = csub.add_parser("check", help="validate config files; lists every problem")
     check.add_argument("files", nargs="+", type=Path, metavar="FILE", help="YAML config file(s)")
     check.set_defaults(func=check_files)
+    b = csub.add_parser(
+        "bundle",
+        help="sign a settings patch into a settings bundle (county side)",
+        description="Sign PATCH (a YAML/JSON merge patch on the config) with the county's "
+        "Ed25519 key; send the output as the config_update command's 'bundle' (docs/mqtt.md).",
+    )
+    b.add_argument("--patch", type=Path, required=True, metavar="FILE", help="merge patch (YAML)")
+    b.add_argument(
+        "--key", type=Path, required=True, metavar="FILE", help="county Ed25519 private key (PEM)"
+    )
+    b.add_argument("--version", type=int, required=True, metavar="N", help="settings version")
+    b.add_argument("--out", type=Path, required=True, metavar="FILE", help="bundle JSON to write")
+    b.set_defaults(func=bundle_patch)
 
 
 def check_files(args: argparse.Namespace) -> int:
@@ -39,3 +52,24 @@ def _report(path: Path, problems: list) -> None:
     print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)
     for problem in problems:
         print(f"  {problem}", file=sys.stderr)
+
+
+def bundle_patch(args: argparse.Namespace) -> int:
+    import json
+
+    import yaml
+
+    from shaobing.agent.config_bundle import sign
+    from shaobing.core.signing import KeyFileError, load_private
+
+    try:
+        patch = yaml.safe_load(args.patch.read_text(encoding="utf-8"))
+        if not isinstance(patch, dict):
+            raise ValueError(f"{args.patch}: a merge patch is a mapping of sections")
+        doc = sign(patch, load_private(args.key), args.version)
+    except (KeyFileError, OSError, ValueError, yaml.YAMLError) as exc:
+        print(f"shaobing config bundle: {exc}", file=sys.stderr)
+        return 1
+    args.out.write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    print(f"{args.out}: settings v{args.version} signed by {doc['kid']}")
+    return 0

@@ -49,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    from shaobing.agent.config_watch import ConfigWatch
+
+    if ConfigWatch(config.storage.path.parent).on_start(args.config):
+        config = load_config(args.config)  # a settings bundle crash-looped: the old file is back
     if config.gpio.backend == "mock" and not (config.gpio.allow_mock or args.allow_mock_gpio):
         print(MOCK_REFUSED.format(path=args.config), file=sys.stderr)
         return EX_CONFIG
