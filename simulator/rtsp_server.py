@@ -18,6 +18,7 @@ nothing from shaobing: it runs outside the virtualenv.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -108,10 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot listen on {args.address}:{args.port}", file=sys.stderr)
         return 1
     print(f"READY {args.port}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         GLib.MainLoop().run()
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
