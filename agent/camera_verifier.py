@@ -96,7 +96,13 @@ class PipelineVerifier:
         )
 
     def snapshot(self, camera_id: str, deadline: float) -> bytes:
+        """The snapshot stream's frame (converted now) when there is one and it is not down."""
         c = self._cam(camera_id)
+        if c.snap is not None and c.snap.down_for() is None and c.camera.down_for() is None:
+            frame = c.snap.request(max(0.0, deadline - time.monotonic()))
+            if frame is None:
+                raise TimeoutError(camera_id)
+            return encode_capped(frame.image, c.cfg.snapshot_max_bytes)
         while True:
             down_s = c.camera.down_for()
             if down_s is not None:

@@ -413,7 +413,12 @@ class Camera:
         return True
 
     def _idle_too_long(self) -> bool:
-        return self._on_demand and self._clock() - self._last_wake > self._linger_s
+        # A request still waiting is demand too (opening can outlast linger_s).
+        return (
+            self._on_demand
+            and not self._wanted.is_set()
+            and self._clock() - self._last_wake > self._linger_s
+        )
 
     def _close_on_demand(self) -> None:
         self._woken.clear()
