@@ -408,8 +408,9 @@ class Camera:
         now = self._clock()
         if now < self._next_due:
             return False
-        # Keep the cadence, but never owe a burst after a slow spell.
-        self._next_due = max(self._next_due + self._period, now)
+        # Keep the cadence; after a slow spell (or at the start) restart it, owing nothing.
+        behind = now - self._next_due >= self._period
+        self._next_due = now + self._period if behind else self._next_due + self._period
         return True
 
     def _idle_too_long(self) -> bool:
