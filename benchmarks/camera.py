@@ -50,14 +50,19 @@ def _cpu_s() -> float:
 # -- the child processes ----------------------------------------------------------
 
 
-def _measure(warm: threading.Event, seconds: float, timeout: float = 60.0) -> dict:
+def _measure(warm: threading.Event, seconds: float, count=lambda: 0, timeout: float = 60.0) -> dict:
+    """CPU % of one core over the window; ``count()`` (e.g. inferences) taken across it too."""
     if not warm.wait(timeout):
         raise SystemExit("no frame from the stream before the deadline")
     time.sleep(3.0)  # warm-up: decoder and interpreter settled (a benchmark pause)
-    cpu0, t0 = _cpu_s(), time.monotonic()
+    cpu0, t0, n0 = _cpu_s(), time.monotonic(), count()
     time.sleep(seconds)  # the measured window
-    cpu1, t1 = _cpu_s(), time.monotonic()
-    return {"cpu_pct": round(100 * (cpu1 - cpu0) / (t1 - t0), 1), "window_s": t1 - t0}
+    cpu1, t1, n1 = _cpu_s(), time.monotonic(), count()
+    return {
+        "cpu_pct": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
+        "window_s": t1 - t0,
+        "per_s": round((n1 - n0) / (t1 - t0), 2),
+    }
 
 
 def worker_bare(urls: list[str], seconds: float) -> dict:
@@ -150,17 +155,15 @@ def worker_agent(
 
     threading.Thread(target=watch, daemon=True).start()
     starts_before = sink.starts
-    out = _measure(warm, seconds)
+    out = _measure(warm, seconds, lambda: sum(s.inferences for s in pipe.stats()))
     starts = sink.starts - starts_before
-    stats = pipe.stats()
     rss = _rss_mb()
     pipe.stop()
     return out | {
         "rss_mb": round(rss, 1),
         "infer_cpu_ms": round(infer_cpu_ms, 2),
         "starts": starts,
-        "inferences": sum(s.inferences for s in stats),
-        "idle_frames": sum(s.idle for s in stats),
+        "inferences_per_s": out.pop("per_s"),
     }
 
 
@@ -222,9 +225,10 @@ def run(args: argparse.Namespace) -> list[dict]:
                             "bare_cpu_pct": bare["cpu_pct"],
                             "idle_cpu_pct": agent_idle["cpu_pct"],
                             "idle_vs_bare": round(agent_idle["cpu_pct"] / bare["cpu_pct"], 2),
-                            "idle_inferences": agent_idle["inferences"],
+                            "idle_infer_per_s": agent_idle["inferences_per_s"],
                             "crossing_cpu_pct": agent_x["cpu_pct"],
                             "crossing_target_pct": round(target * 1.1, 1),
+                            "crossing_infer_per_s": agent_x["inferences_per_s"],
                             "infer_cpu_ms": agent_x["infer_cpu_ms"],
                             "crossings": round(crossings, 1),
                             "starts": agent_x["starts"],

@@ -203,6 +203,7 @@ class CameraStats:
     dropped: int
     capture_fps: float
     reconnects: int
+    grabbed: int = 0  # frames read from the stream; captured: those converted and offered
 
 
 class Camera:
@@ -317,8 +318,9 @@ class Camera:
         if window and self._clock() - window[-1] > 2.0:
             fps = 0.0
         return CameraStats(
-            self.id, self.state, self.slot.captured, self.slot.dropped, fps, self.reconnects
-        )
+            self.id, self.state, self.slot.captured, self.slot.dropped, fps, self.reconnects,
+            self.grabbed,
+        )  # fmt: skip
 
     def _sleep(self, seconds: float) -> None:
         if self._stop.wait(seconds):

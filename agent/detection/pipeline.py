@@ -48,6 +48,8 @@ class CameraPipelineStats:
     infer_fps: float
     last_infer_ms: float
     active_tracks: int
+    grabbed: int = 0  # frames read from the detect stream (captured: converted at detect.fps)
+    snapshot_state: str | None = None  # the snapshot stream's, when the camera has one
 
 
 class _Cam:
@@ -342,6 +344,8 @@ class DetectionPipeline:
                     infer_fps=round(fps, 2),
                     last_infer_ms=round(c.last_infer_ms, 2),
                     active_tracks=len(c.tracker.tracks),
+                    grabbed=cs.grabbed,
+                    snapshot_state=c.snap.state if c.snap is not None else None,
                 )
             )
         return out
