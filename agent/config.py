@@ -15,6 +15,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from shaobing.agent import location
+from shaobing.agent.console.config import ConsoleConfig
 from shaobing.agent.detection.config import CameraConfig, DetectorConfig
 from shaobing.agent.latching import LatchingConfig
 from shaobing.agent.latching import cross_check as latching_cross_check
@@ -403,6 +404,9 @@ class Config(Strict):
     )
     gb28181: Gb28181Config = Field(
         default_factory=Gb28181Config, description="GB/T 28181 ids and alarm codes"
+    )
+    console: ConsoleConfig = Field(
+        default_factory=ConsoleConfig, description="the commissioning console (docs/console.md)"
     )
 
     def zone(self, zone_id: str) -> ZoneConfig | None:
