@@ -87,3 +87,33 @@ def test_alarm_jpeg_falls_back_to_the_detect_stream_when_the_snapshot_stream_is_
     # No wait for a stream that is down: the detect frame, said so.
     assert start.data["snapshot_stream"] == "detect"
     assert start.data["snapshot_frame"] == [640, 360] == size(start.attachment)
+
+
+def test_self_test_opens_the_snapshot_stream_too(tmp_path):
+    from types import SimpleNamespace
+
+    from detection_support import MEDIA
+
+    from shaobing.provisioning.selftest import FAIL, PASS, Context, camera_checks
+
+    need_shared()
+    sub, main = tmp_path / "sub", tmp_path / "main"
+    for d, name in ((sub, "traffic_0001.bmp"), (main, "cat_720p.jpg")):
+        d.mkdir()
+        (d / name).write_bytes((MEDIA / name).read_bytes())
+    cams = [
+        CameraConfig(id="cam-1", source=str(sub), snapshot=SnapshotStream(source=str(main))),
+        CameraConfig(
+            id="cam-2", source=str(sub), snapshot=SnapshotStream(source=str(tmp_path / "x.mp4"))
+        ),
+    ]
+    ctx = Context(config=SimpleNamespace(cameras=cams))
+    checks = list(camera_checks(ctx.config, ctx))
+    outcomes = {c.name.split(" (")[0]: c.run(ctx) for c in checks}
+    assert list(outcomes) == ["cam-1", "cam-1 snapshot stream", "cam-2", "cam-2 snapshot stream"]
+    assert outcomes["cam-1"].status == PASS and "256x256" in outcomes["cam-1"].reason
+    assert outcomes["cam-1 snapshot stream"].status == PASS
+    assert "1280x720" in outcomes["cam-1 snapshot stream"].reason
+    assert outcomes["cam-2 snapshot stream"].status == FAIL
+    # The model check runs on detect-stream frames only.
+    assert ctx.frames["cam-1"].shape[:2] == (256, 256)
