@@ -7,9 +7,11 @@ an installer fixes a file in one pass instead of one error per run.
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -367,6 +369,12 @@ class ControlConfig(Strict):
     max_ttl_s: float = Field(
         default=600.0, gt=0, le=86400, description="longest allowed expires_ms - issued_ms"
     )
+    reply_prefix: str | None = Field(
+        default=None,
+        pattern=r"^[^$#+/\x00]([^#+\x00]*[^#+/\x00])?$",
+        description="MQTT 5 ResponseTopics are honoured only at or under this topic; "
+        "default: the device's own .../cmd/response (docs/mqtt.md#responses)",
+    )
 
     @model_validator(mode="after")
     def _key(self) -> ControlConfig:
@@ -442,15 +450,54 @@ def load_config(path: str | Path) -> Config:
     return parse_config(text, source=str(path))
 
 
+# A key typed with a Chinese input method: "village_code：" (U+FF1A) is not a key to YAML.
+_FULLWIDTH_COLON = re.compile(r"^\s*-?\s*[A-Za-z_][\w.-]*\s*：")
+
+
+def _fullwidth_colons(text: str) -> list[Problem]:
+    return [
+        Problem(
+            "",
+            f"full-width colon '：' (U+FF1A) at column {m.end()}: YAML needs the ASCII ':' "
+            "(switch the input method to half-width)",
+            n,
+        )
+        for n, line in enumerate(text.splitlines(), 1)
+        if (m := _FULLWIDTH_COLON.match(line))
+    ]
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> Problem:
+    """Where the mistake is, not where PyYAML noticed it (often the line after)."""
+    mark = getattr(exc, "problem_mark", None)
+    context = getattr(exc, "context_mark", None)
+    reason = getattr(exc, "problem", None) or str(exc)
+    if mark is None:
+        return Problem("", f"YAML syntax: {reason}")
+    if context is not None and getattr(exc, "context", "") == "while scanning a simple key":
+        return Problem("", f"YAML syntax: {reason} (a key without its ':'?)", context.line + 1)
+    lines = text.splitlines()
+    before = [
+        n
+        for n in range(min(mark.line, len(lines)) - 1, -1, -1)
+        if lines[n].strip() and not lines[n].lstrip().startswith("#")
+    ]
+    if isinstance(exc, yaml.parser.ParserError) and before and ":" not in lines[before[0]]:
+        return Problem(
+            "", "YAML syntax: this line has no ':' (a 'key: value' line needs one)", before[0] + 1
+        )
+    return Problem("", f"YAML syntax: {reason}", mark.line + 1)
+
+
 def parse_config(text: str, source: str = "<config>") -> Config:
+    colons = _fullwidth_colons(text)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(source, [Problem("", f"YAML syntax: {reason}", line)]) from exc
+        raise ConfigError(source, [*colons, _yaml_problem(exc, text)]) from exc
+    if colons:
+        raise ConfigError(source, colons)
     lines: dict[tuple, int] = {}
     problems: list[Problem] = []
     if root is not None:
@@ -475,9 +522,7 @@ def validate_config(
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key (check the spelling; see examples/village-post.yaml)"
+            msg = plain_message(err, loc)
             collect.append(Problem(dotted(loc), msg, _nearest_line(lines, loc)))
         config = None
     if config is not None:
@@ -486,6 +531,78 @@ def validate_config(
     if problems is None and collect:
         raise ConfigError("<config>", collect)
     return None if collect else config
+
+
+def _fields_at(loc: tuple, infos: bool = False, root: Any = None) -> Any:
+    """The keys the model allows where ``loc`` points (list indexes skipped);
+    with ``infos``, the mapping of key to pydantic FieldInfo."""
+    model: Any = root or Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return {} if infos else []
+        model = fields[part].annotation
+        # Unwrap list[X], X | None, dict[str, X] down to a model class.
+        while get_args(model) and not hasattr(model, "model_fields"):
+            inner = [a for a in get_args(model) if hasattr(a, "model_fields")]
+            model = inner[0] if inner else get_args(model)[-1]
+    found = getattr(model, "model_fields", {})
+    return dict(found) if infos else list(found)
+
+
+def _description(loc: tuple, root: Any = None) -> str | None:
+    if not loc:
+        return None  # a rule of the whole model, not of one field
+    fields = _fields_at(loc[:-1], infos=True, root=root)
+    info = fields.get(str(loc[-1])) if isinstance(fields, dict) else None
+    return getattr(info, "description", None)
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def plain_message(err: Any, loc: tuple, root: Any = None) -> str:
+    """Pydantic's message, said the way an installer reads it: the value, what is expected.
+
+    ``loc`` is counted from ``root`` (a model class; default the whole ``Config``)."""
+    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    about = _description(loc, root)
+    said = f"{value!r}" if isinstance(value, str) else _number(value)
+    ctx = {k: _number(v) for k, v in ctx.items()}
+    if kind == "extra_forbidden":
+        return _unknown_key(loc)
+    if kind == "missing":
+        return "missing: this setting is required" + (f" ({about})" if about else "")
+    if kind == "literal_error":
+        return f"{said} is not one of {ctx.get('expected', '')}"
+    if kind in ("int_parsing", "int_type", "float_parsing", "float_type", "int_from_float"):
+        whole = "a whole number" if kind.startswith("int") else "a number"
+        return f"{said} is not {whole}" + (f" ({about})" if about else "")
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        bound = {
+            "greater_than_equal": f"at least {ctx.get('ge')}",
+            "greater_than": f"more than {ctx.get('gt')}",
+            "less_than_equal": f"at most {ctx.get('le')}",
+            "less_than": f"less than {ctx.get('lt')}",
+        }[kind]
+        return f"{said} is out of range: it must be {bound}" + (f" ({about})" if about else "")
+    if kind == "string_pattern_mismatch":
+        return f"{said} is not in the expected form" + (f": {about}" if about else "")
+    if kind in ("bool_parsing", "bool_type"):
+        return f"{said} is not true or false"
+    return err["msg"].removeprefix("Value error, ")
+
+
+def _unknown_key(loc: tuple) -> str:
+    if not loc:
+        return "unknown key"
+    close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc[:-1]), n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean {close[0]!r}?"
+    return "unknown key (check the spelling; see examples/village-post.yaml)"
 
 
 def cross_check(config: Config) -> list[tuple[tuple, str]]:
