@@ -117,3 +117,23 @@ def test_self_test_opens_the_snapshot_stream_too(tmp_path):
     assert outcomes["cam-2 snapshot stream"].status == FAIL
     # The model check runs on detect-stream frames only.
     assert ctx.frames["cam-1"].shape[:2] == (256, 256)
+
+
+def test_verification_snapshot_comes_from_the_snapshot_stream(v1):
+    import time
+
+    from shaobing.agent.camera_verifier import PipelineVerifier
+
+    person = "sim:person-crossing?idle=0&steps=1000&fps=10"  # the person always in view
+    cam = CameraConfig(
+        id="cam", source=person, snapshot_max_bytes=400_000,
+        snapshot=SnapshotStream(source=person + "&width=1280&height=720", keep_warm=True),
+    )  # fmt: skip
+    pipe = DetectionPipeline(v1, [cam], ListSink(), DetectorConfig(), schemes=CAMERA_SCHEMES)
+    pipe.start_cameras()
+    try:
+        result = PipelineVerifier(pipe, {"person"}, 0.5).verify(["cam"], time.monotonic() + 30)
+    finally:
+        pipe.stop()
+    assert result is not None and "person" in result.labels
+    assert size(result.snapshot_jpeg) == [1280, 720]

@@ -356,18 +356,8 @@ class DetectionPipeline:
     def _snapshot_frame(
         c: _Cam, image: np.ndarray, det: Detection
     ) -> tuple[np.ndarray, Detection, str]:
-        """The frame an alarm's JPEG shows: the snapshot stream's when it answers in time.
-
-        The box found on the detect stream is drawn at the same relative place
-        on the main stream's frame (both streams show the same view).
-        """
-        if c.snap is None or c.snap.state == "down":
-            return image, det, "detect"
-        frame = c.snap.request(c.cfg.snapshot.wait_s)
-        if frame is None:
-            return image, det, "detect"
-        h, w = frame.image.shape[:2]
-        return frame.image, replace(det, frame_size=(w, h)), "snapshot"
+        frame, (shown,), stream = snapshot_frame(c, image, [det], c.cfg.snapshot.wait_s)
+        return frame, shown, stream
 
     # -- statistics ----------------------------------------------------------------
 
@@ -408,6 +398,24 @@ class DetectionPipeline:
                 "cameras": [asdict(s) for s in self.stats()],
             },
         )
+
+
+def snapshot_frame(
+    c: _Cam, image: np.ndarray, dets: Sequence[Detection], wait_s: float
+) -> tuple[np.ndarray, list[Detection], str]:
+    """The frame a JPEG shows: the snapshot stream's when it answers within ``wait_s``.
+
+    The boxes found on the detect stream are drawn at the same relative place
+    on the main stream's frame (both streams show the same view). A snapshot
+    stream that is down is not waited for: the detect frame it is, said so.
+    """
+    if c.snap is None or c.snap.state == "down":
+        return image, list(dets), "detect"
+    frame = c.snap.request(wait_s)
+    if frame is None:
+        return image, list(dets), "detect"
+    h, w = frame.image.shape[:2]
+    return frame.image, [replace(d, frame_size=(w, h)) for d in dets], "snapshot"
 
 
 def _snapshot_camera(
