@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Sequence
 
-from shaobing.agent.detection.pipeline import DetectionPipeline
+from shaobing.agent.detection.pipeline import DetectionPipeline, snapshot_frame
 from shaobing.agent.detection.snapshot import encode_capped, snapshot
 from shaobing.agent.detection.types import Detection
 from shaobing.agent.verification import CameraDown, VerificationResult
@@ -71,7 +71,10 @@ class PipelineVerifier:
                 if hits:
                     top = max(d.score for d in hits)
                     if shot is None or top > shot[0]:
-                        jpeg = snapshot(frame.image, hits, c.cfg.snapshot_max_bytes)
+                        # The main stream's frame when the camera has one (within the deadline).
+                        wait_s = min(c.cfg.snapshot.wait_s, max(0.0, deadline - time.monotonic()))
+                        image, shown, _ = snapshot_frame(c, frame.image, hits, wait_s)
+                        jpeg = snapshot(image, shown, c.cfg.snapshot_max_bytes)
                         shot = (top, jpeg, cam_id)
                     # A person or vehicle seen: answer now, every second counts.
                     return self._result(best, shot, analysed)
@@ -96,7 +99,13 @@ class PipelineVerifier:
         )
 
     def snapshot(self, camera_id: str, deadline: float) -> bytes:
+        """The snapshot stream's frame (converted now) when there is one and it is not down."""
         c = self._cam(camera_id)
+        if c.snap is not None and c.snap.down_for() is None and c.camera.down_for() is None:
+            frame = c.snap.request(max(0.0, deadline - time.monotonic()))
+            if frame is None:
+                raise TimeoutError(camera_id)
+            return encode_capped(frame.image, c.cfg.snapshot_max_bytes)
         while True:
             down_s = c.camera.down_for()
             if down_s is not None:

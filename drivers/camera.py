@@ -29,7 +29,14 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 class FrameSource(Protocol):
-    """The reading surface of ``cv2.VideoCapture``, which all sources share."""
+    """The reading surface of ``cv2.VideoCapture``, which all sources share.
+
+    A source that also has ``grab()`` and ``retrieve()`` (``cv2.VideoCapture``:
+    RTSP, V4L2, files) is read at the camera's detection rate: every frame is
+    grabbed (the stream must be drained and H.264 decoded in order) but only
+    the frames wanted are converted to BGR by ``retrieve()``. Sources without
+    them (image directories, the simulator) pace themselves at their ``fps``.
+    """
 
     def isOpened(self) -> bool: ...
     def read(self) -> tuple[bool, np.ndarray | None]: ...
@@ -159,6 +166,9 @@ class LatestFrame:
         self._lock = threading.Lock()
         self._frame: Frame | None = None
         self._taken = True
+        # Separate from _lock: a waiter holds it across its check and wait, so
+        # the notify of a frame put in between cannot be missed.
+        self.arrived = threading.Condition()
         self.captured = 0
         self.dropped = 0
 
@@ -169,6 +179,8 @@ class LatestFrame:
             self.captured += 1
             self._frame = Frame(self.captured, time.monotonic() if mono is None else mono, image)
             self._taken = False
+        with self.arrived:
+            self.arrived.notify_all()
 
     def take(self) -> Frame | None:
         with self._lock:
@@ -191,6 +203,7 @@ class CameraStats:
     dropped: int
     capture_fps: float
     reconnects: int
+    grabbed: int = 0  # frames read from the stream; captured: those converted and offered
 
 
 class Camera:
@@ -208,8 +221,26 @@ class Camera:
         on_frame: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         stale_read_s: float | None = None,
+        detect_fps: float | None = None,
+        role: str = "detect",
+        on_request: bool = False,
+        on_demand: bool = False,
+        linger_s: float = 30.0,
     ) -> None:
         self.id = cam_id
+        # Frames a grab/retrieve source converts: at most detect_fps a second
+        # (None: every one), or (on_request) only those asked for by request().
+        self._period = 1.0 / detect_fps if detect_fps else 0.0
+        self._next_due = 0.0
+        self.role = role
+        self._on_request = on_request
+        self._wanted = threading.Event()
+        # on_demand: opened by wake() and closed after linger_s without one.
+        self._on_demand = on_demand
+        self._linger_s = linger_s
+        self._woken = threading.Event()
+        self._last_wake = 0.0
+        self.grabbed = 0
         self._open = open_source
         self._sink = sink
         self._describe = redact(describe)
@@ -241,6 +272,7 @@ class Camera:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._woken.set()
         if self._thread:
             self._thread.join(timeout)
 
@@ -249,6 +281,32 @@ class Camera:
 
     def latest(self) -> Frame | None:
         return self.slot.latest()
+
+    def wake(self) -> None:
+        """An on-demand stream: open now (if closed) and stay open ``linger_s`` more."""
+        self._last_wake = self._clock()
+        self._woken.set()
+
+    def request(self, timeout_s: float) -> Frame | None:
+        """A frame converted after this call, or None if none came within ``timeout_s``.
+
+        For a stream read on request (a snapshot stream): the capture thread
+        keeps grabbing and converts the next frame only when asked.
+        """
+        self.wake()
+        before = self.slot.latest()
+        seq = before.seq if before else 0
+        deadline = time.monotonic() + timeout_s
+        self._wanted.set()
+        with self.slot.arrived:
+            while True:
+                frame = self.slot.latest()
+                if frame is not None and frame.seq > seq:
+                    return frame
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.slot.arrived.wait(left)
 
     def down_for(self) -> float | None:
         """Seconds since the outage began, or None while the camera is not down."""
@@ -262,8 +320,9 @@ class Camera:
         if window and self._clock() - window[-1] > 2.0:
             fps = 0.0
         return CameraStats(
-            self.id, self.state, self.slot.captured, self.slot.dropped, fps, self.reconnects
-        )
+            self.id, self.state, self.slot.captured, self.slot.dropped, fps, self.reconnects,
+            self.grabbed,
+        )  # fmt: skip
 
     def _sleep(self, seconds: float) -> None:
         if self._stop.wait(seconds):
@@ -272,6 +331,10 @@ class Camera:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
+                if self._on_demand:
+                    self._woken.wait()
+                    if self._stop.is_set():
+                        break
                 # A fresh Retrying per outage: backoff restarts small after frames flowed.
                 for attempt in Retrying(
                     wait=self._backoff,
@@ -298,12 +361,21 @@ class Camera:
             if not src.isOpened():
                 self._down("cannot open")
                 raise CameraError("cannot open")
+            grab = getattr(src, "grab", None)
+            retrieve = getattr(src, "retrieve", None)
+            split = callable(grab) and callable(retrieve)
             delivered = False
             while not self._stop.is_set():
+                if self._idle_too_long():
+                    self._close_on_demand()
+                    return
                 asked = self._clock()
-                ok, image = src.read()
+                if split:
+                    ok, image = grab(), None
+                else:
+                    ok, image = src.read()
                 blocked_s = self._clock() - asked
-                if not ok or image is None or image.size == 0:
+                if not ok or (not split and (image is None or image.size == 0)):
                     self._down("stopped delivering frames" if delivered else "no frames")
                     if delivered:
                         return
@@ -312,19 +384,64 @@ class Camera:
                     # Not fresh: neither detection nor the stall timer may count it.
                     self.stale += 1
                     continue
+                self.grabbed += 1
+                if split:
+                    if not self._due():
+                        self._frame_arrived(None)  # a fresh frame, just not one to convert
+                        continue
+                    ok, image = retrieve()
+                    if not ok or image is None or image.size == 0:
+                        # Grabbed but undecodable: a corrupt stream, not a live camera.
+                        self._down("frames cannot be decoded")
+                        raise CameraError("frames cannot be decoded")
                 delivered = True
                 self._frame_arrived(image)
                 self._on_frame()
         finally:
             src.release()
 
-    def _frame_arrived(self, image: np.ndarray) -> None:
+    def _due(self) -> bool:
+        """Whether the frame just grabbed is one to convert (the latest wins)."""
+        if self._on_request:
+            if not self._wanted.is_set():
+                return False
+            self._wanted.clear()
+            return True
+        if not self._period:
+            return True
+        now = self._clock()
+        if now < self._next_due:
+            return False
+        # Keep the cadence; after a slow spell (or at the start) restart it, owing nothing.
+        behind = now - self._next_due >= self._period
+        self._next_due = now + self._period if behind else self._next_due + self._period
+        return True
+
+    def _idle_too_long(self) -> bool:
+        # A request still waiting is demand too (opening can outlast linger_s).
+        return (
+            self._on_demand
+            and not self._wanted.is_set()
+            and self._clock() - self._last_wake > self._linger_s
+        )
+
+    def _close_on_demand(self) -> None:
+        self._woken.clear()
+        if self._clock() - self._last_wake <= self._linger_s:
+            self._woken.set()  # a wake() raced with the close: stay open
+            return
+        with self._state_lock:
+            if self.state == "up":
+                self.state = "idle"
+
+    def _frame_arrived(self, image: np.ndarray | None) -> None:
         # The frame's time and the state change share one critical section: a
         # stall check in between would see "up" with the pre-outage timestamp
         # and report a spurious down (issue 11 item 6).
         with self._state_lock:
             now = self._clock()
-            self.slot.put(image, now)
+            if image is not None:
+                self.slot.put(image, now)
             self._last_frame = now
             self._fps_window.append(now)
             was_down, self.state = self.state == "down", "up"
@@ -366,7 +483,7 @@ class Camera:
         self._sink.emit(
             "fault.camera",
             Source(kind="camera", id=self.id),
-            data={"state": "down", "reason": reason, "source": self._describe},
+            data={"state": "down", "reason": reason, "source": self._describe, "stream": self.role},
         )
 
     def _recovered(self, down_s: float) -> None:
@@ -378,6 +495,7 @@ class Camera:
                 "state": "recovered",
                 "down_s": round(down_s, 3),
                 "source": self._describe,
+                "stream": self.role,
             },
             severity=Severity.INFO,
         )

@@ -277,12 +277,18 @@ def serial_checks(config: Config, ctx: Context) -> Iterable[Check]:
 class CameraCheck:
     cfg: Any  # CameraConfig
     kind: str = "camera"
+    stream: str = "detect"  # "snapshot": the camera's snapshot.source (the main stream)
+
+    @property
+    def source(self) -> str:
+        return self.cfg.source if self.stream == "detect" else self.cfg.snapshot.source
 
     @property
     def name(self) -> str:
         from shaobing.drivers.camera import redact
 
-        return f"{self.cfg.id} ({redact(str(self.cfg.source))})"
+        role = "" if self.stream == "detect" else " snapshot stream"
+        return f"{self.cfg.id}{role} ({redact(str(self.source))})"
 
     def run(self, ctx: Context) -> Outcome:
         from shaobing.drivers.camera import source_opener
@@ -291,7 +297,7 @@ class CameraCheck:
         started = time.monotonic()
         try:
             source = source_opener(
-                cfg.source,
+                self.source,
                 fps=cfg.fps,
                 loop=cfg.loop,
                 timeout_s=cfg.open_timeout_s,
@@ -310,7 +316,8 @@ class CameraCheck:
             while time.monotonic() < deadline:
                 ok, image = source.read()
                 if ok and image is not None:
-                    ctx.frames[cfg.id] = image
+                    if self.stream == "detect":  # the model check runs on detect frames
+                        ctx.frames[cfg.id] = image
                     h, w = image.shape[:2]
                     took = time.monotonic() - started
                     return Outcome(
@@ -368,7 +375,12 @@ def _cameras(config: Config) -> list[Any]:
 
 
 def camera_checks(config: Config, ctx: Context) -> Iterable[Check]:
-    return [CameraCheck(cam) for cam in _cameras(config)]
+    checks = []
+    for cam in _cameras(config):
+        checks.append(CameraCheck(cam))
+        if cam.snapshot.source:
+            checks.append(CameraCheck(cam, stream="snapshot"))
+    return checks
 
 
 def model_checks(config: Config, ctx: Context) -> Iterable[Check]:

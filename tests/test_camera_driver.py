@@ -262,3 +262,93 @@ def test_camera_buffered_frames_after_a_read_timeout_are_not_fresh():
         go_on.set()
         cam.stop()
     assert states(sink)[:2] == ["down", "recovered"]
+
+
+class ScriptedStream(ScriptedSource):
+    """A ``ScriptedSource`` with ``grab()``/``retrieve()``, like ``cv2.VideoCapture``."""
+
+    def __init__(self, steps) -> None:
+        super().__init__(steps)
+        self._grabbed = None
+        self.retrieved: list[np.ndarray] = []
+
+    def grab(self) -> bool:
+        ok, self._grabbed = self.read()
+        return ok
+
+    def retrieve(self):
+        self.retrieved.append(self._grabbed)
+        return self._grabbed is not None, self._grabbed
+
+
+def test_camera_detect_fps_converts_only_the_latest_frame_of_each_tick():
+    # Issue 13 item 2: an 8 fps stream at detect fps 4: every frame grabbed, every
+    # other one converted; the clock moves by the script, not by this machine.
+    clock = StepClock()
+    frames = [np.full((2, 2, 3), i, np.uint8) for i in range(16)]
+    steps = []
+    for img in frames:
+        steps += [lambda: setattr(clock, "now", clock.now + 0.125), img]
+    stream = ScriptedStream(steps)
+    sink = ListSink()
+    cam = Camera("sub", scripted_opener(stream), sink, clock=clock, detect_fps=4.0)
+    cam.start()
+    try:
+        assert stream.done.wait(10), "stream never finished"
+        sink.wait_for(lambda ev: len(ev) >= 1)  # the stream ended: down
+    finally:
+        cam.stop()
+    assert cam.grabbed == 16 and cam.slot.captured == 8
+    assert [int(img[0, 0, 0]) for img in stream.retrieved] == list(range(0, 16, 2))
+
+
+def test_camera_on_request_stream_converts_only_when_asked():
+    # A snapshot (main) stream: decoded all along, converted only for a snapshot.
+    img = np.zeros((4, 4, 3), np.uint8)
+
+    class Endless(ScriptedStream):
+        def read(self):
+            time.sleep(0.002)  # the source's own pace, as a camera's
+            return True, img
+
+    stream = Endless([])
+    cam = Camera("main", scripted_opener(stream), ListSink(), role="snapshot", on_request=True)
+    cam.start()
+    try:
+        wait_until(lambda: cam.grabbed > 20, what="grabbed frames")
+        assert stream.retrieved == [] and cam.latest() is None
+        frame = cam.request(10.0)
+        assert frame is not None and frame.seq == 1
+        assert cam.request(10.0).seq == 2
+    finally:
+        cam.stop()
+    assert len(stream.retrieved) == 2 and cam.grabbed > 20
+
+
+def test_camera_on_demand_stream_opens_when_woken_and_closes_after_linger():
+    clock = StepClock()
+    img = np.zeros((4, 4, 3), np.uint8)
+    opened = []
+
+    def opener():
+        def later():
+            clock.now += 5.0  # past linger_s without a wake
+
+        src = ScriptedStream([img, img, later, img] + [img] * 50)
+        opened.append(src)
+        return src
+
+    cam = Camera(
+        "main", opener, ListSink(), clock=clock, role="snapshot", on_request=True,
+        on_demand=True, linger_s=2.0,
+    )  # fmt: skip
+    cam.start()
+    try:
+        assert cam.state == "starting" and not opened  # nobody asked: not opened
+        frame = cam.request(10.0)
+        assert frame is not None and len(opened) == 1
+        wait_until(lambda: cam.state == "idle", what="the stream to close after linger_s")
+        assert opened[0].done.is_set() and opened[0].steps  # released early
+    finally:
+        cam.stop()
+    assert len(opened) == 1

@@ -76,11 +76,45 @@ class TrackerConfig(Strict):
     )
 
 
+class DetectStream(Strict):
+    fps: float | None = Field(
+        default=5.0,
+        gt=0,
+        description="frames a second converted and offered to detection; the others of an "
+        "RTSP/V4L2/file stream are only grabbed (decoded, not converted), the latest wins; "
+        "None: every frame. Image directories and the simulator deliver at their own fps",
+    )
+
+
+class SnapshotStream(Strict):
+    source: str | None = Field(
+        default=None,
+        description="stream for alarm and snapshot-command JPEGs, usually the main stream "
+        "(Channels/101) while 'source' is the sub-stream; None: snapshots from 'source'",
+    )
+    keep_warm: bool = Field(
+        default=False,
+        description="keep the snapshot stream open (frames decoded, converted only when a "
+        "snapshot is taken); false: opened on motion or a snapshot command, closed after "
+        "linger_s",
+    )
+    linger_s: float = Field(
+        default=60.0, gt=0, description="an on-demand snapshot stream closes after this idle"
+    )
+    wait_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="longest wait for a snapshot-stream frame when an alarm starts; past it "
+        "the alarm's JPEG comes from the detect stream",
+    )
+
+
 class CameraConfig(Strict):
     id: str = Field(description="camera id, the source id of its events")
     source: str = Field(
-        description="V4L2 index ('0') or device ('/dev/video0'), rtsp/http URL, video file, "
-        "image directory, or 'sim:SCENE?opts' for the simulator"
+        description="the detect stream (usually the sub-stream): V4L2 index ('0') or device "
+        "('/dev/video0'), rtsp/http URL, video file, image directory, or 'sim:SCENE?opts' for "
+        "the simulator"
     )
     enabled: bool = Field(default=True, description="a disabled camera is not opened")
     fps: float = Field(default=5.0, gt=0, description="frame rate of image directories")
@@ -105,6 +139,12 @@ class CameraConfig(Strict):
     motion: MotionConfig = Field(default_factory=MotionConfig, description="motion gate")
     snapshot_max_bytes: int = Field(
         default=60_000, ge=5_000, description="JPEG snapshot size cap for the rural uplink"
+    )
+    detect: DetectStream = Field(
+        default_factory=DetectStream, description="the detect stream ('source'): its rate"
+    )
+    snapshot: SnapshotStream = Field(
+        default_factory=SnapshotStream, description="optional second stream for snapshots"
     )
 
     @field_validator("masks")

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from .detector import Detector
 from .motion import MotionGate
 from .snapshot import snapshot
 from .tracker import IouTracker, Track
-from .types import Box
+from .types import Box, Detection
 from .zones import CameraZones
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,8 @@ class CameraPipelineStats:
     infer_fps: float
     last_infer_ms: float
     active_tracks: int
+    grabbed: int = 0  # frames read from the detect stream (captured: converted at detect.fps)
+    snapshot_state: str | None = None  # the snapshot stream's, when the camera has one
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +73,17 @@ class CameraView:
 class _Cam:
     """Everything the inference thread keeps for one camera."""
 
-    def __init__(self, cfg: CameraConfig, camera: Camera, det_cfg: DetectorConfig) -> None:
+    def __init__(
+        self,
+        cfg: CameraConfig,
+        camera: Camera,
+        det_cfg: DetectorConfig,
+        snap: Camera | None = None,
+    ) -> None:
         self.cfg = cfg
         self.camera = camera
+        # The snapshot stream (main stream), when the camera has one.
+        self.snap = snap
         self.det_cfg = det_cfg
         self.zones = CameraZones(cfg, det_cfg.score_threshold)
         self.gate = MotionGate(cfg.motion, self.zones.motion_mask())
@@ -133,8 +143,9 @@ class DetectionPipeline:
                 on_frame=self._wake.set,
                 # Reads come back near the read timeout only with pre-stall buffered frames.
                 stale_read_s=0.9 * cam_cfg.open_timeout_s,
+                detect_fps=cam_cfg.detect.fps,
             )
-            self._cams.append(_Cam(cam_cfg, camera, cfg))
+            self._cams.append(_Cam(cam_cfg, camera, cfg, _snapshot_camera(cam_cfg, sink, schemes)))
 
     @classmethod
     def from_config(
@@ -152,6 +163,8 @@ class DetectionPipeline:
     def start_cameras(self) -> None:
         for c in self._cams:
             c.camera.start()
+            if c.snap is not None:
+                c.snap.start()
 
     def start(self) -> None:
         self.start_cameras()
@@ -171,6 +184,8 @@ class DetectionPipeline:
             self._thread.join(timeout)
         for c in self._cams:
             c.camera.stop()
+            if c.snap is not None:
+                c.snap.stop()
             for track in c.tracker.drain():
                 if track.alarm_zone is not None:
                     self._emit(c, track, "end", None, reason="shutdown")
@@ -203,10 +218,14 @@ class DetectionPipeline:
         ready: list[tuple[_Cam, Frame]] = []
         for c in self._cams:
             c.camera.check_stall(c.cfg.stall_timeout_s)
+            if c.snap is not None:
+                c.snap.check_stall(c.cfg.stall_timeout_s)
             frame = c.camera.take()
             if frame is None:
                 continue
             if c.gate.check(frame.image) or c.tracker.tracks:
+                if c.snap is not None:
+                    c.snap.wake()  # an on-demand main stream opens while the track confirms
                 ready.append((c, frame))
             else:
                 c.idle += 1
@@ -340,8 +359,11 @@ class DetectionPipeline:
         attachment = None
         if image is not None:
             caption = f"#{t.id} {det.label} {det.score:.2f}"
-            attachment = snapshot(image, [det], c.cfg.snapshot_max_bytes, [caption])
+            image, shown, stream = self._snapshot_frame(c, image, det)
+            attachment = snapshot(image, [shown], c.cfg.snapshot_max_bytes, [caption])
             data["snapshot_bytes"] = len(attachment)
+            data["snapshot_stream"] = stream
+            data["snapshot_frame"] = [image.shape[1], image.shape[0]]
         t.last_event_mono = now
         self.sink.emit(
             INTRUSION,
@@ -351,6 +373,13 @@ class DetectionPipeline:
             severity=None if phase != "end" else Severity.INFO,
             attachment=attachment,
         )
+
+    @staticmethod
+    def _snapshot_frame(
+        c: _Cam, image: np.ndarray, det: Detection
+    ) -> tuple[np.ndarray, Detection, str]:
+        frame, (shown,), stream = snapshot_frame(c, image, [det], c.cfg.snapshot.wait_s)
+        return frame, shown, stream
 
     # -- statistics ----------------------------------------------------------------
 
@@ -375,6 +404,8 @@ class DetectionPipeline:
                     infer_fps=round(fps, 2),
                     last_infer_ms=round(c.last_infer_ms, 2),
                     active_tracks=len(c.tracker.tracks),
+                    grabbed=cs.grabbed,
+                    snapshot_state=c.snap.state if c.snap is not None else None,
                 )
             )
         return out
@@ -389,3 +420,46 @@ class DetectionPipeline:
                 "cameras": [asdict(s) for s in self.stats()],
             },
         )
+
+
+def snapshot_frame(
+    c: _Cam, image: np.ndarray, dets: Sequence[Detection], wait_s: float
+) -> tuple[np.ndarray, list[Detection], str]:
+    """The frame a JPEG shows: the snapshot stream's when it answers within ``wait_s``.
+
+    The boxes found on the detect stream are drawn at the same relative place
+    on the main stream's frame (both streams show the same view). A snapshot
+    stream that is down is not waited for: the detect frame it is, said so.
+    """
+    if c.snap is None or c.snap.state == "down":
+        return image, list(dets), "detect"
+    frame = c.snap.request(wait_s)
+    if frame is None:
+        return image, list(dets), "detect"
+    h, w = frame.image.shape[:2]
+    return frame.image, [replace(d, frame_size=(w, h)) for d in dets], "snapshot"
+
+
+def _snapshot_camera(
+    cfg: CameraConfig, sink: EventSink, schemes: SourceSchemes | None
+) -> Camera | None:
+    """The camera's snapshot stream: grabbed all along, converted only when asked."""
+    snap = cfg.snapshot
+    if snap.source is None:
+        return None
+    opener = source_opener(
+        snap.source, fps=cfg.fps, loop=cfg.loop, timeout_s=cfg.open_timeout_s, schemes=schemes
+    )
+    return Camera(
+        cfg.id,
+        opener,
+        sink,
+        describe=snap.source,
+        backoff_min_s=cfg.backoff_min_s,
+        backoff_max_s=cfg.backoff_max_s,
+        stale_read_s=0.9 * cfg.open_timeout_s,
+        role="snapshot",
+        on_request=True,
+        on_demand=not snap.keep_warm,
+        linger_s=snap.linger_s,
+    )
