@@ -120,7 +120,7 @@ def test_commission_a_post_from_the_page(tmp_path, mosquitto, county_factory, br
         _shots(browser, out, "walk")
         wait_for(lambda: _click(browser, "#walk-finish"), 20, "walk finished")
         wait_for(lambda: _text(browser, "#walk-summary"), 20, "walk summary")
-        assert "未收到" in _text(browser, "#walk-missing")
+        wait_for(lambda: "未收到" in _text(browser, "#walk-missing"), 20, "sensors not seen listed")
 
         # Self-test: the table, with the broker check passed.
         browser.find_element(By.ID, "tab-selftest").click()
