@@ -34,7 +34,7 @@ from shaobing.agent.arming import Arming, ZoneState
 from shaobing.agent.config import LinkageConfig, LinkageRuleConfig, ZoneConfig
 from shaobing.agent.latching import RESET_SENSOR, Latches, LatchingConfig, OpenAlarm
 from shaobing.agent.verification import VerificationWorker
-from shaobing.core.events import Event, EventSink, Severity, Source
+from shaobing.core.events import DeviceFrame, Event, EventSink, FrameMark, Severity, Source
 
 log = logging.getLogger("shaobing.linkage")
 
@@ -168,9 +168,12 @@ class LinkageSink:
         data: Mapping[str, Any] | None = None,
         severity: Severity | None = None,
         attachment: bytes | None = None,
+        frame: DeviceFrame | None = None,
     ) -> Event | None:
         """As ``EventSink.emit``; returns None when the alarm was suppressed or folded."""
         kwargs = {"zone": zone, "data": data, "severity": severity, "attachment": attachment}
+        if frame is not None:
+            kwargs["frame"] = frame
         if source.kind == "gpio" and (data or {}).get("sensor") == RESET_SENSOR:
             # The local reset key: its turn acknowledges every open alarm of the box.
             if (data or {}).get("state") == "alarm":
@@ -212,6 +215,9 @@ class LinkageSink:
                 ts = getattr(event, "ts", None) or int(time.time() * 1000)
                 self.latches.opened(OpenAlarm(event.id, type, zone, _src(source), ts, outputs=held))
         return event
+
+    def recent_frames(self, scope: str) -> list[FrameMark]:
+        return self._inner.recent_frames(scope)
 
     @dataclass
     class _Decision:

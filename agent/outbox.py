@@ -18,11 +18,19 @@ Durability per class:
   card, and a power cut loses at most the last second of telemetry.
 - acknowledgements (deletes) commit with ``synchronous=NORMAL``: losing one in
   a power cut only causes a duplicate resend, which the platform drops by ``id``.
+- an event that answers a device frame (``DeviceFrame``: a Contact ID message
+  the host waits to have ACKed) is durable before accepted whatever its class,
+  and its frame is written to the ``frames`` table in the same transaction, so
+  a resend of a frame committed but not yet ACKed before a crash is recognised
+  after the restart (``recent_frames``).
 
 Sequence numbers are assigned in memory in the same step as queueing, and the
-writer commits in queue order, so seq order is commit order. An event lost
-from the in-memory batch by a crash was never published, so reusing its seq
-after restart is invisible to the platform.
+writer commits in queue order, so seq order is commit order. No seq is ever
+handed out before ``outbox.db.seq`` (fsynced) covers it, and after an unclean
+stop the next run continues past that mark: a seq an event lost in a crash may
+have had (logged, never committed) is never given to another event.
+``seq_skipped`` names the range the start skipped; a clean ``close`` lowers the
+mark to the last seq so a clean restart skips nothing.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shaobing.core.atomic import atomic_write, owner_only_database
-from shaobing.core.events import Event, Priority
+from shaobing.core.events import DeviceFrame, Event, FrameMark, NotYetDurable, Priority
 
 log = logging.getLogger("shaobing.outbox")
 
@@ -58,10 +66,24 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_drain ON outbox (priority, rowid);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+-- Device frames committed with the event each produced: the durable duplicate window.
+CREATE TABLE IF NOT EXISTS frames (
+    rowid INTEGER PRIMARY KEY AUTOINCREMENT,
+    scope TEXT NOT NULL,
+    frame TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS frames_scope ON frames (scope, rowid);
 INSERT OR IGNORE INTO meta VALUES ('seq', 0), ('run', 0);
 """
 # Seq numbers reserved at a time in the high-water file beside the database.
 SEQ_BLOCK = 1000
+# The frames table keeps this many frames per scope, none older than FRAMES_MAX_AGE_S:
+# a host resends its last message for seconds, not hours.
+FRAMES_PER_SCOPE = 16
+FRAMES_MAX_AGE_S = 3600
 _INSERT = (
     "INSERT INTO outbox (kind, event_id, seq, priority, event_type, payload, created_ms, run,"
     " boot_id, mono_ns, clock_trusted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -97,8 +119,17 @@ class _Pending:
     attachment: bytes | None
     durable: bool
     enqueued: float
+    frame: DeviceFrame | None = None
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
+
+    def committed(self, timeout: float) -> bool:
+        """True once committed, False if still queued; the commit's error if it failed."""
+        if not self.done.wait(timeout):
+            return False
+        if self.error is not None:
+            raise self.error
+        return True
 
 
 class StorageCorrupt(Exception):
@@ -138,10 +169,19 @@ class Outbox:
         self.seq_file = self.path.with_name(f"{self.path.name}.seq")
         self._seq_reserved = self._read_seq_file()
         self._seq = self._meta("seq")
-        if self.recovered_from is not None or self._seq == 0:
-            # The rows of a set-aside (or deleted) database are gone with it: continue past
-            # every seq it can have held, so seq never goes back and the loss shows as a gap.
-            self._seq = max(self._seq, self._seq_reserved)
+        # Past the mark, always: after a crash, seqs up to it may have been given to
+        # events that were lost uncommitted (or, after a set-aside, to rows lost with
+        # the damaged file). Skipping them makes every such loss a gap the platform
+        # sees, and ``seq_skipped`` (status.health) says which gap a start made.
+        self.seq_skipped: tuple[int, int] | None = None
+        if self._seq_reserved > self._seq:
+            self.seq_skipped = (self._seq + 1, self._seq_reserved)
+            self._seq = self._seq_reserved
+            log.warning(
+                "outbox seq skipped at start",
+                extra={"fields": {"from": self.seq_skipped[0], "to": self.seq_skipped[1]}},
+            )
+        self._prune_frames()
         self.dropped = {p.name.lower(): self._meta(f"dropped.{p.name.lower()}") for p in Priority}
         self._recount()
         # Rows evicted while maybe in flight: an ack for one means it was delivered after all.
@@ -202,11 +242,16 @@ class Outbox:
             return 0
 
     def _reserve_seq(self, upto: int) -> None:
-        """Before a commit holds seq ``upto``, make sure the file beside the database covers it."""
+        """Before seq ``upto`` is handed out, make sure the file beside the database covers it."""
         if upto > self._seq_reserved:
             reserved = upto + SEQ_BLOCK
             atomic_write(self.seq_file, str(reserved))  # fsynced, file and directory
             self._seq_reserved = reserved
+
+    def _prune_frames(self) -> None:
+        cutoff = int((time.time() - FRAMES_MAX_AGE_S) * 1000)
+        with self._db_lock, self._db:
+            self._db.execute("DELETE FROM frames WHERE ts_ms < ?", (cutoff,))
 
     def _meta(self, key: str) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -217,23 +262,48 @@ class Outbox:
         """Called after each commit that added rows, with True if any was alarm/fault."""
         self._waiters.append(callback)
 
-    def append(self, make_event: Callable[[int], Event], attachment: bytes | None = None) -> Event:
-        """Assign the next seq and queue the event; alarm/fault classes return once committed."""
+    def append(
+        self,
+        make_event: Callable[[int], Event],
+        attachment: bytes | None = None,
+        frame: DeviceFrame | None = None,
+    ) -> Event:
+        """Assign the next seq and queue the event.
+
+        Alarm/fault classes, and any event answering a device ``frame``, return once
+        committed; with a frame, after at most ``frame.wait_s`` (else ``NotYetDurable``).
+        """
         with self._cond:
             if self._closing:
                 raise OutboxClosed("outbox is closed")
+            # Once per SEQ_BLOCK events: one fsync on the producer's path.
+            self._reserve_seq(self._seq + 1)
             self._seq += 1
             event = make_event(self._seq)
-            durable = event.priority <= Priority.FAULT
-            pending = _Pending(event, attachment, durable, time.monotonic())
+            durable = event.priority <= Priority.FAULT or frame is not None
+            pending = _Pending(event, attachment, durable, time.monotonic(), frame)
             self._queue.append(pending)
             self._durable_queued += durable
             self._cond.notify()
-        if durable:
+        if not durable:
+            return event
+        if frame is None:
             pending.done.wait()
-            if pending.error is not None:
-                raise pending.error
+        elif not pending.done.wait(frame.wait_s):
+            raise NotYetDurable(event.id, pending.committed)
+        if pending.error is not None:
+            raise pending.error
         return event
+
+    def recent_frames(self, scope: str) -> list[FrameMark]:
+        """Frames of ``scope`` committed with their events, oldest first."""
+        with self._db_lock:
+            rows = self._db.execute(
+                "SELECT scope, frame, event_id, seq, ts_ms FROM frames WHERE scope = ?"
+                " ORDER BY rowid",
+                (scope,),
+            ).fetchall()
+        return [FrameMark(*r) for r in rows]
 
     def ack(self, rows: Iterable[Row]) -> int:
         """Queue deletions of acknowledged rows (committed within ~50 ms)."""
@@ -292,8 +362,6 @@ class Outbox:
 
     def _commit(self, batch: list[_Pending], acks: list[Row]) -> None:
         now_ms = int(time.time() * 1000)
-        if batch:
-            self._reserve_seq(max(p.event.seq for p in batch))
         with self._db_lock:
             sync = "FULL" if batch else "NORMAL"
             self._db.execute(f"PRAGMA synchronous={sync}")
@@ -331,6 +399,22 @@ class Outbox:
         self._db.execute(
             "UPDATE meta SET value = ? WHERE key = 'seq'", (max(p.event.seq for p in batch),)
         )
+        marks = [
+            (p.frame.scope, p.frame.frame, p.event.id, p.event.seq, now_ms)
+            for p in batch
+            if p.frame
+        ]
+        if marks:
+            self._db.executemany(
+                "INSERT INTO frames (scope, frame, event_id, seq, ts_ms) VALUES (?, ?, ?, ?, ?)",
+                marks,
+            )
+            for scope in {m[0] for m in marks}:
+                self._db.execute(
+                    "DELETE FROM frames WHERE scope = ? AND rowid NOT IN"
+                    " (SELECT rowid FROM frames WHERE scope = ? ORDER BY rowid DESC LIMIT ?)",
+                    (scope, scope, FRAMES_PER_SCOPE),
+                )
 
     def _delete_acked(self, acks: list[Row]) -> None:
         cur = self._db.executemany("DELETE FROM outbox WHERE rowid = ?", [(r.rowid,) for r in acks])
@@ -500,4 +584,13 @@ class Outbox:
         self._writer.join(30)
         self.pending_after_close = sum(self.depth().values())
         with self._db_lock:
+            committed = self._meta("seq")
             self._db.close()
+        if not self._writer.is_alive() and committed == self._seq:
+            # A clean stop: every seq handed out is committed, so the next run
+            # starts right after it and reports nothing skipped.
+            try:
+                atomic_write(self.seq_file, str(committed))
+                self._seq_reserved = committed
+            except OSError as exc:
+                log.error("outbox seq mark not lowered", extra={"fields": {"error": str(exc)}})

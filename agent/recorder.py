@@ -13,7 +13,9 @@ from shaobing.agent.config import Config, ZoneConfig
 from shaobing.agent.outbox import Outbox
 from shaobing.core.clock import Clock
 from shaobing.core.events import (
+    DeviceFrame,
     Event,
+    FrameMark,
     Gps,
     RailwayPlace,
     Severity,
@@ -63,6 +65,7 @@ class Recorder:
         data: Mapping[str, Any] | None = None,
         severity: Severity | None = None,
         attachment: bytes | None = None,
+        frame: DeviceFrame | None = None,
     ) -> Event:
         stamp = self._clock.stamp()
         ref = self._zones.get(zone) if zone else None
@@ -89,7 +92,7 @@ class Recorder:
                 gb28181=gb28181,
             )
 
-        event = self._outbox.append(make, attachment)
+        event = self._outbox.append(make, attachment, frame)
         if type != "status.health":  # a technician looks for alarms, not the heartbeat
             self.recent.append(
                 {
@@ -113,3 +116,6 @@ class Recorder:
             },
         )
         return event
+
+    def recent_frames(self, scope: str) -> list[FrameMark]:
+        return self._outbox.recent_frames(scope)

@@ -226,6 +226,7 @@ class Agent:
             "outbox": self.outbox.depth,
             "outbox_bytes": self.outbox.stored_bytes,
             "dropped": lambda: dict(self.outbox.dropped),
+            "seq_skipped": self._seq_skipped,
             "uplink": lambda: {
                 "connected": self.uplink.connected.is_set(),
                 "connects": stats.connects,
@@ -251,6 +252,11 @@ class Agent:
             "control": lambda: asdict(self.control.stats) if self.control else None,
             "warnings": lambda: ["gpio_mock"] if self.config.gpio.backend == "mock" else [],
         }
+
+    def _seq_skipped(self) -> dict[str, int] | None:
+        """The seq range this run's start skipped (what a crash may have cost), or None."""
+        skipped = self.outbox.seq_skipped
+        return {"from": skipped[0], "to": skipped[1]} if skipped else None
 
     def _write_status(self, health: dict[str, Any] | None, state: str = "running") -> None:
         """``status.json`` for ``shaobing status`` (agent/status_file.py); never fails."""

@@ -29,6 +29,9 @@ class NullSink:
     def emit(self, type: str, source: Source, **kw: object) -> None:
         return None
 
+    def recent_frames(self, scope: str) -> list:
+        return []
+
 
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
