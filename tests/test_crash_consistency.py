@@ -108,7 +108,7 @@ def send_until_acked(host: SimulatedAlarmHost, frame: bytes, timeout: float = 60
         assert time.monotonic() < deadline, f"{frame!r} never acknowledged"
 
 
-def test_kill_near_acks_loses_nothing_acked_and_gaps_match_health(tmp_path, mosquitto):
+def test_kill_near_acks_loses_nothing_acked_and_gaps_match_health(tmp_path, mosquitto, schemas):
     county = County("127.0.0.1", mosquitto.port)
     host = SimulatedAlarmHost(transport="socket", ack_timeout_s=HOST_ACK_WAIT_S, attempts=1)
     log = open(tmp_path / "agent.log", "wb")  # noqa: SIM115 (closed below)
@@ -177,6 +177,10 @@ def test_kill_near_acks_loses_nothing_acked_and_gaps_match_health(tmp_path, mosq
         log.close()
         host.close()
         county.close()
+    for m in county.messages:
+        schemas.check(m.topic, m.payload)
+    skips = [e["data"]["seq_skipped"] for e in county.events("status.health")]
+    assert sum(s is not None for s in skips) == len(CLASSES) * KILLS_PER_CLASS, skips
     seen = frames_seen()
     lost = [raw for raw in acked if raw not in seen]
     agent_log = (tmp_path / "agent.log").read_text(errors="replace")[-1500:]
