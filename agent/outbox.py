@@ -29,8 +29,10 @@ writer commits in queue order, so seq order is commit order. No seq is ever
 handed out before ``outbox.db.seq`` (fsynced) covers it, and after an unclean
 stop the next run continues past that mark: a seq an event lost in a crash may
 have had (logged, never committed) is never given to another event.
-``seq_skipped`` names the range the start skipped; a clean ``close`` lowers the
-mark to the last seq so a clean restart skips nothing.
+``seq_skipped`` names the range this start skipped and ``seq_skips`` those of the
+last ``SKIPS_KEPT`` starts (kept in the database before any event is taken, so a
+report lost with a run that died young is repeated by the next); a clean
+``close`` lowers the mark to the last seq so a clean restart skips nothing.
 """
 
 from __future__ import annotations
@@ -76,6 +78,12 @@ CREATE TABLE IF NOT EXISTS frames (
     ts_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS frames_scope ON frames (scope, rowid);
+-- Seq ranges skipped by the last starts (after crashes), for status.health.
+CREATE TABLE IF NOT EXISTS seq_skips (
+    run INTEGER PRIMARY KEY,
+    first INTEGER NOT NULL,
+    last INTEGER NOT NULL
+);
 INSERT OR IGNORE INTO meta VALUES ('seq', 0), ('run', 0);
 """
 # Seq numbers reserved at a time in the high-water file beside the database.
@@ -84,6 +92,8 @@ SEQ_BLOCK = 1000
 # a host resends its last message for seconds, not hours.
 FRAMES_PER_SCOPE = 16
 FRAMES_MAX_AGE_S = 3600
+# status.health repeats the ranges skipped by this many of the last starts.
+SKIPS_KEPT = 8
 _INSERT = (
     "INSERT INTO outbox (kind, event_id, seq, priority, event_type, payload, created_ms, run,"
     " boot_id, mono_ns, clock_trusted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -181,6 +191,7 @@ class Outbox:
                 "outbox seq skipped at start",
                 extra={"fields": {"from": self.seq_skipped[0], "to": self.seq_skipped[1]}},
             )
+        self.seq_skips = self._record_skip()
         self._prune_frames()
         self.dropped = {p.name.lower(): self._meta(f"dropped.{p.name.lower()}") for p in Priority}
         self._recount()
@@ -246,6 +257,23 @@ class Outbox:
             reserved = upto + SEQ_BLOCK
             atomic_write(self.seq_file, str(reserved))  # fsynced, file and directory
             self._seq_reserved = reserved
+
+    def _record_skip(self) -> list[tuple[int, int, int]]:
+        """Keep this start's skip with the last ones; (run, first, last) of each, oldest first."""
+        with self._db_lock, self._db:
+            if self.seq_skipped is not None:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO seq_skips VALUES (?, ?, ?)",
+                    (self.run, *self.seq_skipped),
+                )
+                self._db.execute(
+                    "DELETE FROM seq_skips WHERE run NOT IN"
+                    " (SELECT run FROM seq_skips ORDER BY run DESC LIMIT ?)",
+                    (SKIPS_KEPT,),
+                )
+            return self._db.execute(
+                "SELECT run, first, last FROM seq_skips ORDER BY run"
+            ).fetchall()
 
     def _prune_frames(self) -> None:
         cutoff = int((time.time() - FRAMES_MAX_AGE_S) * 1000)

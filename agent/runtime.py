@@ -228,10 +228,9 @@ class Agent:
             "warnings": lambda: ["gpio_mock"] if self.config.gpio.backend == "mock" else [],
         }
 
-    def _seq_skipped(self) -> dict[str, int] | None:
-        """The seq range this run's start skipped (what a crash may have cost), or None."""
-        skipped = self.outbox.seq_skipped
-        return {"from": skipped[0], "to": skipped[1]} if skipped else None
+    def _seq_skipped(self) -> list[dict[str, int]]:
+        """Seq ranges the last starts skipped after crashes: what the crashes may have cost."""
+        return [{"run": r, "from": a, "to": b} for r, a, b in self.outbox.seq_skips]
 
     def _write_status(self, health: dict[str, Any] | None, state: str = "running") -> None:
         """``status.json`` for ``shaobing status`` (agent/status_file.py); never fails."""

@@ -176,3 +176,19 @@ def test_concurrent_frames_from_two_hosts_each_ack_after_their_commit(tmp_path):
         assert len(committed(path)) == 40
     finally:
         outbox.close()
+
+
+def test_a_run_that_dies_before_reporting_is_covered_by_the_next(tmp_path, abandoned):
+    path = tmp_path / "outbox.db"
+    src = Source(kind="test", id="t")
+    skips = []
+    for _ in range(3):  # three runs in a row die with telemetry still in memory
+        outbox, rec = open_outbox(path)
+        abandoned.append(outbox)
+        rec.emit("alarm.intrusion", src)
+        rec.emit("status.test", src)
+        skips = outbox.seq_skips
+    # The last start lists the skips of both crashed starts before it, oldest first.
+    assert [run for run, _a, _b in skips] == [2, 3]
+    assert skips[-1][1:] == outbox.seq_skipped
+    assert all(a <= b for _r, a, b in skips)
