@@ -260,6 +260,8 @@ class Outbox:
 
     def _record_skip(self) -> list[tuple[int, int, int]]:
         """Keep this start's skip with the last ones; (run, first, last) of each, oldest first."""
+        with self._db_lock:
+            self._db.execute("PRAGMA synchronous=FULL")
         with self._db_lock, self._db:
             if self.seq_skipped is not None:
                 self._db.execute(
