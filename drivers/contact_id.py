@@ -351,21 +351,25 @@ class ContactIdReceiver:
         self.scope = f"contact_id:{cfg.id}"
         self._last: _LastFrame | None = None
         self._last_valid_at = clock()
-        self._resume(sink)
+        self._resumed = False
 
-    def _resume(self, sink: EventSink) -> None:
+    def _resume(self) -> None:
         """Take over the last frame an earlier run committed, if recent."""
-        marks = sink.recent_frames(self.scope)
+        self._resumed = True
+        marks = self.sink.recent_frames(self.scope)
         if not marks:
             return
         mark = marks[-1]
         if time.time() * 1000 - mark.ts_ms > self.cfg.restart_window_s * 1000:
             return
-        # Its window starts again now: the host could not resend while we were down.
+        # Its window starts with the first bytes from the host after the start (the
+        # resend, typically): the host could not resend while we were down or starting.
         self._last = _LastFrame(mark.frame, self.clock(), mark.event_id)
 
     def feed(self, data: bytes) -> bytes:
         """Bytes from the line in; bytes to send back out."""
+        if not self._resumed:
+            self._resume()
         out = bytearray()
         for b in data:
             if b in _TERMINATORS:

@@ -116,6 +116,7 @@ def test_no_ack_until_durable_and_the_resend_waits_on_the_same_commit(tmp_path):
     outbox, rec = open_outbox(path)
     try:
         rx = receiver(rec, ack_wait_s=0.2)
+        assert rx.feed(frame("1", 602)) == ACK
         # The writer cannot commit while the database lock is held (a stalled SD card).
         outbox._db_lock.acquire()
         try:
@@ -124,7 +125,7 @@ def test_no_ack_until_durable_and_the_resend_waits_on_the_same_commit(tmp_path):
         finally:
             outbox._db_lock.release()
         assert rx.feed(frame("1", 401)) == ACK
-        assert [r[0] for r in committed(path)] == ["status.arming"]
+        assert [r[0] for r in committed(path)] == ["status.heartbeat", "status.arming"]
         assert rx.stats.not_durable == 2
     finally:
         outbox.close()
