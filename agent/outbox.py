@@ -177,6 +177,7 @@ class Outbox:
             self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'run'")
         self.run = self._meta("run")
         self.seq_file = self.path.with_name(f"{self.path.name}.seq")
+        self._seq_lock = threading.Lock()  # one writer of the seq file at a time
         self._seq_reserved = self._read_seq_file()
         self._seq = self._meta("seq")
         # Past the mark, always: after a crash, seqs up to it may have been given to
@@ -253,10 +254,11 @@ class Outbox:
 
     def _reserve_seq(self, upto: int) -> None:
         """Before seq ``upto`` is handed out, make sure the file beside the database covers it."""
-        if upto > self._seq_reserved:
-            reserved = upto + SEQ_BLOCK
-            atomic_write(self.seq_file, str(reserved))  # fsynced, file and directory
-            self._seq_reserved = reserved
+        with self._seq_lock:
+            if upto > self._seq_reserved:
+                reserved = upto + SEQ_BLOCK
+                atomic_write(self.seq_file, str(reserved))  # fsynced, file and directory
+                self._seq_reserved = reserved
 
     def _record_skip(self) -> list[tuple[int, int, int]]:
         """Keep this start's skip with the last ones; (run, first, last) of each, oldest first."""
@@ -305,8 +307,10 @@ class Outbox:
         with self._cond:
             if self._closing:
                 raise OutboxClosed("outbox is closed")
-            # Once per SEQ_BLOCK events: one fsync on the producer's path.
-            self._reserve_seq(self._seq + 1)
+            # The writer reserves ahead (see _commit); this fsync on the producer's
+            # path only happens if a burst outruns it.
+            if self._seq + 1 > self._seq_reserved:
+                self._reserve_seq(self._seq + 1)
             self._seq += 1
             event = make_event(self._seq)
             durable = event.priority <= Priority.FAULT or frame is not None
@@ -391,6 +395,9 @@ class Outbox:
 
     def _commit(self, batch: list[_Pending], acks: list[Row]) -> None:
         now_ms = int(time.time() * 1000)
+        if batch and self._seq + SEQ_BLOCK // 2 > self._seq_reserved:
+            # Half the block used: reserve the next one here, off the producers' path.
+            self._reserve_seq(self._seq + SEQ_BLOCK // 2)
         with self._db_lock:
             sync = "FULL" if batch else "NORMAL"
             self._db.execute(f"PRAGMA synchronous={sync}")
