@@ -621,9 +621,11 @@ class Outbox:
         with self._db_lock:
             committed = self._meta("seq")
             self._db.close()
-        if not self._writer.is_alive() and committed == self._seq:
+        clean = not self._writer.is_alive() and committed == self._seq
+        if clean and self._read_seq_file() == self._seq_reserved:
             # A clean stop: every seq handed out is committed, so the next run
-            # starts right after it and reports nothing skipped.
+            # starts right after it and reports nothing skipped. (Not if another
+            # process moved the mark meanwhile: that one may still hand seqs out.)
             try:
                 atomic_write(self.seq_file, str(committed))
                 self._seq_reserved = committed
