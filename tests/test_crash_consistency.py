@@ -38,7 +38,7 @@ CLASSES = {
 MIX = [(name, q, code) for name, codes in CLASSES.items() for q, code in codes]
 # The host waits longer than the agent's ack_wait_s (0.8 s), so a late ACK is never
 # taken for the next frame's.
-HOST_ACK_WAIT_S = 1.5
+HOST_ACK_WAIT_S = 2.5
 
 
 def config_file(tmp_path, port: int, line_url: str) -> str:
