@@ -34,7 +34,15 @@ from shaobing.agent.arming import Arming, ZoneState
 from shaobing.agent.config import LinkageConfig, LinkageRuleConfig, ZoneConfig
 from shaobing.agent.latching import RESET_SENSOR, Latches, LatchingConfig, OpenAlarm
 from shaobing.agent.verification import VerificationWorker
-from shaobing.core.events import DeviceFrame, Event, EventSink, FrameMark, Severity, Source
+from shaobing.core.events import (
+    DeviceFrame,
+    Event,
+    EventSink,
+    FrameMark,
+    NotYetDurable,
+    Severity,
+    Source,
+)
 from shaobing.core.worker import LoopWorker
 
 log = logging.getLogger("shaobing.linkage")
@@ -212,19 +220,24 @@ class LinkageSink:
         if decision.suppress:
             return None
         event: Event | None = None
+        event_id: str | None = None
         try:
             event = self._inner.emit(type, source, **kwargs)
+            event_id = event.id if event else None
+        except NotYetDurable as exc:
+            event_id = exc.event_id  # recorded all the same: its commit lands later
+            raise
         finally:
             window = decision.window
             if window is not None:
-                window.alarm_id = event.id if event else None
+                window.alarm_id = event_id
             held: list[str] = []
             if decision.link:
                 held = self._act(decision.rule, type, source, zone, event)
-            if event is not None:
+            if event_id is not None:
                 # Test sinks return lighter records than Event: no ts there.
                 ts = getattr(event, "ts", None) or int(time.time() * 1000)
-                self.latches.opened(OpenAlarm(event.id, type, zone, _src(source), ts, outputs=held))
+                self.latches.opened(OpenAlarm(event_id, type, zone, _src(source), ts, outputs=held))
         return event
 
     def recent_frames(self, scope: str) -> list[FrameMark]:

@@ -193,3 +193,35 @@ def test_a_run_that_dies_before_reporting_is_covered_by_the_next(tmp_path, aband
     assert [run for run, _a, _b in skips] == [2, 3]
     assert skips[-1][1:] == outbox.seq_skipped
     assert all(a <= b for _r, a, b in skips)
+
+
+def test_an_alarm_not_yet_durable_is_still_latched_with_its_id(tmp_path, mosquitto):
+    """Through the linkage layer: an alarm whose commit is late is not ACKed, but it
+    is recorded, sounds and is latched under the id it will be committed with."""
+    from agent_harness import SimulatedPost
+    from linkage_helpers import linkage_config
+
+    from shaobing.core.events import DeviceFrame, NotYetDurable
+
+    post = SimulatedPost(linkage_config(tmp_path, mosquitto.port, cameras=[]))
+    try:
+        fence = Source(kind="contact_id", id="host1")
+        raw = format_raw("1234", "1", 130, 1, 3)
+        outbox = post.agent.outbox
+        outbox._db_lock.acquire()  # a stalled SD card
+        try:
+            with pytest.raises(NotYetDurable) as late:
+                post.agent.sink.emit(
+                    "alarm.perimeter",
+                    fence,
+                    zone="crossing",
+                    data={"state": "alarm"},
+                    frame=DeviceFrame("contact_id:host1", raw, 0.2),
+                )
+        finally:
+            outbox._db_lock.release()
+        assert late.value.wait(30)
+        assert late.value.event_id in [a["alarm_id"] for a in post.agent.sink.open_alarms()]
+        assert late.value.event_id in [r[1] for r in committed(tmp_path / "outbox.db")]
+    finally:
+        post.stop()
