@@ -369,6 +369,12 @@ class ControlConfig(Strict):
     max_ttl_s: float = Field(
         default=600.0, gt=0, le=86400, description="longest allowed expires_ms - issued_ms"
     )
+    reply_prefix: str | None = Field(
+        default=None,
+        pattern=r"^[^$#+/\x00]([^#+\x00]*[^#+/\x00])?$",
+        description="MQTT 5 ResponseTopics are honoured only at or under this topic; "
+        "default: the device's own .../cmd/response (docs/mqtt.md#responses)",
+    )
 
     @model_validator(mode="after")
     def _key(self) -> ControlConfig:
@@ -516,9 +522,7 @@ def validate_config(
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = _unknown_key(loc)
+            msg = plain_message(err, loc)
             collect.append(Problem(dotted(loc), msg, _nearest_line(lines, loc)))
         config = None
     if config is not None:
@@ -529,24 +533,72 @@ def validate_config(
     return None if collect else config
 
 
-def _fields_at(loc: tuple) -> list[str]:
-    """The keys the model allows where ``loc`` points (list indexes skipped)."""
-    model: Any = Config
+def _fields_at(loc: tuple, infos: bool = False, root: Any = None) -> Any:
+    """The keys the model allows where ``loc`` points (list indexes skipped);
+    with ``infos``, the mapping of key to pydantic FieldInfo."""
+    model: Any = root or Config
     for part in loc:
         if isinstance(part, int):
             continue
         fields = getattr(model, "model_fields", None)
         if not fields or part not in fields:
-            return []
+            return {} if infos else []
         model = fields[part].annotation
         # Unwrap list[X], X | None, dict[str, X] down to a model class.
         while get_args(model) and not hasattr(model, "model_fields"):
             inner = [a for a in get_args(model) if hasattr(a, "model_fields")]
             model = inner[0] if inner else get_args(model)[-1]
-    return list(getattr(model, "model_fields", {}))
+    found = getattr(model, "model_fields", {})
+    return dict(found) if infos else list(found)
+
+
+def _description(loc: tuple, root: Any = None) -> str | None:
+    if not loc:
+        return None  # a rule of the whole model, not of one field
+    fields = _fields_at(loc[:-1], infos=True, root=root)
+    info = fields.get(str(loc[-1])) if isinstance(fields, dict) else None
+    return getattr(info, "description", None)
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def plain_message(err: Any, loc: tuple, root: Any = None) -> str:
+    """Pydantic's message, said the way an installer reads it: the value, what is expected.
+
+    ``loc`` is counted from ``root`` (a model class; default the whole ``Config``)."""
+    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    about = _description(loc, root)
+    said = f"{value!r}" if isinstance(value, str) else _number(value)
+    ctx = {k: _number(v) for k, v in ctx.items()}
+    if kind == "extra_forbidden":
+        return _unknown_key(loc)
+    if kind == "missing":
+        return "missing: this setting is required" + (f" ({about})" if about else "")
+    if kind == "literal_error":
+        return f"{said} is not one of {ctx.get('expected', '')}"
+    if kind in ("int_parsing", "int_type", "float_parsing", "float_type", "int_from_float"):
+        whole = "a whole number" if kind.startswith("int") else "a number"
+        return f"{said} is not {whole}" + (f" ({about})" if about else "")
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        bound = {
+            "greater_than_equal": f"at least {ctx.get('ge')}",
+            "greater_than": f"more than {ctx.get('gt')}",
+            "less_than_equal": f"at most {ctx.get('le')}",
+            "less_than": f"less than {ctx.get('lt')}",
+        }[kind]
+        return f"{said} is out of range: it must be {bound}" + (f" ({about})" if about else "")
+    if kind == "string_pattern_mismatch":
+        return f"{said} is not in the expected form" + (f": {about}" if about else "")
+    if kind in ("bool_parsing", "bool_type"):
+        return f"{said} is not true or false"
+    return err["msg"].removeprefix("Value error, ")
 
 
 def _unknown_key(loc: tuple) -> str:
+    if not loc:
+        return "unknown key"
     close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc[:-1]), n=1, cutoff=0.6)
     if close:
         return f"unknown key; did you mean {close[0]!r}?"
