@@ -35,7 +35,16 @@ from shaobing.agent.conditions import ConditionLedger
 from shaobing.agent.config import LinkageConfig, LinkageRuleConfig, ZoneConfig
 from shaobing.agent.latching import RESET_SENSOR, Latches, LatchingConfig, OpenAlarm
 from shaobing.agent.verification import VerificationWorker
-from shaobing.core.events import Event, EventSink, Severity, Source, opened_before
+from shaobing.core.events import (
+    DeviceFrame,
+    Event,
+    EventSink,
+    FrameMark,
+    NotYetDurable,
+    Severity,
+    Source,
+    opened_before,
+)
 from shaobing.core.worker import LoopWorker
 
 log = logging.getLogger("shaobing.linkage")
@@ -194,6 +203,7 @@ class LinkageSink:
         data: Mapping[str, Any] | None = None,
         severity: Severity | None = None,
         attachment: bytes | None = None,
+        frame: DeviceFrame | None = None,
     ) -> Event | None:
         """As ``EventSink.emit``; returns None when the alarm was suppressed or folded."""
         for observer in self._observers:
@@ -202,6 +212,8 @@ class LinkageSink:
             except Exception:  # a watcher (the console's walk test) must not cost an alarm
                 log.exception("emission observer failed")
         kwargs = {"zone": zone, "data": data, "severity": severity, "attachment": attachment}
+        if frame is not None:
+            kwargs["frame"] = frame
         if source.kind == "gpio" and (data or {}).get("sensor") == RESET_SENSOR:
             # The local reset key: its turn acknowledges every open alarm of the box.
             if (data or {}).get("state") == "alarm":
@@ -229,20 +241,28 @@ class LinkageSink:
         if decision.suppress:
             return None
         event: Event | None = None
+        event_id: str | None = None
         try:
             event = self._inner.emit(type, source, **kwargs)
+            event_id = event.id if event else None
+        except NotYetDurable as exc:
+            event_id = exc.event_id  # recorded all the same: its commit lands later
+            raise
         finally:
             window = decision.window
             if window is not None:
-                window.alarm_id = event.id if event else None
+                window.alarm_id = event_id
             held: list[str] = []
             if decision.link:
                 held = self._act(decision.rule, type, source, zone, event)
-            if event is not None:
+            if event_id is not None:
                 # Test sinks return lighter records than Event: no ts there.
                 ts = getattr(event, "ts", None) or int(time.time() * 1000)
-                self.latches.opened(OpenAlarm(event.id, type, zone, _src(source), ts, outputs=held))
+                self.latches.opened(OpenAlarm(event_id, type, zone, _src(source), ts, outputs=held))
         return event
+
+    def recent_frames(self, scope: str) -> list[FrameMark]:
+        return self._inner.recent_frames(scope)
 
     @dataclass
     class _Decision:

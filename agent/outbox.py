@@ -18,11 +18,21 @@ Durability per class:
   card, and a power cut loses at most the last second of telemetry.
 - acknowledgements (deletes) commit with ``synchronous=NORMAL``: losing one in
   a power cut only causes a duplicate resend, which the platform drops by ``id``.
+- an event that answers a device frame (``DeviceFrame``: a Contact ID message
+  the host waits to have ACKed) is durable before accepted whatever its class,
+  and its frame is written to the ``frames`` table in the same transaction, so
+  a resend of a frame committed but not yet ACKed before a crash is recognised
+  after the restart (``recent_frames``).
 
 Sequence numbers are assigned in memory in the same step as queueing, and the
-writer commits in queue order, so seq order is commit order. An event lost
-from the in-memory batch by a crash was never published, so reusing its seq
-after restart is invisible to the platform.
+writer commits in queue order, so seq order is commit order. No seq is ever
+handed out before ``outbox.db.seq`` (fsynced) covers it, and after an unclean
+stop the next run continues past that mark: a seq an event lost in a crash may
+have had (logged, never committed) is never given to another event.
+``seq_skipped`` names the range this start skipped and ``seq_skips`` those of the
+last ``SKIPS_KEPT`` starts (kept in the database before any event is taken, so a
+report lost with a run that died young is repeated by the next); a clean
+``close`` lowers the mark to the last seq so a clean restart skips nothing.
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ from pathlib import Path
 
 from shaobing.agent.conditions import Change, Key, OpenCondition
 from shaobing.core.atomic import atomic_write, owner_only_database
-from shaobing.core.events import Event, Priority
+from shaobing.core.events import DeviceFrame, Event, FrameMark, NotYetDurable, Priority
 
 log = logging.getLogger("shaobing.outbox")
 
@@ -59,6 +69,22 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_drain ON outbox (priority, rowid);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+-- Device frames committed with the event each produced: the durable duplicate window.
+CREATE TABLE IF NOT EXISTS frames (
+    rowid INTEGER PRIMARY KEY AUTOINCREMENT,
+    scope TEXT NOT NULL,
+    frame TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS frames_scope ON frames (scope, rowid);
+-- Seq ranges skipped by the last starts (after crashes), for status.health.
+CREATE TABLE IF NOT EXISTS seq_skips (
+    run INTEGER PRIMARY KEY,
+    first INTEGER NOT NULL,
+    last INTEGER NOT NULL
+);
 INSERT OR IGNORE INTO meta VALUES ('seq', 0), ('run', 0);
 -- Open conditions (agent/conditions.py), written in the transaction of the event
 -- that opens or closes each one.
@@ -77,6 +103,12 @@ CREATE TABLE IF NOT EXISTS conditions (
 """
 # Seq numbers reserved at a time in the high-water file beside the database.
 SEQ_BLOCK = 1000
+# The frames table keeps this many frames per scope, none older than FRAMES_MAX_AGE_S:
+# a host resends its last message for seconds, not hours.
+FRAMES_PER_SCOPE = 16
+FRAMES_MAX_AGE_S = 3600
+# status.health repeats the ranges skipped by this many of the last starts.
+SKIPS_KEPT = 8
 _INSERT = (
     "INSERT INTO outbox (kind, event_id, seq, priority, event_type, payload, created_ms, run,"
     " boot_id, mono_ns, clock_trusted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -113,8 +145,17 @@ class _Pending:
     durable: bool
     enqueued: float
     condition: Change | None = None
+    frame: DeviceFrame | None = None
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
+
+    def committed(self, timeout: float) -> bool:
+        """True once committed, False if still queued; the commit's error if it failed."""
+        if not self.done.wait(timeout):
+            return False
+        if self.error is not None:
+            raise self.error
+        return True
 
 
 class StorageCorrupt(Exception):
@@ -152,12 +193,23 @@ class Outbox:
             self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'run'")
         self.run = self._meta("run")
         self.seq_file = self.path.with_name(f"{self.path.name}.seq")
+        self._seq_lock = threading.Lock()  # one writer of the seq file at a time
         self._seq_reserved = self._read_seq_file()
         self._seq = self._meta("seq")
-        if self.recovered_from is not None or self._seq == 0:
-            # The rows of a set-aside (or deleted) database are gone with it: continue past
-            # every seq it can have held, so seq never goes back and the loss shows as a gap.
-            self._seq = max(self._seq, self._seq_reserved)
+        # Past the mark, always: after a crash, seqs up to it may have been given to
+        # events that were lost uncommitted (or, after a set-aside, to rows lost with
+        # the damaged file). Skipping them makes every such loss a gap the platform
+        # sees, and ``seq_skipped`` (status.health) says which gap a start made.
+        self.seq_skipped: tuple[int, int] | None = None
+        if self._seq_reserved > self._seq:
+            self.seq_skipped = (self._seq + 1, self._seq_reserved)
+            self._seq = self._seq_reserved
+            log.warning(
+                "outbox seq skipped at start",
+                extra={"fields": {"from": self.seq_skipped[0], "to": self.seq_skipped[1]}},
+            )
+        self.seq_skips = self._record_skip()
+        self._prune_frames()
         self.dropped = {p.name.lower(): self._meta(f"dropped.{p.name.lower()}") for p in Priority}
         self._recount()
         # Rows evicted while maybe in flight: an ack for one means it was delivered after all.
@@ -217,11 +269,36 @@ class Outbox:
             return 0
 
     def _reserve_seq(self, upto: int) -> None:
-        """Before a commit holds seq ``upto``, make sure the file beside the database covers it."""
-        if upto > self._seq_reserved:
-            reserved = upto + SEQ_BLOCK
-            atomic_write(self.seq_file, str(reserved))  # fsynced, file and directory
-            self._seq_reserved = reserved
+        """Before seq ``upto`` is handed out, make sure the file beside the database covers it."""
+        with self._seq_lock:
+            if upto > self._seq_reserved:
+                reserved = upto + SEQ_BLOCK
+                atomic_write(self.seq_file, str(reserved))  # fsynced, file and directory
+                self._seq_reserved = reserved
+
+    def _record_skip(self) -> list[tuple[int, int, int]]:
+        """Keep this start's skip with the last ones; (run, first, last) of each, oldest first."""
+        with self._db_lock:
+            self._db.execute("PRAGMA synchronous=FULL")
+        with self._db_lock, self._db:
+            if self.seq_skipped is not None:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO seq_skips VALUES (?, ?, ?)",
+                    (self.run, *self.seq_skipped),
+                )
+                self._db.execute(
+                    "DELETE FROM seq_skips WHERE run NOT IN"
+                    " (SELECT run FROM seq_skips ORDER BY run DESC LIMIT ?)",
+                    (SKIPS_KEPT,),
+                )
+            return self._db.execute(
+                "SELECT run, first, last FROM seq_skips ORDER BY run"
+            ).fetchall()
+
+    def _prune_frames(self) -> None:
+        cutoff = int((time.time() - FRAMES_MAX_AGE_S) * 1000)
+        with self._db_lock, self._db:
+            self._db.execute("DELETE FROM frames WHERE ts_ms < ?", (cutoff,))
 
     def _meta(self, key: str) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -237,8 +314,13 @@ class Outbox:
         make_event: Callable[[int], Event],
         attachment: bytes | None = None,
         condition: Change | None = None,
+        frame: DeviceFrame | None = None,
     ) -> Event:
-        """Assign the next seq and queue the event; alarm/fault classes return once committed.
+        """Assign the next seq and queue the event.
+
+        Alarm/fault classes, any event starting or ending an open condition, and any
+        event answering a device ``frame`` return once committed; with a frame, after at
+        most ``frame.wait_s`` (else ``NotYetDurable``).
 
         ``condition``: the open condition the event starts or ends, written to the
         ``conditions`` table in the event's own transaction (agent/conditions.py).
@@ -246,19 +328,37 @@ class Outbox:
         with self._cond:
             if self._closing:
                 raise OutboxClosed("outbox is closed")
+            # The writer reserves ahead (see _commit); this fsync on the producer's
+            # path only happens if a burst outruns it.
+            if self._seq + 1 > self._seq_reserved:
+                self._reserve_seq(self._seq + 1)
             self._seq += 1
             event = make_event(self._seq)
-            # A condition's start or end is never held back in a telemetry batch.
-            durable = event.priority <= Priority.FAULT or condition is not None
-            pending = _Pending(event, attachment, durable, time.monotonic(), condition)
+            # A condition's start or end, and a device's frame, never wait in a telemetry batch.
+            durable = event.priority <= Priority.FAULT or condition is not None or frame is not None
+            pending = _Pending(event, attachment, durable, time.monotonic(), condition, frame)
             self._queue.append(pending)
             self._durable_queued += durable
             self._cond.notify()
-        if durable:
+        if not durable:
+            return event
+        if frame is None:
             pending.done.wait()
-            if pending.error is not None:
-                raise pending.error
+        elif not pending.done.wait(frame.wait_s):
+            raise NotYetDurable(event.id, pending.committed)
+        if pending.error is not None:
+            raise pending.error
         return event
+
+    def recent_frames(self, scope: str) -> list[FrameMark]:
+        """Frames of ``scope`` committed with their events, oldest first."""
+        with self._db_lock:
+            rows = self._db.execute(
+                "SELECT scope, frame, event_id, seq, ts_ms FROM frames WHERE scope = ?"
+                " ORDER BY rowid",
+                (scope,),
+            ).fetchall()
+        return [FrameMark(*r) for r in rows]
 
     def ack(self, rows: Iterable[Row]) -> int:
         """Queue deletions of acknowledged rows (committed within ~50 ms)."""
@@ -317,8 +417,9 @@ class Outbox:
 
     def _commit(self, batch: list[_Pending], acks: list[Row]) -> None:
         now_ms = int(time.time() * 1000)
-        if batch:
-            self._reserve_seq(max(p.event.seq for p in batch))
+        if batch and self._seq + SEQ_BLOCK // 2 > self._seq_reserved:
+            # Half the block used: reserve the next one here, off the producers' path.
+            self._reserve_seq(self._seq + SEQ_BLOCK // 2)
         with self._db_lock:
             sync = "FULL" if batch else "NORMAL"
             self._db.execute(f"PRAGMA synchronous={sync}")
@@ -358,6 +459,22 @@ class Outbox:
         for p in batch:
             if p.condition is not None:
                 self._apply_condition(p.condition, p.event)
+        marks = [
+            (p.frame.scope, p.frame.frame, p.event.id, p.event.seq, now_ms)
+            for p in batch
+            if p.frame
+        ]
+        if marks:
+            self._db.executemany(
+                "INSERT INTO frames (scope, frame, event_id, seq, ts_ms) VALUES (?, ?, ?, ?, ?)",
+                marks,
+            )
+            for scope in {m[0] for m in marks}:
+                self._db.execute(
+                    "DELETE FROM frames WHERE scope = ? AND rowid NOT IN"
+                    " (SELECT rowid FROM frames WHERE scope = ? ORDER BY rowid DESC LIMIT ?)",
+                    (scope, scope, FRAMES_PER_SCOPE),
+                )
 
     def _apply_condition(self, change: Change, event: Event) -> None:
         k = change.key
@@ -561,4 +678,15 @@ class Outbox:
         self._writer.join(30)
         self.pending_after_close = sum(self.depth().values())
         with self._db_lock:
+            committed = self._meta("seq")
             self._db.close()
+        clean = not self._writer.is_alive() and committed == self._seq
+        if clean and self._read_seq_file() == self._seq_reserved:
+            # A clean stop: every seq handed out is committed, so the next run
+            # starts right after it and reports nothing skipped. (Not if another
+            # process moved the mark meanwhile: that one may still hand seqs out.)
+            try:
+                atomic_write(self.seq_file, str(committed))
+                self._seq_reserved = committed
+            except OSError as exc:
+                log.error("outbox seq mark not lowered", extra={"fields": {"error": str(exc)}})

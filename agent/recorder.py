@@ -14,7 +14,9 @@ from shaobing.agent.config import Config, ZoneConfig
 from shaobing.agent.outbox import Outbox
 from shaobing.core.clock import Clock
 from shaobing.core.events import (
+    DeviceFrame,
     Event,
+    FrameMark,
     Gps,
     RailwayPlace,
     Severity,
@@ -66,6 +68,7 @@ class Recorder:
         data: Mapping[str, Any] | None = None,
         severity: Severity | None = None,
         attachment: bytes | None = None,
+        frame: DeviceFrame | None = None,
     ) -> Event | None:
         """As ``EventSink.emit``; None when the event repeats or closes nothing (conditions.py)."""
         verdict = self.conditions.admit(type, source, zone, data)
@@ -109,7 +112,7 @@ class Recorder:
                 gb28181=gb28181,
             )
 
-        event = self._outbox.append(make, attachment, verdict.change)
+        event = self._outbox.append(make, attachment, verdict.change, frame)
         if verdict.change is not None:
             self.conditions.applied(verdict.change, event.id, event.seq, event.ts)
         if type != "status.health":  # a technician looks for alarms, not the heartbeat
@@ -141,3 +144,6 @@ class Recorder:
     ) -> bool:
         """``core.events.ConditionView``: drivers reconcile their first reading with it."""
         return self.conditions.opened_before(source, zone, condition, channel)
+
+    def recent_frames(self, scope: str) -> list[FrameMark]:
+        return self._outbox.recent_frames(scope)

@@ -279,6 +279,7 @@ class Agent:
             "outbox": self.outbox.depth,
             "outbox_bytes": self.outbox.stored_bytes,
             "dropped": lambda: dict(self.outbox.dropped),
+            "seq_skipped": self._seq_skipped,
             "uplink": lambda: {
                 "connected": self.uplink.connected.is_set(),
                 "connects": stats.connects,
@@ -323,6 +324,10 @@ class Agent:
 
         running = self.models.versions() if self.models else installed_model(self.config)
         return versions(self.config, running)
+
+    def _seq_skipped(self) -> list[dict[str, int]]:
+        """Seq ranges the last starts skipped after crashes: what the crashes may have cost."""
+        return [{"run": r, "from": a, "to": b} for r, a, b in self.outbox.seq_skips]
 
     def _write_status(self, health: dict[str, Any] | None, state: str = "running") -> None:
         """``status.json`` for ``shaobing status`` (agent/status_file.py); never fails."""

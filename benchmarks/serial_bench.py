@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 
 from shaobing.core.events import Source
 from shaobing.drivers.contact_id import ContactIdReceiver, format_raw, parse
@@ -28,6 +29,9 @@ from shaobing.simulator.modbus_device import SimulatedDetector, SimulatedModbusB
 class NullSink:
     def emit(self, type: str, source: Source, **kw: object) -> None:
         return None
+
+    def recent_frames(self, scope: str) -> list:
+        return []
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -90,9 +94,45 @@ def contact_id_line(n: int = 200) -> None:
     )
 
 
+def contact_id_line_durable(n: int = 200) -> None:
+    """The same round trip with the real recorder and outbox: each ACK waits for its fsync."""
+    import statistics
+    import tempfile
+
+    from shaobing.agent.config import load_config
+    from shaobing.agent.outbox import Outbox
+    from shaobing.agent.recorder import Recorder
+    from shaobing.core.clock import Clock
+    from shaobing.drivers.contact_id import ContactIdLine
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "village-post.yaml"
+    with tempfile.TemporaryDirectory() as tmp, SimulatedAlarmHost(transport="pty") as host:
+        outbox = Outbox(Path(tmp) / "outbox.db")
+        rec = Recorder(load_config(example), outbox, Clock(trust="never"))
+        rx = ContactIdReceiver(ContactIdConfig(id="h", bus="b", duplicate_window_s=0), rec)
+        line = ContactIdLine(rx, SerialBus(SerialBusConfig(id="b", url=host.url, timeout_s=0.05)))
+        line.start()
+        while line.bus.port is None:
+            time.sleep(0.01)
+        for code in (130, 401, 602):  # alarm, opening/closing, test report: all wait alike
+            rtts = []
+            for i in range(n):
+                t = time.perf_counter()
+                host.report(code, "1", 1, i % 999)
+                rtts.append(time.perf_counter() - t)
+            print(
+                f"contact id {code} over pty, message -> durable -> ACK: median "
+                f"{statistics.median(rtts) * 1000:.2f} ms, p99 {pct(rtts, 0.99) * 1000:.2f} ms"
+            )
+        line.stop()
+        outbox.close()
+    print(f"acked {host.stats.acked}/{3 * n}, not durable in time {rx.stats.not_durable}")
+
+
 if __name__ == "__main__":
     for transport in ("pty", "socket"):
         for profile in ("vibration_fibre_8", "pulse_fence_2"):
             modbus(transport, profile)
     contact_id_parse()
     contact_id_line()
+    contact_id_line_durable()

@@ -8,7 +8,8 @@ the outbox before ``emit`` returns.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any, Protocol
 
@@ -106,13 +107,56 @@ class Event(Strict):
         return priority_of(self.type)
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceFrame:
+    """The device message an event answers, for drivers that acknowledge to a device.
+
+    Given to ``emit``, it makes the event durable before ``emit`` returns,
+    whatever its class, and records the frame with the event's id in the same
+    commit (the durable duplicate window, ``FrameMark``). A driver acknowledges
+    the device only after that return: nothing is acknowledged before the event
+    it produced is durable.
+    """
+
+    scope: str  # who sent it, e.g. "contact_id:host1"
+    frame: str  # the frame in the driver's canonical form
+    wait_s: float  # how long emit may wait for the commit (keep below the device's ack wait)
+
+
+@dataclass(frozen=True, slots=True)
+class FrameMark:
+    """A device frame committed with the event it produced (see ``DeviceFrame``)."""
+
+    scope: str
+    frame: str
+    event_id: str
+    seq: int
+    ts_ms: int  # wall clock when committed
+
+
+class NotYetDurable(TimeoutError):
+    """The event is queued but its commit did not land within ``DeviceFrame.wait_s``.
+
+    Do not acknowledge: the device sends again. ``wait(timeout)`` waits on for
+    the same commit: True once it landed, False if still pending; it raises the
+    commit's error if the commit failed (then the event is not recorded).
+    """
+
+    def __init__(self, event_id: str, wait: Callable[[float], bool]) -> None:
+        super().__init__(f"event {event_id} not yet durable")
+        self.event_id = event_id
+        self.wait = wait
+
+
 class EventSink(Protocol):
     """What drivers are given.
 
     ``emit`` returns the recorded event once it is durable (alarm and fault
-    classes) or queued (status, snapshot), or None when the linkage layer
-    decided not to record it as such (an alarm in a disarmed zone, or a repeat
-    folded into the alarm before it; see docs/linkage.md).
+    classes, and any event given a ``frame``) or queued (status, snapshot), or
+    None when the linkage layer decided not to record it as such (an alarm in
+    a disarmed zone, or a repeat folded into the alarm before it; see
+    docs/linkage.md). With a ``frame`` it raises ``NotYetDurable`` when the
+    commit takes longer than ``frame.wait_s``.
     """
 
     def emit(
@@ -124,7 +168,12 @@ class EventSink(Protocol):
         data: Mapping[str, Any] | None = None,
         severity: Severity | None = None,
         attachment: bytes | None = None,
+        frame: DeviceFrame | None = None,
     ) -> Event | None: ...
+
+    def recent_frames(self, scope: str) -> list[FrameMark]:
+        """Frames of ``scope`` committed with their events, oldest first (bounded, pruned)."""
+        ...
 
 
 class ConditionView(Protocol):

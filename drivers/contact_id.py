@@ -27,7 +27,14 @@ from enum import StrEnum
 
 import serial
 
-from shaobing.core.events import EventSink, Severity, Source, opened_before
+from shaobing.core.events import (
+    DeviceFrame,
+    EventSink,
+    NotYetDurable,
+    Severity,
+    Source,
+    opened_before,
+)
 
 from .serial_bus import BusWorker, SerialBus
 from .serial_config import ContactIdConfig
@@ -305,7 +312,18 @@ class ReceiverStats:
     acks: int = 0
     naks: int = 0
     events: int = 0
+    not_durable: int = 0  # frames left unACKed because their event was not durable in time
     last_error: str = ""
+
+
+@dataclass
+class _LastFrame:
+    """The last frame that produced (or was meant to produce) an event."""
+
+    raw: str
+    at: float  # receiver clock
+    event_id: str | None  # None: the linkage layer recorded nothing for it
+    pending: NotYetDurable | None = None  # its commit had not landed when we last looked
 
 
 class ContactIdReceiver:
@@ -317,6 +335,13 @@ class ContactIdReceiver:
     the one just acknowledged, within ``duplicate_window_s``, is acknowledged
     again but not emitted twice. ``feed`` is pure protocol (bytes in, reply
     bytes out) so it runs without a port; ``ContactIdLine`` drives it from one.
+
+    Nothing is ACKed before the event it produced is durable: every event is
+    emitted with its ``DeviceFrame``, so ``emit`` returns only after the commit
+    that also records the frame (``ack_wait_s`` at most; past it, no ACK, and
+    the host's resend waits on the same commit instead of making a second
+    event). The frame record is the duplicate window across restarts: the last
+    frame committed before a crash, resent after it, is re-ACKed, not re-emitted.
     """
 
     def __init__(
@@ -330,13 +355,29 @@ class ContactIdReceiver:
         self.offline = False
         self._buf = bytearray()
         self._discarding = False
-        self._last_raw: str | None = None
-        self._last_at = 0.0
+        self.scope = f"contact_id:{cfg.id}"
+        self._last: _LastFrame | None = None
         self._last_valid_at = clock()
         self._heard_once = False
+        self._resumed = False
+
+    def _resume(self) -> None:
+        """Take over the last frame an earlier run committed, if recent."""
+        self._resumed = True
+        marks = self.sink.recent_frames(self.scope)
+        if not marks:
+            return
+        mark = marks[-1]
+        if time.time() * 1000 - mark.ts_ms > self.cfg.restart_window_s * 1000:
+            return
+        # Its window starts with the first bytes from the host after the start (the
+        # resend, typically): the host could not resend while we were down or starting.
+        self._last = _LastFrame(mark.frame, self.clock(), mark.event_id)
 
     def feed(self, data: bytes) -> bytes:
         """Bytes from the line in; bytes to send back out."""
+        if not self._resumed:
+            self._resume()
         out = bytearray()
         for b in data:
             if b in _TERMINATORS:
@@ -387,24 +428,68 @@ class ContactIdReceiver:
             # Any valid frame, even a repeat or another account's, shows the
             # host and the line are alive.
             self._alive(now)
-            if msg.raw == self._last_raw and now - self._last_at <= self.cfg.duplicate_window_s:
-                st.duplicates += 1
-                self._last_at = now
-                return self._ack()
+            last = self._last
+            if (
+                last is not None
+                and msg.raw == last.raw
+                and now - last.at <= self.cfg.duplicate_window_s
+            ):
+                last.at = now
+                if last.pending is None:
+                    st.duplicates += 1
+                    return self._ack()
+                if self._landed(last):
+                    return self._ack()
+                if last.pending is not None:
+                    return b""  # still not durable: no ACK yet, the host tries again
+                # Its commit failed: the event was never recorded, so record it now.
             if self.cfg.accounts is not None and msg.account not in self.cfg.accounts:
                 # Valid, so the host must not keep retrying it; but it is not ours.
                 st.foreign_account += 1
                 st.last_error = f"account {msg.account} not configured"
                 return self._ack()
-            self._emit_message(msg)
+            event_id = self._emit_message(msg)
+        except NotYetDurable as exc:
+            st.events += 1  # queued all the same: it commits later
+            st.not_durable += 1
+            st.last_error = str(exc)
+            self._last = _LastFrame(msg.raw, now, exc.event_id, pending=exc)
+            log.warning(
+                "not durable in time, not acknowledged",
+                extra={"fields": {"source": self.scope, "id": exc.event_id}},
+            )
+            return b""
         except Exception as exc:
             # Not acknowledged: the host sends it again, and we retry then.
             log.exception("%s: sink refused a message", self.cfg.id)
             st.last_error = f"sink: {exc}"
             return b""
         st.valid += 1
-        self._last_raw, self._last_at = msg.raw, now
+        self._last = _LastFrame(msg.raw, now, event_id)
         return self._ack()
+
+    def _landed(self, last: _LastFrame) -> bool:
+        """Whether the commit ``last`` was waiting for landed (then ``pending`` is cleared).
+
+        A failed commit also clears ``pending`` and forgets ``last``: the frame
+        is then new again.
+        """
+        assert last.pending is not None
+        try:
+            if not last.pending.wait(self.cfg.ack_wait_s):
+                self.stats.not_durable += 1
+                return False
+        except Exception as exc:
+            log.warning(
+                "commit failed, recording again",
+                extra={"fields": {"source": self.scope, "error": str(exc)}},
+            )
+            last.pending = None
+            self._last = None
+            return False
+        last.pending = None
+        self.stats.valid += 1
+        return True
 
     def _alive(self, now: float) -> None:
         zones: list[str | None] = []
@@ -430,14 +515,19 @@ class ContactIdReceiver:
         self._heard_once = True
         self._last_valid_at = now
 
-    def _emit_message(self, msg: ContactIdMessage) -> None:
+    def _emit_message(self, msg: ContactIdMessage) -> str | None:
+        """Record the message's event, durably; its id (None if linkage recorded nothing)."""
         ev = to_event(msg, self.cfg.burglary_event)
         zone = self._zone_for(msg)
         data = dict(ev.data)
         if zone is None:
             data["unmapped"] = True
-        self.sink.emit(ev.type, self.source, zone=zone, data=data, severity=ev.severity)
+        frame = DeviceFrame(self.scope, msg.raw, self.cfg.ack_wait_s)
+        event = self.sink.emit(
+            ev.type, self.source, zone=zone, data=data, severity=ev.severity, frame=frame
+        )
         self.stats.events += 1
+        return getattr(event, "id", None)
 
     def _zone_for(self, msg: ContactIdMessage) -> str | None:
         if msg.code // 100 != 4:  # for 4xx the zone field is a user number

@@ -110,6 +110,19 @@ class ContactIdConfig(Strict):
         "retrying after a lost ACK) is acknowledged but not emitted again; keep it just above "
         "the host's ACK wait",
     )
+    ack_wait_s: float = Field(
+        default=0.8,
+        gt=0,
+        description="how long a frame's event may take to become durable before the ACK; "
+        "past it no ACK is sent and the host resends (keep below the host's ACK wait)",
+    )
+    restart_window_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="a frame committed less than this long before the agent (re)started counts "
+        "as just received at start: its resend within duplicate_window_s (the host never got "
+        "the ACK) is re-ACKed without a second event",
+    )
     heartbeat_timeout_s: float | None = Field(
         default=None,
         gt=0,

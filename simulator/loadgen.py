@@ -3,7 +3,8 @@ fed by threads that raise events as fast as they are accepted.
 
 Prints ``accepted <seq> <id>`` on stdout after each alarm-class ``emit``
 returned, i.e. after the event became durable; a parent that SIGKILLs this
-process knows exactly which events were promised.
+process knows exactly which events were promised. At start it prints
+``skipped <from> <to>`` when the outbox skipped a seq range (after a crash).
 
     python -m shaobing.simulator.loadgen --config post.yaml --alarms 3000 --threads 4
 """
@@ -34,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
 
     agent = Agent(load_config(args.config), pin_factory=MockFactory())
     agent.start()
+    if agent.outbox.seq_skipped:
+        # The range this start skipped: the parent checks the seq gaps against it.
+        sys.stdout.write("skipped {} {}\n".format(*agent.outbox.seq_skipped))
+        sys.stdout.flush()
     out_lock = threading.Lock()
     source = Source(kind="loadgen", id="burst")
 

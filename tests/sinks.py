@@ -20,6 +20,7 @@ class Emitted:
     data: dict[str, Any]
     severity: Any = None
     attachment: bytes | None = None
+    frame: Any = None  # the DeviceFrame the event answers, if any
 
     @property
     def source_kind(self) -> str:
@@ -44,12 +45,16 @@ class ListSink:
         data: Mapping[str, Any] | None = None,
         severity: Any = None,
         attachment: bytes | None = None,
+        frame: Any = None,
     ) -> Emitted:
-        ev = Emitted(type, source, zone, dict(data or {}), severity, attachment)
+        ev = Emitted(type, source, zone, dict(data or {}), severity, attachment, frame)
         with self.cond:
             self.events.append(ev)
             self.cond.notify_all()
         return ev
+
+    def recent_frames(self, scope: str) -> list:
+        return []  # nothing committed: the real frame window is the outbox's
 
     def wait_for(self, predicate, timeout: float = 20.0) -> list[Emitted]:
         with self.cond:

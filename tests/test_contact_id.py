@@ -266,5 +266,5 @@ def test_random_bytes_never_crash_or_invent_events(chunks):
         assert set(reply) <= {ACK[0], NAK[0]}
     assert r.stats.events == len(sink.events) == r.stats.valid
     assert r.stats.frames == r.stats.valid + r.stats.rejected + r.stats.duplicates + (
-        r.stats.foreign_account
+        r.stats.foreign_account + r.stats.not_durable
     )
