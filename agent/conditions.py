@@ -138,14 +138,31 @@ class ConditionLedger:
         self._open = {c.key: c for c in open_conditions}
 
     def admit(
-        self, type: str, source: Source, zone: str | None, data: Mapping[str, Any] | None
+        self,
+        type: str,
+        source: Source,
+        zone: str | None,
+        data: Mapping[str, Any] | None,
+        message: bool = False,
     ) -> Verdict:
-        """Whether the event is recorded; pure (the same answer until ``applied``)."""
+        """Whether the event is recorded; pure (the same answer until ``applied``).
+
+        ``message``: the event answers a message the device sent now (a Contact ID
+        frame), not a reading of its state: it is always recorded (a host sends a new
+        alarm for a zone only when there is one; a resend is caught by the durable
+        frame window), and the ledger still follows it."""
         change = change_of(type, source, zone, data)
         if change is None:
             return Verdict(record=True)
         with self._lock:
             held = self._open.get(change.key)
+        if message:
+            if change.opens or held is None:
+                return Verdict(record=True, change=change if change.opens else None)
+            extra = None
+            if held.run < self.run:
+                extra = {"found_at_start": True, "opened_id": held.event_id}
+            return Verdict(record=True, change=change, extra=extra)
         if change.opens:
             if held is not None and held.run < self.run:
                 return Verdict(record=False, why="still open since an earlier run")

@@ -71,7 +71,7 @@ class Recorder:
         frame: DeviceFrame | None = None,
     ) -> Event | None:
         """As ``EventSink.emit``; None when the event repeats or closes nothing (conditions.py)."""
-        verdict = self.conditions.admit(type, source, zone, data)
+        verdict = self.conditions.admit(type, source, zone, data, message=frame is not None)
         if not verdict.record:
             log.info(
                 "condition event not recorded",
