@@ -18,6 +18,7 @@ from shaobing.agent import location
 from shaobing.agent.detection.config import CameraConfig, DetectorConfig
 from shaobing.agent.latching import LatchingConfig
 from shaobing.agent.latching import cross_check as latching_cross_check
+from shaobing.agent.security_policy import cross_check as security_cross_check
 from shaobing.core.ascii_input import ASCII_BEFORE, ascii_fields, normalise
 from shaobing.core.gb28181 import Gb28181Config
 from shaobing.core.gb28181 import cross_check as gb28181_cross_check
@@ -193,6 +194,10 @@ class MqttConfig(_Model):
     username: str | None = Field(default=None, description="broker user name")
     password: str | None = Field(default=None, description="broker password")
     tls: TlsConfig | None = Field(default=None, description="TLS settings; None = plain TCP")
+    insecure_plaintext: bool = Field(
+        default=False,
+        description="allow plain TCP (no tls) to a broker that is not on this box",
+    )
 
     _ascii = ascii_fields("host", "port", "topic_prefix")
     inflight_window: int = Field(
@@ -403,10 +408,17 @@ class LinkageConfig(_Model):
 
 class ControlConfig(_Model):
     enabled: bool = Field(default=True, description="accept commands on .../cmd/+")
-    require_signature: bool = Field(
-        default=False, description="reject commands without a valid HMAC-SHA256 'sig'"
+    command_keys: list[Path] = Field(
+        default_factory=list,
+        max_length=8,
+        description="the county's Ed25519 command public keys (PEM); two during a key rotation",
     )
-    key_file: Path | None = Field(default=None, description="file holding the shared key")
+    insecure_unsigned: bool = Field(
+        default=False, description="also accept unsigned commands (tests, bench; never on a post)"
+    )
+    key_file: Path | None = Field(
+        default=None, description="per-box HMAC-SHA256 shared key file (owner-only)"
+    )
     key_env: str | None = Field(
         default=None, pattern=r"^[A-Z_][A-Z0-9_]*$", description="env variable with the key"
     )
@@ -420,11 +432,21 @@ class ControlConfig(_Model):
         default=600.0, gt=0, le=86400, description="longest allowed expires_ms - issued_ms"
     )
 
-    @model_validator(mode="after")
-    def _key(self) -> ControlConfig:
-        if self.require_signature and not (self.key_file or self.key_env):
-            raise ValueError("require_signature needs key_file or key_env")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _no_require_signature(cls, data: Any) -> Any:
+        # Commands are signed by default now; the old switch would silently mean nothing.
+        if isinstance(data, dict) and "require_signature" in data:
+            data = dict(data)
+            if data.pop("require_signature") is not True:
+                raise ValueError(
+                    "require_signature was removed: commands must be signed by default "
+                    "(control.command_keys); to accept unsigned ones say insecure_unsigned: true"
+                )
+        return data
+
+    def has_keys(self) -> bool:
+        return bool(self.command_keys or self.key_file or self.key_env)
 
 
 class Config(_Model):
@@ -581,6 +603,7 @@ def cross_check(config: Config) -> list[tuple[tuple, str]]:
                         (("serial", section, i, *sub), f"zone {zone!r} is not defined in zones")
                     )
     found.extend(_check_linkage(config, zone_ids))
+    found.extend(security_cross_check(config))
     found.extend(_check_gb28181(config, zone_ids))
     found.extend(latching_cross_check(config))
     return found

@@ -8,9 +8,7 @@ and answers, in arrival order. Nothing changes unless every check passes.
 
 from __future__ import annotations
 
-import hmac
 import logging
-import os
 import queue
 import re
 import threading
@@ -31,9 +29,11 @@ from shaobing.agent.command_envelope import (
 )
 from shaobing.agent.command_handlers import SOURCE, CommandHandlers, ControlDeps
 from shaobing.agent.command_replies import Incoming, Replies
+from shaobing.agent.command_signature import CommandVerifier
 from shaobing.agent.config import ControlConfig
 from shaobing.agent.config_commands import LIVE_SECTIONS, ConfigEditor
 from shaobing.agent.replay_cache import ReplayCache
+from shaobing.agent.security_policy import load_command_keys, load_hmac_key
 
 __all__ = [
     "ARGS",
@@ -42,22 +42,20 @@ __all__ = [
     "ControlDeps",
     "Incoming",
     "canonical",
-    "load_key",
     "sign",
+    "verifier_for",
 ]
 
 log = logging.getLogger("shaobing.control")
 
 
-def load_key(config: ControlConfig) -> bytes | None:
-    if config.key_env and os.environ.get(config.key_env):
-        return os.environ[config.key_env].strip().encode()
-    if config.key_file:
-        try:
-            return config.key_file.read_bytes().strip() or None
-        except OSError as exc:
-            log.error("cannot read the command key", extra={"fields": {"error": str(exc)}})
-    return None
+def verifier_for(config: ControlConfig) -> CommandVerifier:
+    """Raises ``KeyFileError`` (naming the file) for a missing, bad or too open key file."""
+    return CommandVerifier(
+        keyring=load_command_keys(config),
+        hmac_key=load_hmac_key(config),
+        insecure_unsigned=config.insecure_unsigned,
+    )
 
 
 @dataclass
@@ -71,7 +69,7 @@ class ControlStats:
 class ControlChannel:
     def __init__(self, config: ControlConfig, deps: ControlDeps):
         self.config = config
-        self._key = load_key(config)
+        self._verifier = verifier_for(config)
         self._deps = deps
         self._topics = deps.topics
         self._device = deps.device
@@ -88,8 +86,8 @@ class ControlChannel:
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
 
     def reconfigure(self, config: ControlConfig) -> None:
+        self._verifier = verifier_for(config)
         self.config = config
-        self._key = load_key(config)
 
     # ---- paho network thread -------------------------------------------
     def on_message(self, msg: mqtt.MQTTMessage) -> None:
@@ -156,7 +154,7 @@ class ControlChannel:
                     "unknown_command", f"{command[:64]!r} is not one of {', '.join(ARGS)}"
                 )
             envelope = validated(Envelope, body, "bad_envelope", ())
-            self._check_signature(body, command, envelope)
+            self._verifier.check(body, command, self._device, envelope)
             check_time(
                 envelope,
                 int(self._now() * 1000),
@@ -195,19 +193,6 @@ class ControlChannel:
         if command == "restart":
             self._deps.target.request_restart()
         return response
-
-    def _check_signature(self, body: dict, command: str, envelope: Envelope) -> None:
-        if envelope.sig is None:
-            if self.config.require_signature:
-                raise CommandError("signature_required", "this device only accepts signed commands")
-            return
-        if self._key is None:
-            if self.config.require_signature:
-                raise CommandError("no_key", "the device has no command key; cannot verify")
-            raise CommandError("bad_signature", "signed command, but no key is configured")
-        expected = sign(body, command, self._device, self._key)
-        if not hmac.compare_digest(expected, envelope.sig):
-            raise CommandError("bad_signature", "signature does not match")
 
     def _audit(self, command: str, command_id: str | None, ok: bool, code: str | None) -> None:
         data = {"command_id": command_id, "cmd": command, "ok": ok, "error": code}

@@ -25,6 +25,7 @@ from shaobing.agent.linkage import LinkageSink
 from shaobing.agent.outbox import Budget, Outbox
 from shaobing.agent.recorder import Recorder
 from shaobing.agent.sdnotify import Notifier
+from shaobing.agent.security_policy import insecure_settings, warn_at_start
 from shaobing.agent.status_file import certificate_expiry, status_path, write_status
 from shaobing.agent.topics import Topics
 from shaobing.agent.uplink import Uplink
@@ -74,6 +75,7 @@ class Agent:
         config_path: Path | None = None,
     ):
         self.config = config
+        self._config_path = config_path
         self.started_at = time.monotonic()
         self.restart_requested = threading.Event()
         self._wake = threading.Event()
@@ -249,7 +251,10 @@ class Agent:
             "linkage": lambda: asdict(self.sink.stats),
             "verification": lambda: asdict(self.verification.stats),
             "control": lambda: asdict(self.control.stats) if self.control else None,
-            "warnings": lambda: ["gpio_mock"] if self.config.gpio.backend == "mock" else [],
+            "warnings": lambda: (
+                (["gpio_mock"] if self.config.gpio.backend == "mock" else [])
+                + insecure_settings(self.config)
+            ),
         }
 
     def _write_status(self, health: dict[str, Any] | None, state: str = "running") -> None:
@@ -280,6 +285,7 @@ class Agent:
         }
 
     def start(self) -> None:
+        warn_at_start(self.config, self._config_path)
         self.uplink.start()
         if self.outbox.recovered_from:
             self.recorder.emit(

@@ -114,9 +114,9 @@ def test_missing_section_and_duplicate_key_and_syntax():
     found = problems(no_site)
     assert any(p.startswith("site: Field required") for p in found), found
     assert any(p.startswith("sight (line") and "unknown key" in p for p in found), found
-    dup = GOOD.replace("  port: 1883", "  port: 1883\n  port: 1884")
+    dup = GOOD.replace("  port: 8883", "  port: 8883\n  port: 1884")
     assert any("mqtt.port" in p and "appears twice" in p for p in problems(dup))
-    broken = GOOD.replace("  port: 1883", "  port: [1883")
+    broken = GOOD.replace("  port: 8883", "  port: [8883")
     (only,) = problems(broken)
     assert only.startswith("<top> (line") and "YAML syntax" in only
 

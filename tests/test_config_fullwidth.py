@@ -34,7 +34,7 @@ FULLWIDTH = (
     .replace("K361+200", fullwidth("K361+200"))
     .replace("lat: 37.06", f'lat: "{fullwidth("37.06")}"')
     .replace("id: sb-130521-dongguan-01", f"id: {fullwidth('sb-130521-dongguan-01')}")
-    .replace("port: 1883", f'port: "{fullwidth("1883")}"')
+    .replace("port: 8883", f'port: "{fullwidth("8883")}"')
 )
 
 
@@ -46,7 +46,7 @@ def test_fullwidth_codes_mileage_gps_ids_ports_are_normalised():
     assert config.zones[0].railway.start == "K361+200"
     assert config.site.gps.lat == 37.06
     assert config.device.id == good.device.id
-    assert config.mqtt.port == 1883
+    assert config.mqtt.port == 8883
     assert config == good
 
 
