@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT, SCHEMAS
+from county_key import COUNTY, county_public_key
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from jsonschema import Draft202012Validator
@@ -77,6 +78,7 @@ def answers_data(d: Path, port: int, **over) -> dict:
         ],
         "outputs": [{"id": "siren-1", "pin": 24, "kind": "siren"}],
         "gpio_backend": "mock",
+        "command_key": str(county_public_key(d)),
     }
     data.update(over)
     return data
@@ -115,20 +117,28 @@ def test_non_interactive_provisioning_end_to_end(tmp_path, pki, tls_broker, coun
     started = time.perf_counter()
     outcome = provision(A.parse_answers(data), opts)
     elapsed = time.perf_counter() - started
-    print(f"non-interactive provisioning (4 checks, mTLS): {elapsed:.2f} s")
+    print(f"non-interactive provisioning (5 checks, mTLS): {elapsed:.2f} s")
     assert outcome.ok, [r.as_dict() for r in outcome.results]
     assert [(r.kind, r.status) for r in outcome.results] == [
         ("gpio input", PASS),
         ("gpio input", PASS),
         ("gpio output", PASS),
         ("broker", PASS),
+        ("commands", PASS),
     ]
     etc = tmp_path / "etc"
     for name in ("shaobing.yaml", "device.key", "device.pem", "ca.pem", A.CONFIG_NAME):
         assert mode(etc / name) == 0o600, name
+    assert mode(etc / "county-command.pub") == 0o644  # a public key
     # The written config is what `shaobing config check` accepts, in canonical form.
     config = load_config(etc / "shaobing.yaml")
     assert config.inputs[0].contact == "NO" and config.mqtt.tls.cert == etc / "device.pem"
+    # Secure by default: TLS on 8883-style port, only county-signed commands.
+    assert not config.mqtt.insecure_plaintext and not config.control.insecure_unsigned
+    assert config.control.command_keys == [etc / "county-command.pub"]
+    assert (etc / "county-command.pub").read_bytes() == COUNTY.public.pem()
+    (commands,) = [r for r in outcome.results if r.kind == "commands"]
+    assert commands.detail["verdicts"] == {"unsigned": "unsigned", "bad_signature": "bad_signature"}
     assert "&id" not in (etc / "shaobing.yaml").read_text()
     # Registration: retained, on the documented topic, valid against its schema.
     topic = f"shaobing/v1/130521104201/{DEVICE}/register"
@@ -137,7 +147,7 @@ def test_non_interactive_provisioning_end_to_end(tmp_path, pki, tls_broker, coun
     assert late.wait_for(lambda m: any(x.topic == topic and x.retain for x in m), 5)
     reg = next(x for x in county.messages if x.topic == topic).json()
     assert not list(REGISTER.iter_errors(reg)), list(REGISTER.iter_errors(reg))
-    assert reg["selftest"] == {"ok": True, "passed": 4, "failed": 0, "skipped": 0, "failures": []}
+    assert reg["selftest"] == {"ok": True, "passed": 5, "failed": 0, "skipped": 0, "failures": []}
     fp = x509.load_pem_x509_certificate((d / "device.pem").read_bytes())
     assert reg["certificate"]["fingerprint_sha256"].replace(":", "").lower() == (
         fp.fingerprint(hashes.SHA256()).hex()
@@ -220,7 +230,7 @@ def test_unreachable_broker_is_a_failed_check_with_a_reason(tmp_path, pki):
     data = answers_data(d, port, selftest={"broker_timeout_s": 2})
     opts, _, _ = wired_options(tmp_path, data)
     outcome = provision(A.parse_answers(data), opts)
-    broker = outcome.results[-1]
+    broker = next(r for r in outcome.results if r.kind == "broker")
     assert broker.kind == "broker" and broker.status == FAIL
     assert "Connection refused" in broker.reason or f"no answer from 127.0.0.1:{port}" in (
         broker.reason
@@ -245,7 +255,7 @@ def test_generate_key_and_csr_then_install_the_countys_certificate(
     csr = x509.load_pem_x509_csr((etc / "device.csr").read_bytes())
     assert csr.is_signature_valid
     assert csr.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == DEVICE
-    broker = first.results[-1]
+    broker = next(r for r in first.results if r.kind == "broker")
     assert broker.status == FAIL and "no device certificate yet" in broker.reason
     assert any("send" in line and "device.csr" in line for line in said)
 
@@ -349,6 +359,8 @@ def test_interactive_over_stdin_matches_the_answers_file(tmp_path, mosquitto, co
             "127.0.0.1",
             str(mosquitto.port),
             "n",  # no TLS on this bench
+            str(tmp_path / "nowhere.pub"),  # no such file: re-asked
+            str(county_public_key(tmp_path)),
             "panic-1",
             "17",
             "panic",
@@ -377,6 +389,8 @@ def test_interactive_over_stdin_matches_the_answers_file(tmp_path, mosquitto, co
     assert "village code must be exactly 12 digits (统计用区划代码), got 11" in out
     assert "end K361+100 lies before start K361+200" in out
     assert "pin 17 is already used by inputs[0]" in out
+    assert "nowhere.pub: no such file" in out
+    assert "unsigned and forged pings refused over the broker" in out
     assert "ALL CHECKS PASSED" in out
     assert county.wait_for(lambda m: any(x.topic.endswith("/register") for x in m), 5)
     interactive = yaml.safe_load((tmp_path / "etc" / "shaobing.yaml").read_text())
@@ -394,6 +408,7 @@ def test_interactive_over_stdin_matches_the_answers_file(tmp_path, mosquitto, co
                 "inputs": [{"id": "panic-1", "pin": 17, "kind": "panic", "contact": "NO"}],
                 "outputs": [{"id": "siren-1", "pin": 24, "kind": "siren", "active_high": True}],
                 "gpio_backend": "mock",
+                "command_key": "county-command.pub",  # beside the answers file
             },
             allow_unicode=True,
         )
@@ -405,7 +420,13 @@ def test_interactive_over_stdin_matches_the_answers_file(tmp_path, mosquitto, co
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     from_file = yaml.safe_load((tmp_path / "etc2" / "shaobing.yaml").read_text())
-    assert from_file == interactive
+    assert from_file["control"] == {"command_keys": [str(tmp_path / "etc2" / "county-command.pub")]}
+    assert interactive["control"] == {
+        "command_keys": [str(tmp_path / "etc" / "county-command.pub")]
+    }
+    # Plain TCP only because the installer said so, and the config says so too.
+    assert from_file["mqtt"]["insecure_plaintext"] is True
+    assert {**from_file, "control": None} == {**interactive, "control": None}
 
 
 def test_install_service_writes_the_unit_and_enables_it(tmp_path):
