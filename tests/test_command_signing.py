@@ -30,6 +30,7 @@ from shaobing.agent.command_signature import CommandVerifier, sign_ed25519, sign
 from shaobing.agent.config import ControlConfig, load_config
 from shaobing.agent.status_file import status_path
 from shaobing.agent.tls import TlsSetupError, client_context
+from shaobing.cli.main import main
 from shaobing.core.signing import KeyFileError, Keyring, generate, write_keypair
 
 CLI = [sys.executable, "-m", "shaobing.cli.main"]
@@ -149,38 +150,48 @@ def test_config_readable_by_others_is_warned_at_start(tmp_path, mosquitto, caplo
 # ---- config check ------------------------------------------------------------
 
 
-def _check(tmp_path: Path, data: dict) -> subprocess.CompletedProcess:
-    path = tmp_path / "post.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    return subprocess.run(
-        [*CLI, "config", "check", str(path)], capture_output=True, text=True, timeout=60
-    )
-
-
 def test_config_check_refuses_control_without_keys_and_plaintext_off_the_box(tmp_path):
-    data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
-    assert _check(tmp_path, data).returncode == 0  # secure as written
-    data["control"].pop("command_keys")
-    result = _check(tmp_path, data)
+    secure = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    unsigned = json.loads(json.dumps(secure))
+    unsigned["control"].pop("command_keys")
+    said_unsigned = json.loads(json.dumps(unsigned))
+    said_unsigned["control"]["insecure_unsigned"] = True
+    plaintext = json.loads(json.dumps(said_unsigned))
+    plaintext["mqtt"].pop("tls")
+    said_plaintext = json.loads(json.dumps(plaintext))
+    said_plaintext["mqtt"]["insecure_plaintext"] = True
+    old_switch = json.loads(json.dumps(said_plaintext))
+    old_switch["control"]["require_signature"] = False  # says what replaced it
+    files = {}
+    for name, data in [
+        ("secure", secure), ("unsigned", unsigned), ("said_unsigned", said_unsigned),
+        ("plaintext", plaintext), ("said_plaintext", said_plaintext), ("old_switch", old_switch),
+    ]:  # fmt: skip
+        files[name] = tmp_path / f"{name}.yaml"
+        files[name].write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    result = subprocess.run(
+        [*CLI, "config", "check", *map(str, files.values())],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
     assert result.returncode == 1
-    assert "control.command_keys" in result.stderr and "insecure_unsigned" in result.stderr
-    data["control"]["insecure_unsigned"] = True
-    assert _check(tmp_path, data).returncode == 0
-    data["mqtt"].pop("tls")
-    result = _check(tmp_path, data)
-    assert result.returncode == 1
-    assert "mqtt.tls" in result.stderr and "mqtt.county.example" in result.stderr
-    data["mqtt"]["insecure_plaintext"] = True
-    assert _check(tmp_path, data).returncode == 0
-    data["control"]["require_signature"] = False  # the old switch says what replaced it
-    result = _check(tmp_path, data)
-    assert result.returncode == 1 and "require_signature was removed" in result.stderr
+    for name in ("secure", "said_unsigned", "said_plaintext"):
+        assert f"{files[name]}: ok" in result.stdout, name
+    problems = {
+        name: block
+        for block in result.stderr.split(str(tmp_path) + "/")[1:]
+        for name in [block.split(".yaml")[0]]
+    }
+    assert set(problems) == {"unsigned", "plaintext", "old_switch"}, result.stderr
+    assert "control.command_keys" in problems["unsigned"]
+    assert "insecure_unsigned: true" in problems["unsigned"]
+    assert "mqtt.tls" in problems["plaintext"] and "mqtt.county.example" in problems["plaintext"]
+    assert "require_signature was removed" in problems["old_switch"]
 
 
 # ---- key files -----------------------------------------------------------------
 
 
-def test_key_files_readable_by_others_are_refused(tmp_path):
+def test_key_files_readable_by_others_are_refused(tmp_path, capsys):
     hmac_file = tmp_path / "command.key"
     hmac_file.write_bytes(HMAC_KEY)
     hmac_file.chmod(0o644)
@@ -199,12 +210,9 @@ def test_key_files_readable_by_others_are_refused(tmp_path):
     # The county's private key, for sign-command.
     write_keypair(tmp_path / "county.key", tmp_path / "county.pub")
     (tmp_path / "county.key").chmod(0o640)
-    result = subprocess.run(
-        [*CLI, "sign-command", "--key", str(tmp_path / "county.key"), "--device", DEVICE,
-         "--command", "ping"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 2 and "readable by others (mode 0640)" in result.stderr
+    rc = main(["sign-command", "--key", str(tmp_path / "county.key"), "--device", DEVICE,
+               "--command", "ping"])  # fmt: skip
+    assert rc == 2 and "readable by others (mode 0640)" in capsys.readouterr().err
 
 
 def test_tls_client_key_readable_by_others_is_refused(tmp_path):
@@ -223,12 +231,11 @@ def test_tls_client_key_readable_by_others_is_refused(tmp_path):
 # ---- sign-command against a real `shaobing run` -----------------------------------
 
 
-def test_sign_command_output_is_accepted_by_a_running_agent(tmp_path, mosquitto):
+def test_sign_command_output_is_accepted_by_a_running_agent(tmp_path, mosquitto, capsys):
     keys = tmp_path / "county"
-    result = subprocess.run(
-        [*CLI, "keys", "generate", "--out", str(keys)], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
+    assert main(["keys", "generate", "--out", str(keys)]) == 0
+    assert "key id" in capsys.readouterr().out
+    assert main(["keys", "generate", "--out", str(keys)]) == 1  # never overwritten silently
     assert oct(keys.with_suffix(".key").stat().st_mode & 0o777) == "0o600"
     data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
     data["mqtt"].update(host="127.0.0.1", port=mosquitto.port, reconnect_max_s=1)
@@ -247,19 +254,16 @@ def test_sign_command_output_is_accepted_by_a_running_agent(tmp_path, mosquitto)
         status = status_path(tmp_path)
         assert wait_for(lambda: status.exists() and '"connected": true' in status.read_text(), 60)
         sign = [
-            *CLI, "sign-command", "--key", str(keys.with_suffix(".key")), "--device", DEVICE,
+            "sign-command", "--key", str(keys.with_suffix(".key")), "--device", DEVICE,
             "--command", "disarm", "--args", '{"zones": ["crossing"]}', "--ttl", "60",
         ]  # fmt: skip
-        printed = subprocess.run(sign, capture_output=True, text=True, timeout=60)
-        assert printed.returncode == 0, printed.stderr
-        body = json.loads(printed.stdout)
+        capsys.readouterr()
+        assert main(sign) == 0
+        body = json.loads(capsys.readouterr().out)
         assert body["kid"] == load_kid(keys.with_suffix(".pub"))
-        published = subprocess.run(
-            [*sign, "--broker", f"127.0.0.1:{mosquitto.port}", "--village", "130521104201"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert published.returncode == 0, published.stdout + published.stderr
-        answer = json.loads(published.stdout.splitlines()[-1])
+        broker = ["--broker", f"127.0.0.1:{mosquitto.port}", "--village", "130521104201"]
+        assert main([*sign, *broker]) == 0
+        answer = json.loads(capsys.readouterr().out.splitlines()[-1])
         assert answer["ok"] and answer["result"]["zones"]["crossing"]["state"] == "disarmed"
         # The printed (not published) one is a valid command too: a county script sends it.
         platform = Platform(mosquitto.port, f"shaobing/v1/130521104201/{DEVICE}", DEVICE)
