@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -348,3 +349,18 @@ def test_key_loading_errors_name_the_field(tmp_path):
     junk.write_text("not a key")
     with pytest.raises(KeyFileError, match="not a PEM public key"):
         verifier_for(ControlConfig(command_keys=[junk]))
+
+
+def test_the_signing_snippet_in_docs_mqtt_md_makes_a_valid_command(tmp_path, monkeypatch):
+    """docs/mqtt.md shows how to sign with only `cryptography`; it must stay right."""
+    doc = (EXAMPLE.parents[1] / "docs" / "mqtt.md").read_text(encoding="utf-8")
+    (snippet,) = re.findall(r"```python\n(import base64.*?)```", doc, re.S)
+    write_keypair(tmp_path / "county-command.key", tmp_path / "county-command.pub")
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(snippet, scope)
+    body = scope["body"]
+    verifier = CommandVerifier(
+        Keyring.load([tmp_path / "county-command.pub"]), None, insecure_unsigned=False
+    )
+    verifier.check(body, "disarm", DEVICE, Envelope.model_validate(body))

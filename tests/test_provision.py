@@ -23,7 +23,9 @@ from jsonschema import Draft202012Validator
 from tls_helpers import TlsBroker, county_pki, start_tls_broker
 from wiring_helpers import wired_factory
 
+from shaobing.agent.command_signature import signed_command
 from shaobing.agent.config import load_config
+from shaobing.core.signing import generate
 from shaobing.provisioning import answers as A
 from shaobing.provisioning.flow import Options, ProvisionError, prepare, provision
 from shaobing.provisioning.selftest import FAIL, PASS
@@ -195,6 +197,8 @@ def test_bad_inputs_are_explained_and_nothing_is_written(tmp_path, pki):
             {"identity": {"mode": "generate"}},
             "TLS needs the county's CA certificate",
         ),
+        "command_key": ({"command_key": None}, "the county's command public key is needed"),
+        "command_key ": ({"command_key": str(d / "ca.pem")}, "not a PEM public key"),
     }  # fmt: skip
     for path, (override, expected) in cases.items():
         data = answers_data(d, 8883, **override)
@@ -204,6 +208,51 @@ def test_bad_inputs_are_explained_and_nothing_is_written(tmp_path, pki):
         found = [p for p in info.value.problems if p.path == path.strip()]
         assert found and expected in found[0].message, (path, info.value.problems)
         assert not (tmp_path / "etc").exists() or not any((tmp_path / "etc").iterdir())
+
+
+def test_selftest_accepts_the_countys_signed_sample_and_refuses_another(tmp_path, pki, mosquitto):
+    """The installer has no county private key: the county signs a ping beforehand."""
+    _, d = pki
+    plain = {"broker": {"host": "127.0.0.1", "port": mosquitto.port, "tls": False}}
+    verdicts = {}
+    for name, key, device in [
+        ("county", COUNTY, DEVICE),
+        ("other_device", COUNTY, "sb-130521104201-99"),
+        ("other_key", generate(), DEVICE),
+    ]:
+        sample = tmp_path / f"{name}.json"
+        # Signed days before the visit: only the signature is checked, not the time.
+        body = signed_command(key, device, "ping", now_ms=int(time.time() * 1000) - 3 * 86_400_000)
+        sample.write_text(json.dumps(body))
+        data = answers_data(d, mosquitto.port, selftest_command=str(sample), **plain)
+        opts, _, _ = wired_options(tmp_path / name, data, register=False)
+        outcome = provision(A.parse_answers(data), opts)
+        (check,) = [r for r in outcome.results if r.kind == "commands"]
+        verdicts[name] = (check.status, check.reason)
+    assert verdicts["county"][0] == PASS, verdicts
+    assert "the county's signed sample accepted" in verdicts["county"][1]
+    assert verdicts["other_device"][0] == FAIL
+    assert "sample: got bad_signature" in verdicts["other_device"][1]
+    assert "for this device id" in verdicts["other_device"][1]
+    assert verdicts["other_key"][0] == FAIL
+    assert "sample: got unknown_key" in verdicts["other_key"][1]
+
+
+def test_bench_without_a_command_key_says_insecure_unsigned(tmp_path, pki, mosquitto):
+    _, d = pki
+    data = answers_data(
+        d,
+        mosquitto.port,
+        broker={"host": "127.0.0.1", "port": mosquitto.port, "tls": False},
+        command_key=None,
+        insecure_unsigned=True,
+    )
+    opts, _, _ = wired_options(tmp_path, data, register=False)
+    outcome = provision(A.parse_answers(data), opts)
+    config = load_config(tmp_path / "etc" / "shaobing.yaml")
+    assert config.control.insecure_unsigned and config.mqtt.insecure_plaintext
+    (check,) = [r for r in outcome.results if r.kind == "commands"]
+    assert check.status == "warn" and "unsigned commands are accepted" in check.reason
 
 
 def test_bad_rerun_leaves_the_previous_install_untouched(tmp_path, pki):
