@@ -12,32 +12,22 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from shaobing.agent import location
 from shaobing.agent.detection.config import CameraConfig, DetectorConfig
 from shaobing.agent.latching import LatchingConfig
 from shaobing.agent.latching import cross_check as latching_cross_check
 from shaobing.agent.security_policy import cross_check as security_cross_check
-from shaobing.core.ascii_input import ASCII_BEFORE, ascii_fields, normalise
+from shaobing.core.ascii_input import ascii_fields, normalise
 from shaobing.core.gb28181 import Gb28181Config
 from shaobing.core.gb28181 import cross_check as gb28181_cross_check
+from shaobing.core.model import Identifier, Strict
+from shaobing.drivers.gpio_config import GpioConfig, InputConfig, OutputConfig
 from shaobing.drivers.serial_config import SerialConfig
 
-Identifier = Annotated[
-    str,
-    ASCII_BEFORE,
-    Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="letters, digits, _ . -"),
-]
-# BCM numbering; GPIO 0/1 are the HAT EEPROM pins and stay reserved.
-Pin = Annotated[int, ASCII_BEFORE, Field(ge=2, le=27, description="BCM GPIO number, 2..27")]
 
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DeviceConfig(_Model):
+class DeviceConfig(Strict):
     id: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$",
         description="unique device id; also the MQTT client id and topic segment",
@@ -46,14 +36,14 @@ class DeviceConfig(_Model):
     _ascii = ascii_fields("id")
 
 
-class GpsConfig(_Model):
+class GpsConfig(Strict):
     lat: float = Field(ge=3.5, le=54.0, description="WGS-84 latitude (China: 3.5..54)")
     lon: float = Field(ge=73.0, le=136.0, description="WGS-84 longitude (China: 73..136)")
 
     _ascii = ascii_fields("lat", "lon")
 
 
-class SiteConfig(_Model):
+class SiteConfig(Strict):
     village_code: str = Field(description="12-digit 统计用区划代码 of the village")
     code_year: int = Field(description="year of the code table the village code comes from")
     village_name: str = Field(min_length=1, max_length=64, description="village name, e.g. 东关村")
@@ -71,7 +61,7 @@ class SiteConfig(_Model):
         return location.check_code_year(v)
 
 
-class RailwayConfig(_Model):
+class RailwayConfig(Strict):
     line: str = Field(min_length=1, description="railway line name, e.g. 京广线")
     start: str = Field(description="K-mileage where the zone starts, e.g. K123+450")
     end: str | None = Field(default=None, description="K-mileage where the zone ends")
@@ -98,7 +88,7 @@ class RailwayConfig(_Model):
         return self
 
 
-class ZoneConfig(_Model):
+class ZoneConfig(Strict):
     id: Identifier
     name: str | None = Field(default=None, description="human name shown on the platform")
     railway: RailwayConfig | None = Field(default=None, description="railway location")
@@ -108,50 +98,7 @@ class ZoneConfig(_Model):
     _ascii = ascii_fields("cameras")
 
 
-class InputConfig(_Model):
-    id: Identifier
-    pin: Pin
-    kind: Literal["pir", "door", "panic", "tamper", "reset"] = Field(
-        description="what the sensor is; reset: the key switch that acknowledges open alarms"
-    )
-    contact: Literal["NO", "NC"] = Field(
-        description="NO: contact closes on alarm; NC: contact opens on alarm (tamper loops)"
-    )
-    pull: Literal["up", "down"] = Field(
-        default="up", description="internal pull; 'up' means the contact switches to ground"
-    )
-    bounce_ms: int = Field(default=50, ge=0, le=2000, description="debounce time")
-    zone: str = Field(description="id of the zone this sensor guards")
-
-    _ascii = ascii_fields("zone")
-
-    @field_validator("contact", mode="before")
-    @classmethod
-    def _contact(cls, v: Any) -> Any:
-        # YAML 1.1 reads a bare NO as the boolean false; installers write NO.
-        if v is False:
-            return "NO"
-        return v.upper() if isinstance(v, str) else v
-
-
-class OutputConfig(_Model):
-    id: Identifier
-    pin: Pin
-    kind: Literal["siren", "strobe", "relay"] = Field(description="what the output drives")
-    active_high: bool = Field(default=True, description="False for active-low relay boards")
-
-
-class GpioConfig(_Model):
-    backend: Literal["auto", "lgpio", "rpigpio", "native", "mock"] = Field(
-        default="auto", description="gpiozero pin factory; 'mock' is the simulator"
-    )
-    allow_mock: bool = Field(
-        default=False,
-        description="let `shaobing run` use the mock backend (tests only; reported in health)",
-    )
-
-
-class TlsConfig(_Model):
+class TlsConfig(Strict):
     ca: Path = Field(description="CA certificate (PEM) that signed the broker's certificate")
     cert: Path | None = Field(default=None, description="client certificate (PEM)")
     key: Path | None = Field(default=None, description="client private key (PEM)")
@@ -163,7 +110,7 @@ class TlsConfig(_Model):
         return self
 
 
-class BrokerEndpoint(_Model):
+class BrokerEndpoint(Strict):
     host: str = Field(min_length=1, description="broker node host name or address")
     port: int = Field(default=1883, ge=1, le=65535, description="broker node port")
 
@@ -184,7 +131,7 @@ class BrokerEndpoint(_Model):
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-class MqttConfig(_Model):
+class MqttConfig(Strict):
     host: str = Field(default="127.0.0.1", description="county broker host")
     port: int = Field(default=1883, ge=1, le=65535, description="broker port")
     protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT protocol version")
@@ -237,7 +184,7 @@ class MqttConfig(_Model):
         return self.fleet_size / self.fleet_connects_per_s
 
 
-class StorageConfig(_Model):
+class StorageConfig(Strict):
     path: Path = Field(
         default=Path("/var/lib/shaobing/outbox.db"), description="SQLite outbox file"
     )
@@ -258,13 +205,13 @@ class StorageConfig(_Model):
     )
 
 
-class ClockConfig(_Model):
+class ClockConfig(Strict):
     trust: Literal["auto", "always", "never"] = Field(
         default="auto", description="auto: trusted once the kernel reports NTP synchronisation"
     )
 
 
-class HealthConfig(_Model):
+class HealthConfig(Strict):
     interval_s: float = Field(default=60.0, ge=1, le=3600, description="status.health period")
 
 
@@ -279,7 +226,7 @@ AlarmType = Annotated[
 ]
 
 
-class ScheduleConfig(_Model):
+class ScheduleConfig(Strict):
     start: HhMm = Field(description="the zone arms at this local time")
     end: HhMm = Field(description="and disarms at this one; end before start spans midnight")
     days: list[Weekday] = Field(
@@ -295,7 +242,7 @@ class ScheduleConfig(_Model):
         return self
 
 
-class ZoneArmingConfig(_Model):
+class ZoneArmingConfig(Strict):
     zone: str = Field(description="id of a zone in zones")
     mode: Literal["armed", "disarmed", "24h", "schedule"] = Field(
         description="24h zones cannot be disarmed; schedule zones follow their windows"
@@ -313,7 +260,7 @@ class ZoneArmingConfig(_Model):
         return self
 
 
-class ArmingConfig(_Model):
+class ArmingConfig(Strict):
     default_mode: Literal["armed", "disarmed", "24h"] = Field(
         default="armed", description="mode of zones not listed in arming.zones"
     )
@@ -344,7 +291,7 @@ class ArmingConfig(_Model):
         return v
 
 
-class OutputActionConfig(_Model):
+class OutputActionConfig(Strict):
     output: str = Field(description="id of an output in outputs")
     duration_s: float = Field(gt=0, le=600, description="how long the pattern runs")
     on_s: float | None = Field(
@@ -359,7 +306,7 @@ class OutputActionConfig(_Model):
         return self
 
 
-class VerifyConfig(_Model):
+class VerifyConfig(Strict):
     labels: list[str] = Field(
         default_factory=lambda: ["person", "car", "truck", "bus", "motorcycle", "bicycle"],
         min_length=1,
@@ -372,7 +319,7 @@ class VerifyConfig(_Model):
     frames: int = Field(default=5, ge=1, le=30, description="frames per camera in the burst")
 
 
-class LinkageRuleConfig(_Model):
+class LinkageRuleConfig(Strict):
     zone: str = Field(description="id of a zone in zones")
     alarms: list[AlarmType] = Field(
         default_factory=lambda: ["alarm.intrusion", "alarm.perimeter", "alarm.panic"],
@@ -391,7 +338,7 @@ class LinkageRuleConfig(_Model):
     )
 
 
-class LinkageConfig(_Model):
+class LinkageConfig(Strict):
     cooldown_s: float = Field(
         default=30.0,
         ge=0,
@@ -406,7 +353,7 @@ class LinkageConfig(_Model):
     rules: list[LinkageRuleConfig] = Field(default_factory=list, description="per-zone rules")
 
 
-class ControlConfig(_Model):
+class ControlConfig(Strict):
     enabled: bool = Field(default=True, description="accept commands on .../cmd/+")
     command_keys: list[Path] = Field(
         default_factory=list,
@@ -449,7 +396,7 @@ class ControlConfig(_Model):
         return bool(self.command_keys or self.key_file or self.key_env)
 
 
-class Config(_Model):
+class Config(Strict):
     device: DeviceConfig
     site: SiteConfig
     zones: list[ZoneConfig] = Field(default_factory=list, description="guarded places")

@@ -35,6 +35,7 @@ from shaobing.agent.config import LinkageConfig, LinkageRuleConfig, ZoneConfig
 from shaobing.agent.latching import RESET_SENSOR, Latches, LatchingConfig, OpenAlarm
 from shaobing.agent.verification import VerificationWorker
 from shaobing.core.events import Event, EventSink, Severity, Source
+from shaobing.core.worker import LoopWorker
 
 log = logging.getLogger("shaobing.linkage")
 
@@ -122,9 +123,9 @@ class LinkageSink:
         self.stats = LinkageStats()
         self._configure(config, zones)
         self._known: dict[str, str] = {}
-        self._watch_s = watch_s
-        self._stop = threading.Event()
-        self._watch = threading.Thread(target=self._watch_arming, name="arming-watch", daemon=True)
+        # Schedules and lapsing overrides change the state with no event of
+        # their own: look every few seconds and report the transitions.
+        self.watch = LoopWorker("arming-watch", self._watch_arming, watch_s, run_first=False)
 
     def _configure(self, config: LinkageConfig, zones: list[ZoneConfig]) -> None:
         self.config = config
@@ -140,16 +141,14 @@ class LinkageSink:
     def start(self) -> None:
         # The state at start is in every status.health ("arming"); events mark changes only.
         self._known = {z: s.state for z, s in self._arming.states().items()}
-        self._watch.start()
+        self.watch.start()
 
     def alive(self) -> bool:
-        return self._watch.ident is None or self._watch.is_alive() or self._stop.is_set()
+        return self.watch.alive()
 
     def stop(self) -> None:
         """Flush the open summaries while the outbox is still open."""
-        self._stop.set()
-        if self._watch.is_alive():
-            self._watch.join(2)
+        self.watch.stop()
         with self._lock:
             buckets = list(self._buckets.values())
             self._buckets.clear()
@@ -394,21 +393,15 @@ class LinkageSink:
             self._emit_arming(changed, by=by, command=command)
 
     def _watch_arming(self) -> None:
-        # Schedules and lapsing overrides change the state with no event of
-        # their own: look every few seconds and report the transitions.
-        while not self._stop.wait(self._watch_s):
-            try:
-                now = self._arming.states()
-                changed = {}
-                with self._lock:
-                    for zone, state in now.items():
-                        if self._known.get(zone) != state.state:
-                            self._known[zone] = state.state
-                            changed[zone] = state.as_dict()
-                if changed:
-                    self._emit_arming(changed, by="schedule", command=None)
-            except Exception:
-                log.exception("arming watch failed")
+        now = self._arming.states()
+        changed = {}
+        with self._lock:
+            for zone, state in now.items():
+                if self._known.get(zone) != state.state:
+                    self._known[zone] = state.state
+                    changed[zone] = state.as_dict()
+        if changed:
+            self._emit_arming(changed, by="schedule", command=None)
 
     def _emit_arming(self, zones: Mapping[str, Mapping], by: str, command: str | None) -> None:
         for zone, info in zones.items():

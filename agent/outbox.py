@@ -155,7 +155,6 @@ class Outbox:
         self._closing = False
         self._last_age_check = 0.0
         self.pending_after_close: int | None = None
-        self.commits = 0
         self._writer = threading.Thread(target=self._write_loop, name="outbox-writer", daemon=True)
         self._writer.start()
 
@@ -311,7 +310,6 @@ class Outbox:
                     p.name.lower(): self._meta(f"dropped.{p.name.lower()}") for p in Priority
                 }
                 raise
-            self.commits += 1
 
     def _insert(self, batch: list[_Pending], now_ms: int) -> None:
         rows = []

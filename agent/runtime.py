@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpiozero.pins import Factory
 
@@ -22,19 +22,18 @@ from shaobing.agent.config_commands import LIVE_SECTIONS
 from shaobing.agent.control import ControlChannel, ControlDeps
 from shaobing.agent.health import HealthReporter
 from shaobing.agent.linkage import LinkageSink
-from shaobing.agent.outbox import Budget, Outbox
-from shaobing.agent.recorder import Recorder
 from shaobing.agent.sdnotify import Notifier
 from shaobing.agent.security_policy import insecure_settings, warn_at_start
+from shaobing.agent.spine import build_spine
 from shaobing.agent.status_file import certificate_expiry, status_path, write_status
-from shaobing.agent.topics import Topics
-from shaobing.agent.uplink import Uplink
 from shaobing.agent.verification import VerificationWorker, Verifier
-from shaobing.core.clock import Clock
 from shaobing.core.events import Source
 from shaobing.core.watchdog import Liveness
 from shaobing.drivers.gpio import GpioInputs, GpioOutputs, make_pin_factory
 from shaobing.drivers.serial_runtime import SerialDrivers
+
+if TYPE_CHECKING:  # OpenCV loads only on posts with cameras
+    from shaobing.drivers.camera import SourceSchemes
 
 log = logging.getLogger("shaobing.agent")
 
@@ -73,6 +72,7 @@ class Agent:
         pin_factory: Factory | None = None,
         verifier: Verifier | None = None,
         config_path: Path | None = None,
+        camera_schemes: SourceSchemes | None = None,
     ):
         self.config = config
         self._config_path = config_path
@@ -82,28 +82,10 @@ class Agent:
         self._stopped = False
         # Every worker registers here; the systemd watchdog is fed only while all pass.
         self.liveness = Liveness()
-        self.clock = Clock(config.clock.trust)
-        storage = config.storage
-        self.outbox = Outbox(
-            storage.path,
-            Budget(
-                max_bytes=storage.max_bytes,
-                max_rows=storage.max_rows,
-                max_age_s=storage.max_age_h * 3600 if storage.max_age_h else None,
-            ),
-            batch_delay_s=storage.batch_delay_s,
-        )
-        self.recorder = Recorder(config, self.outbox, self.clock)
+        spine = build_spine(config, agent_version())
+        self.clock, self.outbox, self.recorder = spine.clock, spine.outbox, spine.recorder
+        self.topics, self.uplink, self._identity = spine.topics, spine.uplink, spine.identity
         self.clock.on_sync(self._clock_synchronised)
-        self.topics = Topics(config.mqtt.topic_prefix, config.site.village_code, config.device.id)
-        self.uplink = Uplink(
-            config.mqtt,
-            config.device.id,
-            self.topics,
-            self.outbox,
-            self._identity,
-            correct_ts=self.clock.corrected_ts,
-        )
         factory = pin_factory if pin_factory is not None else make_pin_factory(config.gpio)
         self.outputs = GpioOutputs(config.outputs, factory)
         state_dir = config.storage.path.parent
@@ -133,7 +115,7 @@ class Agent:
 
             try:
                 self.detection = DetectionPipeline.from_config(
-                    config.detector, config.cameras, self.sink
+                    config.detector, config.cameras, self.sink, camera_schemes
                 )
                 self.liveness.register("inference", self.detection.alive)
             except ModelError as exc:
@@ -202,15 +184,6 @@ class Agent:
         self.restart_requested.set()
         self._wake.set()
 
-    def _identity(self) -> dict[str, Any]:
-        return {
-            "device": self.config.device.id,
-            "village_code": self.config.site.village_code,
-            "boot_id": self.clock.boot_id,
-            "run": self.outbox.run,
-            "version": agent_version(),
-        }
-
     def _clock_synchronised(self, anchor) -> None:
         # The platform re-times this boot's earlier events with this anchor;
         # rows still in the outbox also get "ts_corrected" when published.
@@ -238,6 +211,8 @@ class Agent:
                 "inflight": stats.inflight,
                 "endpoint": stats.endpoint,
                 "failovers": stats.failovers,
+                "connected_since": stats.connected_since,
+                "acked_by_class": dict(stats.by_class),
             },
             "drivers": {
                 "gpio_inputs": self.inputs.state,

@@ -41,6 +41,7 @@ from shaobing.agent.pacing import Endpoints, TokenBucket, first_retry_delay, rec
 from shaobing.agent.topics import Topics
 from shaobing.core.events import Priority
 from shaobing.core.watchdog import Heartbeat
+from shaobing.core.worker import ThreadWorker
 
 log = logging.getLogger("shaobing.uplink")
 
@@ -123,7 +124,6 @@ class Uplink:
         # pause each time, so a refusing broker is not hammered in a loop.
         self._held_until: dict[Priority, float] = {}
         self._refusal_pause: dict[Priority, float] = {}
-        self._threads: list[threading.Thread] = []
         self._subscriptions: dict[str, Callable[[mqtt.MQTTMessage], None]] = {}
         self._tls_error: str | None = None
         self._socket_error: str | None = None  # paho reports read errors only to on_log
@@ -135,7 +135,10 @@ class Uplink:
         self._replay_bucket = TokenBucket(config.replay_rate) if config.replay_rate else None
         # The uplink thread beats at least every 1 s (select and backoff sleep in
         # slices); 30 s without a beat means it is stuck.
-        self.beats = {"uplink": Heartbeat(30.0)}
+        self.heartbeat = Heartbeat(30.0)
+        self.worker = ThreadWorker(
+            "uplink", self._network, self._stop, heartbeat=self.heartbeat, wake=self._kick
+        )
         # Any thread wakes the uplink's select() by writing one byte here.
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -223,9 +226,7 @@ class Uplink:
 
     # ---- lifecycle ----------------------------------------------------
     def start(self) -> None:
-        thread = threading.Thread(target=self._network, name="uplink", daemon=True)
-        thread.start()
-        self._threads.append(thread)
+        self.worker.start()
 
     def stop(self, timeout: float = 3.0) -> None:
         """Say 'stopped' (retained) and disconnect cleanly so the will is not sent.
@@ -241,8 +242,7 @@ class Uplink:
             self._closed.wait(timeout)
         self._stop.set()
         self._kick()
-        for thread in self._threads:
-            thread.join(timeout)
+        self.worker.join(timeout)
         self._flush_acks()
         self._wake_r.close()
         self._wake_w.close()
@@ -258,11 +258,7 @@ class Uplink:
             self.client.disconnect()
 
     def healthy(self) -> bool:
-        return (
-            all(t.is_alive() for t in self._threads)
-            and not self._stop.is_set()
-            and all(beat.alive() for beat in self.beats.values())
-        )
+        return self.worker.is_running() and not self._stop.is_set() and self.heartbeat.alive()
 
     # ---- network thread ----------------------------------------------
     def _network(self) -> None:
@@ -298,7 +294,7 @@ class Uplink:
     def _backoff_sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
-            self.beats["uplink"].beat()
+            self.heartbeat.beat()
             self._stop.wait(min(left, 1.0))
 
     def _connect_failed(self, state) -> None:
@@ -386,7 +382,7 @@ class Uplink:
         sock = client.socket()
         stale_checked = 0.0
         while not self._stop.is_set() and sock is not None:
-            self.beats["uplink"].beat()
+            self.heartbeat.beat()
             # TLS may hold decrypted bytes that select() cannot see.
             if getattr(sock, "pending", None) and sock.pending():
                 readable, writable = [sock], []

@@ -25,13 +25,10 @@ from typing import Any, Protocol
 from gpiozero import DigitalInputDevice, DigitalOutputDevice
 from gpiozero.pins import Factory
 
-from shaobing.agent.config import Config, InputConfig, OutputConfig
-from shaobing.agent.outbox import Outbox
-from shaobing.agent.recorder import Recorder
-from shaobing.agent.topics import Topics
-from shaobing.agent.uplink import Uplink
-from shaobing.core.clock import Clock
+from shaobing.agent.config import Config
+from shaobing.agent.spine import build_spine
 from shaobing.core.events import Source
+from shaobing.drivers.gpio_config import InputConfig, OutputConfig
 
 PASS, FAIL, SKIP, WARN = "pass", "fail", "skip", "warn"
 
@@ -80,6 +77,8 @@ class Context:
     # Where the service will look for a model named by manifest (its unit sets
     # SHAOBING_MODEL_DIR), so a model found only in root's cache fails here too.
     model_dir: Path | None = None
+    # Camera sources served from above (the simulator's sim: scenes), as the daemon gets them.
+    camera_schemes: Any = None
     # A command the county signed for this device (provisioning/command_check.py).
     sample_command: Path | None = None
 
@@ -297,7 +296,11 @@ class CameraCheck:
         started = time.monotonic()
         try:
             source = source_opener(
-                cfg.source, fps=cfg.fps, loop=cfg.loop, timeout_s=cfg.open_timeout_s
+                cfg.source,
+                fps=cfg.fps,
+                loop=cfg.loop,
+                timeout_s=cfg.open_timeout_s,
+                schemes=ctx.camera_schemes,
             )()
         except Exception as exc:
             return Outcome(FAIL, f"cannot open {self.name}: {exc}")
@@ -389,23 +392,9 @@ class BrokerSession:
 
     def __init__(self, config: Config, version: str):
         self.config = config
-        self.clock = Clock(config.clock.trust)
-        self.outbox = Outbox(config.storage.path)
-        self.recorder = Recorder(config, self.outbox, self.clock)
-        self.topics = Topics(config.mqtt.topic_prefix, config.site.village_code, config.device.id)
-        self.uplink = Uplink(
-            config.mqtt,
-            config.device.id,
-            self.topics,
-            self.outbox,
-            lambda: {
-                "device": config.device.id,
-                "village_code": config.site.village_code,
-                "boot_id": self.clock.boot_id,
-                "run": self.outbox.run,
-                "version": version,
-            },
-        )
+        spine = build_spine(config, version)
+        self.spine, self.outbox, self.recorder = spine, spine.outbox, spine.recorder
+        self.topics, self.uplink = spine.topics, spine.uplink
         # The commands check loops test commands through the broker to here.
         self.commands: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.uplink.subscribe(
@@ -413,15 +402,15 @@ class BrokerSession:
         )
 
     def publish_retained(self, topic: str, payload: bytes, timeout: float) -> bool:
-        info = self.uplink.client.publish(topic, payload, qos=1, retain=True)
+        # publish_direct wakes the uplink thread; a bare client.publish waits for its idle turn.
+        info = self.uplink.publish_direct(topic, payload, qos=1, retain=True)
         deadline = time.monotonic() + timeout
         while not info.is_published() and time.monotonic() < deadline:
             time.sleep(0.02)
         return info.is_published()
 
     def close(self) -> None:
-        self.uplink.stop()
-        self.outbox.close()
+        self.spine.close()
 
 
 @dataclass
@@ -484,7 +473,7 @@ class BrokerCheck:
         )
 
 
-def _pending(outbox: Outbox, event_id: str) -> bool:
+def _pending(outbox: Any, event_id: str) -> bool:  # an agent.outbox.Outbox
     # The uplink deletes the row on PUBACK. A read-only connection of our own
     # asks the file, not the Outbox object's internals.
     with contextlib.closing(

@@ -35,10 +35,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from shaobing.agent.config import Config, DeviceConfig, MqttConfig
-from shaobing.agent.outbox import Outbox
-from shaobing.agent.recorder import Recorder
-from shaobing.agent.topics import Topics
-from shaobing.agent.uplink import Uplink
+from shaobing.agent.spine import build_spine
 from shaobing.core.clock import Clock
 from shaobing.core.events import Source
 from shaobing.simulator.county import County, Received
@@ -140,12 +137,17 @@ class Box:
 
     def __init__(self, base: Config, index: int, mqtt_cfg: MqttConfig, data_dir: Path):
         device = f"fleet-{index:05d}"
-        self.config = base.model_copy(update={"device": DeviceConfig(id=device)})
+        storage = base.storage.model_copy(
+            update={"path": data_dir / f"{device}.db", "batch_delay_s": 1.0}
+        )
+        self.config = base.model_copy(
+            update={"device": DeviceConfig(id=device), "mqtt": mqtt_cfg, "storage": storage}
+        )
         self.device = device
-        self.outbox = Outbox(data_dir / f"{device}.db", batch_delay_s=1.0)
-        self.recorder = Recorder(self.config, self.outbox, Clock(trust="always"))
-        topics = Topics(mqtt_cfg.topic_prefix, self.config.site.village_code, device)
-        self.uplink = Uplink(mqtt_cfg, device, topics, self.outbox, lambda: {"device": device})
+        spine = build_spine(
+            self.config, "fleet", clock=Clock(trust="always"), state_info=lambda: {"device": device}
+        )
+        self.outbox, self.recorder, self.uplink = spine.outbox, spine.recorder, spine.uplink
         self.emitted: dict[str, int] = {}  # event id -> seq
 
     def emit(self, type_: str, **kw) -> str:

@@ -5,15 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from shaobing.core.model import Strict
 from shaobing.models.manifest import DEFAULT_MODEL
 
 Point = tuple[float, float]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _check_polygon(points: list[Point]) -> list[Point]:
@@ -25,7 +22,7 @@ def _check_polygon(points: list[Point]) -> list[Point]:
     return points
 
 
-class LabelFilter(_Strict):
+class LabelFilter(Strict):
     min_score: float = Field(default=0.5, ge=0, le=1, description="minimum detection score")
     min_area: float = Field(
         default=0.0, ge=0, le=1, description="minimum box area as a fraction of the frame"
@@ -35,7 +32,7 @@ class LabelFilter(_Strict):
     )
 
 
-class CameraZone(_Strict):
+class CameraZone(Strict):
     id: str = Field(description="zone id; also the 'zone' of the events raised in it")
     name: str | None = Field(default=None, description="human name, e.g. 'K123 bridge'")
     polygon: list[Point] = Field(
@@ -52,7 +49,7 @@ class CameraZone(_Strict):
         return _check_polygon(points)
 
 
-class MotionConfig(_Strict):
+class MotionConfig(Strict):
     enabled: bool = Field(default=True, description="skip inference on frames without motion")
     width: int = Field(default=160, ge=16, description="width the frame is shrunk to for the test")
     pixel_delta: int = Field(
@@ -63,7 +60,7 @@ class MotionConfig(_Strict):
     )
 
 
-class TrackerConfig(_Strict):
+class TrackerConfig(Strict):
     iou_match: float = Field(default=0.2, gt=0, le=1, description="IoU to continue a track")
     max_missed: int = Field(
         default=3, ge=0, description="inferences a track may go unseen before it ends"
@@ -79,7 +76,7 @@ class TrackerConfig(_Strict):
     )
 
 
-class CameraConfig(_Strict):
+class CameraConfig(Strict):
     id: str = Field(description="camera id, the source id of its events")
     source: str = Field(
         description="V4L2 index ('0') or device ('/dev/video0'), rtsp/http URL, video file, "
@@ -116,7 +113,7 @@ class CameraConfig(_Strict):
         return [_check_polygon(m) for m in masks]
 
 
-class DetectorConfig(_Strict):
+class DetectorConfig(Strict):
     model: str = Field(
         default=DEFAULT_MODEL, description="manifest name (in the model cache) or .tflite path"
     )

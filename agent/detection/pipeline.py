@@ -21,7 +21,7 @@ import numpy as np
 
 from shaobing.core.events import EventSink, Severity, Source
 from shaobing.core.watchdog import Heartbeat
-from shaobing.drivers.camera import Camera, Frame, FrameSource, source_opener
+from shaobing.drivers.camera import Camera, Frame, FrameSource, SourceSchemes, source_opener
 
 from .config import CameraConfig, DetectorConfig
 from .detector import Detector
@@ -76,6 +76,7 @@ class DetectionPipeline:
         cfg: DetectorConfig,
         *,
         openers: Mapping[str, Callable[[], FrameSource]] | None = None,
+        schemes: SourceSchemes | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.detector = detector
@@ -93,7 +94,11 @@ class DetectionPipeline:
             if not cam_cfg.enabled:
                 continue
             opener = (openers or {}).get(cam_cfg.id) or source_opener(
-                cam_cfg.source, fps=cam_cfg.fps, loop=cam_cfg.loop, timeout_s=cam_cfg.open_timeout_s
+                cam_cfg.source,
+                fps=cam_cfg.fps,
+                loop=cam_cfg.loop,
+                timeout_s=cam_cfg.open_timeout_s,
+                schemes=schemes,
             )
             camera = Camera(
                 cam_cfg.id,
@@ -110,10 +115,14 @@ class DetectionPipeline:
 
     @classmethod
     def from_config(
-        cls, det_cfg: DetectorConfig, cameras: Sequence[CameraConfig], sink: EventSink
+        cls,
+        det_cfg: DetectorConfig,
+        cameras: Sequence[CameraConfig],
+        sink: EventSink,
+        schemes: SourceSchemes | None = None,
     ) -> DetectionPipeline:
         detector = Detector.from_config(det_cfg)
-        return cls(detector, cameras, sink, det_cfg)
+        return cls(detector, cameras, sink, det_cfg, schemes=schemes)
 
     # -- lifecycle -------------------------------------------------------------
 

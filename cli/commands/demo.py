@@ -16,6 +16,7 @@ import paho.mqtt.client as mqtt
 
 from shaobing.agent import logs
 from shaobing.agent.config import ConfigError, load_config
+from shaobing.cli.schemes import CAMERA_SCHEMES
 from shaobing.core.signing import write_keypair
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "village-post.yaml"
@@ -202,7 +203,7 @@ def _run(args, config, host, port, protocol, name, workdir, snapshots) -> int:
         on_message=view.on_message,
     )
     factory = MockFactory()
-    agent = Agent(config, pin_factory=factory)
+    agent = Agent(config, pin_factory=factory, camera_schemes=CAMERA_SCHEMES)
     wiring = VirtualWiring(factory, config.inputs, config.outputs)
     wiring.rest()
     agent.start()
