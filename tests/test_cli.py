@@ -225,6 +225,7 @@ def test_status_and_outbox_of_a_real_agent_process_then_killed(tmp_path):
         assert status.returncode == 0, status.stderr
         assert f"running (pid {agent.pid})" in status.stdout
         assert "link         NOT connected" in status.stdout
+        assert "WARNINGS     gpio_mock, mqtt_plaintext" in status.stdout
         listing = subprocess.run(
             [*cli, "outbox", "list", "-c", str(cfg), "--class", "status"],
             capture_output=True,
