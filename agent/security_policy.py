@@ -72,11 +72,23 @@ def insecure_settings(config: Config) -> list[str]:
 
 
 def load_command_keys(control: ControlConfig) -> Keyring:
-    """The county public keys; raises ``KeyFileError`` naming the file."""
+    """The county public keys; raises ``KeyFileError`` naming the file.
+
+    A public key may be read by all, but one that others can write could be
+    swapped for a key of theirs.
+    """
     try:
-        return Keyring.load(control.command_keys)
+        keyring = Keyring.load(control.command_keys)
     except KeyFileError as exc:
         raise KeyFileError(f"control.command_keys: {exc}") from None
+    for path in control.command_keys:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise KeyFileError(
+                f"control.command_keys: {path} is writable by others (mode {mode:04o}), who "
+                f"could swap the county's key; run: chmod 644 {path}"
+            )
+    return keyring
 
 
 def load_hmac_key(control: ControlConfig) -> bytes | None:

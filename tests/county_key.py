@@ -17,6 +17,7 @@ COUNTY: PrivateKey = generate()
 def county_public_key(directory: Path, key: PrivateKey = COUNTY) -> Path:
     path = Path(directory) / "county-command.pub"
     path.write_bytes(key.public.pem())
+    path.chmod(0o644)  # whatever the umask: others may read a public key, not write it
     return path
 
 

@@ -345,6 +345,10 @@ def test_key_loading_errors_name_the_field(tmp_path):
 
     with pytest.raises(KeyFileError, match=r"control\.command_keys: public key .*absent\.pub"):
         verifier_for(ControlConfig(command_keys=[tmp_path / "absent.pub"]))
+    swappable = county_public_key(tmp_path)
+    swappable.chmod(0o666)
+    with pytest.raises(KeyFileError, match=r"writable by others \(mode 0666\)"):
+        verifier_for(ControlConfig(command_keys=[swappable]))
     junk = tmp_path / "junk.pub"
     junk.write_text("not a key")
     with pytest.raises(KeyFileError, match="not a PEM public key"):
