@@ -7,14 +7,17 @@ an installer fixes a file in one pass instead of one error per run.
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from shaobing.agent import location
+from shaobing.agent.console.config import ConsoleConfig
 from shaobing.agent.detection.config import CameraConfig, DetectorConfig
 from shaobing.agent.latching import LatchingConfig
 from shaobing.agent.latching import cross_check as latching_cross_check
@@ -426,6 +429,9 @@ class Config(Strict):
     gb28181: Gb28181Config = Field(
         default_factory=Gb28181Config, description="GB/T 28181 ids and alarm codes"
     )
+    console: ConsoleConfig = Field(
+        default_factory=ConsoleConfig, description="the commissioning console (docs/console.md)"
+    )
 
     def zone(self, zone_id: str) -> ZoneConfig | None:
         return next((z for z in self.zones if z.id == zone_id), None)
@@ -460,15 +466,54 @@ def load_config(path: str | Path) -> Config:
     return parse_config(text, source=str(path))
 
 
+# A key typed with a Chinese input method: "village_code：" (U+FF1A) is not a key to YAML.
+_FULLWIDTH_COLON = re.compile(r"^\s*-?\s*[A-Za-z_][\w.-]*\s*：")
+
+
+def _fullwidth_colons(text: str) -> list[Problem]:
+    return [
+        Problem(
+            "",
+            f"full-width colon '：' (U+FF1A) at column {m.end()}: YAML needs the ASCII ':' "
+            "(switch the input method to half-width)",
+            n,
+        )
+        for n, line in enumerate(text.splitlines(), 1)
+        if (m := _FULLWIDTH_COLON.match(line))
+    ]
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> Problem:
+    """Where the mistake is, not where PyYAML noticed it (often the line after)."""
+    mark = getattr(exc, "problem_mark", None)
+    context = getattr(exc, "context_mark", None)
+    reason = getattr(exc, "problem", None) or str(exc)
+    if mark is None:
+        return Problem("", f"YAML syntax: {reason}")
+    if context is not None and getattr(exc, "context", "") == "while scanning a simple key":
+        return Problem("", f"YAML syntax: {reason} (a key without its ':'?)", context.line + 1)
+    lines = text.splitlines()
+    before = [
+        n
+        for n in range(min(mark.line, len(lines)) - 1, -1, -1)
+        if lines[n].strip() and not lines[n].lstrip().startswith("#")
+    ]
+    if isinstance(exc, yaml.parser.ParserError) and before and ":" not in lines[before[0]]:
+        return Problem(
+            "", "YAML syntax: this line has no ':' (a 'key: value' line needs one)", before[0] + 1
+        )
+    return Problem("", f"YAML syntax: {reason}", mark.line + 1)
+
+
 def parse_config(text: str, source: str = "<config>") -> Config:
+    colons = _fullwidth_colons(text)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(source, [Problem("", f"YAML syntax: {reason}", line)]) from exc
+        raise ConfigError(source, [*colons, _yaml_problem(exc, text)]) from exc
+    if colons:
+        raise ConfigError(source, colons)
     lines: dict[tuple, int] = {}
     problems: list[Problem] = []
     if root is not None:
@@ -495,7 +540,7 @@ def validate_config(
             loc = tuple(err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
-                msg = "unknown key (check the spelling; see examples/village-post.yaml)"
+                msg = _unknown_key(loc)
             collect.append(Problem(dotted(loc), msg, _nearest_line(lines, loc)))
         config = None
     if config is not None:
@@ -504,6 +549,30 @@ def validate_config(
     if problems is None and collect:
         raise ConfigError("<config>", collect)
     return None if collect else config
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """The keys the model allows where ``loc`` points (list indexes skipped)."""
+    model: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        model = fields[part].annotation
+        # Unwrap list[X], X | None, dict[str, X] down to a model class.
+        while get_args(model) and not hasattr(model, "model_fields"):
+            inner = [a for a in get_args(model) if hasattr(a, "model_fields")]
+            model = inner[0] if inner else get_args(model)[-1]
+    return list(getattr(model, "model_fields", {}))
+
+
+def _unknown_key(loc: tuple) -> str:
+    close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc[:-1]), n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean {close[0]!r}?"
+    return "unknown key (check the spelling; see examples/village-post.yaml)"
 
 
 def cross_check(config: Config) -> list[tuple[tuple, str]]:

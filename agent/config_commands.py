@@ -19,13 +19,15 @@ import yaml
 
 from shaobing.agent.command_envelope import CommandError
 from shaobing.agent.config import Config, ConfigError, load_config, validate_config
+from shaobing.agent.detection.config import cameras_change_live
 from shaobing.agent.protected_settings import protected_paths
 from shaobing.core.atomic import atomic_write
 from shaobing.core.redaction import redact_data
 
 # Sections a running agent can take over without restarting; the others
 # (device, site, zones, inputs, outputs, gpio, mqtt, storage, health) are
-# read once by the constructors of drivers, outbox and uplink.
+# read once by the constructors of drivers, outbox and uplink. Cameras are
+# live too when only their zones, masks and filters change (the console).
 LIVE_SECTIONS = ("arming", "linkage", "control")
 
 
@@ -113,7 +115,12 @@ class ConfigEditor:
     def _install(self, new: Config, by: str) -> dict[str, Any]:
         running = self._target.config
         changed = [s for s in Config.model_fields if getattr(new, s) != getattr(running, s)]
-        restart = [s for s in changed if s not in LIVE_SECTIONS]
+        restart = [
+            s
+            for s in changed
+            if s not in LIVE_SECTIONS
+            and not (s == "cameras" and cameras_change_live(running.cameras, new.cameras))
+        ]
         persisted = self._persist(new, by)
         if restart:
             # Half a config is worse than the old one: nothing is applied

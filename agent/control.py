@@ -78,9 +78,8 @@ class ControlChannel:
         self._seen = ReplayCache(
             deps.state_dir / "commands-seen.json", deps.now, lambda: self.config.max_clock_skew_s
         )
-        self._handlers = CommandHandlers(
-            deps, ConfigEditor(deps.target, deps.config_path, deps.now)
-        ).table
+        editor = deps.editor or ConfigEditor(deps.target, deps.config_path, deps.now)
+        self._handlers = CommandHandlers(deps, editor).table
         self._replies = Replies(deps)
         self._queue: queue.Queue[Incoming | None] = queue.Queue(maxsize=32)
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)

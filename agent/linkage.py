@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -121,6 +121,7 @@ class LinkageSink:
         self._buckets: dict[tuple[str, str, str], _Bucket] = {}
         self._muted: set[tuple] = set()  # see _mute_key
         self.stats = LinkageStats()
+        self._observers: tuple[Callable[[str, Source, str | None, Any], None], ...] = ()
         self._configure(config, zones)
         self._known: dict[str, str] = {}
         # Schedules and lapsing overrides change the state with no event of
@@ -133,6 +134,12 @@ class LinkageSink:
         explicit = {r.zone: r for r in config.rules}
         # A zone without a rule still gets verification by its cameras, but no outputs.
         self._rules = {z.id: explicit.get(z.id) or LinkageRuleConfig(zone=z.id) for z in zones}
+
+    def observe(self, observer: Callable[[str, Source, str | None, Any], None]) -> None:
+        """See every driver emission first, before arming and cooldown (the walk test).
+
+        Register before ``start()``; observers run on the driver's thread and must be quick."""
+        self._observers = (*self._observers, observer)
 
     def reconfigure(self, config: LinkageConfig, zones: list[ZoneConfig]) -> None:
         with self._lock:
@@ -169,6 +176,11 @@ class LinkageSink:
         attachment: bytes | None = None,
     ) -> Event | None:
         """As ``EventSink.emit``; returns None when the alarm was suppressed or folded."""
+        for observer in self._observers:
+            try:
+                observer(type, source, zone, data)
+            except Exception:  # a watcher (the console's walk test) must not cost an alarm
+                log.exception("emission observer failed")
         kwargs = {"zone": zone, "data": data, "severity": severity, "attachment": attachment}
         if source.kind == "gpio" and (data or {}).get("sensor") == RESET_SENSOR:
             # The local reset key: its turn acknowledges every open alarm of the box.

@@ -466,6 +466,14 @@ class Outbox:
         with self._cond:
             return {p.name.lower(): self._rows[p] for p in Priority}
 
+    def holds(self, event_id: str) -> bool:
+        """The event is still waiting for its PUBACK (the self-tests ask this)."""
+        with self._db_lock:
+            row = self._db.execute(
+                "SELECT 1 FROM outbox WHERE event_id = ? LIMIT 1", (event_id,)
+            ).fetchone()
+        return row is not None
+
     def stored_bytes(self) -> int:
         return sum(self._bytes.values())
 

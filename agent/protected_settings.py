@@ -1,8 +1,9 @@
 """Settings a remote ``set_config`` may not change (issue 12 item 3).
 
 Who the box talks to and how it checks commands (``mqtt``, ``control``),
-where it keeps its evidence (``storage``) and who it is (``device``,
-``site``) change only on the box: by provisioning or by editing the file.
+where it keeps its evidence (``storage``), who it is (``device``, ``site``)
+and who may open its console (``console``) change only on the box: by
+provisioning or by editing the file.
 Otherwise one stolen platform credential could re-point a whole county's
 posts at another broker or switch off signature checks. Alarm suppression
 is bounded the same way: no cooldown above ``COOLDOWN_CAP_S`` and no
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-PROTECTED_SECTIONS = ("mqtt", "control", "storage", "device", "site")
+PROTECTED_SECTIONS = ("mqtt", "control", "storage", "device", "site", "console")
 
 # Longest linkage cooldown (global or per rule) a command may set, seconds:
 # longer means an intruder's second crossing goes unannounced for too long.

@@ -18,8 +18,9 @@ from gpiozero.pins import Factory
 
 from shaobing.agent.arming import Arming
 from shaobing.agent.config import Config, ZoneConfig
-from shaobing.agent.config_commands import LIVE_SECTIONS
+from shaobing.agent.config_commands import LIVE_SECTIONS, ConfigEditor
 from shaobing.agent.control import ControlChannel, ControlDeps
+from shaobing.agent.detection.config import cameras_change_live
 from shaobing.agent.health import HealthReporter
 from shaobing.agent.linkage import LinkageSink
 from shaobing.agent.sdnotify import Notifier
@@ -107,7 +108,7 @@ class Agent:
             latching=config.latching,
         )
         self.detection = None
-        self._detector_fault: str | None = None
+        self.detector_fault: str | None = None
         if any(cam.enabled for cam in config.cameras):
             # Imported here: OpenCV and the TFLite runtime load only on posts with cameras.
             from shaobing.agent.detection.pipeline import DetectionPipeline
@@ -120,7 +121,7 @@ class Agent:
                 self.liveness.register("inference", self.detection.alive)
             except ModelError as exc:
                 # GPIO and serial alarms keep working without the detector.
-                self._detector_fault = str(exc)
+                self.detector_fault = str(exc)
                 log.error("detector unavailable: %s", exc)
         if verifier is None and self.detection is not None:
             from shaobing.agent.camera_verifier import PipelineVerifier
@@ -130,6 +131,8 @@ class Agent:
             self.verification.verifier = verifier
         self.serial = SerialDrivers(config.serial, self.sink)
         self.liveness.register("serial", self.serial.alive)
+        # The one config-write path: platform commands and the console share it.
+        self.config_editor = ConfigEditor(self, config_path)
         self.control: ControlChannel | None = None
         if config.control.enabled:
             self.control = ControlChannel(
@@ -146,6 +149,7 @@ class Agent:
                     state_dir=state_dir,
                     config_path=config_path,
                     v5=config.mqtt.protocol == "5",
+                    editor=self.config_editor,
                 ),
             )
             self.uplink.subscribe(self.topics.commands, self.control.on_message)
@@ -163,6 +167,13 @@ class Agent:
         self.liveness.register("health", self.health.alive)
         self.liveness.register("uplink", self.uplink.healthy)
         self.liveness.register("outbox-writer", self.outbox.alive)
+        self.console = None
+        if config.console.enabled:
+            # Imported here: the web stack loads only on boxes that serve the console.
+            from shaobing.agent.console.service import Console
+
+            self.console = Console(self, config.console)
+            self.liveness.register("console", self.console.alive)
 
     def identity(self) -> dict[str, Any]:
         return {**self._identity(), "uptime_s": round(time.monotonic() - self.started_at, 1)}
@@ -177,6 +188,15 @@ class Agent:
             self.sink.reconfigure(new.linkage, zones_with_cameras(self.config))
         if "control" in applied and self.control is not None:
             self.control.reconfigure(new.control)
+        if new.cameras != self.config.cameras and cameras_change_live(
+            self.config.cameras, new.cameras
+        ):
+            if self.detection is not None:
+                running = set(self.detection.camera_ids())
+                for cam in new.cameras:
+                    if cam.id in running and cam not in self.config.cameras:
+                        self.detection.reconfigure_camera(cam)
+            applied.append("cameras")
         self.config = self.config.model_copy(update={s: getattr(new, s) for s in applied})
         return applied
 
@@ -284,14 +304,16 @@ class Agent:
         self.inputs.start()
         if self.detection is not None:
             self.detection.start()
-        elif self._detector_fault:
+        elif self.detector_fault:
             self.recorder.emit(
                 "fault.detector",
                 Source(kind="agent", id="detector"),
-                data={"reason": self._detector_fault},
+                data={"reason": self.detector_fault},
             )
         self.serial.start()
         self.health.start()
+        if self.console is not None:
+            self.console.start()
         log.info("agent started", extra={"fields": {"device": self.config.device.id}})
 
     def healthy(self) -> bool:
@@ -301,6 +323,8 @@ class Agent:
         if self._stopped:
             return  # tests and signal handlers may both stop it
         self._stopped = True
+        if self.console is not None:
+            self.console.stop()
         self.health.stop()
         if self.detection is not None:
             self.detection.stop()

@@ -21,6 +21,7 @@ COMMANDS = (
     "provision",
     "fleet",
     "keys",
+    "console",
 )
 
 

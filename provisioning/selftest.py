@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -455,7 +454,7 @@ class BrokerCheck:
         connected_s = time.monotonic() - started
         while time.monotonic() < deadline:
             session.outbox.flush(1.0)  # acknowledgements are committed in batches too
-            if not _pending(session.outbox, event.id):
+            if not session.outbox.holds(event.id):
                 tls = "mutual TLS" if cfg.tls and cfg.tls.cert else "TLS" if cfg.tls else "plain"
                 return Outcome(
                     PASS,
@@ -471,16 +470,6 @@ class BrokerCheck:
             f"for {session.topics.base}/#",
             {"event_id": event.id},
         )
-
-
-def _pending(outbox: Any, event_id: str) -> bool:  # an agent.outbox.Outbox
-    # The uplink deletes the row on PUBACK. A read-only connection of our own
-    # asks the file, not the Outbox object's internals.
-    with contextlib.closing(
-        sqlite3.connect(f"file:{outbox.path}?mode=ro", uri=True, timeout=5)
-    ) as db:
-        row = db.execute("SELECT 1 FROM outbox WHERE event_id = ?", (event_id,)).fetchone()
-    return row is not None
 
 
 def broker_checks(config: Config, ctx: Context) -> Iterable[Check]:

@@ -134,3 +134,18 @@ class DetectorConfig(Strict):
     stats_interval_s: float = Field(
         default=300.0, gt=0, description="period of the status.detection statistics event"
     )
+
+
+# What a running pipeline takes over without reopening a camera (the console's zone editor).
+LIVE_CAMERA_FIELDS = ("zones", "masks", "filters")
+
+
+def cameras_change_live(old: list[CameraConfig], new: list[CameraConfig]) -> bool:
+    """The same cameras, differing at most in zones, masks and filters."""
+    if [c.id for c in old] != [c.id for c in new]:
+        return False
+    blank = dict.fromkeys(LIVE_CAMERA_FIELDS)
+    return all(
+        a.model_copy(update=blank) == b.model_copy(update=blank)
+        for a, b in zip(old, new, strict=True)
+    )
