@@ -1,4 +1,4 @@
-"""Answers to commands: on the device's response topic, or an MQTT 5 ResponseTopic."""
+"""Answers to commands: on the device's response topic, or an MQTT 5 ResponseTopic in its lane."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from shaobing.agent.command_handlers import ControlDeps
+from shaobing.agent.reply_lane import Hook, Prefix, ReplyLane, in_lane
 
 log = logging.getLogger("shaobing.control")
 
@@ -28,6 +29,11 @@ class Incoming:
 class Replies:
     def __init__(self, deps: ControlDeps):
         self._deps = deps
+        self.lane = ReplyLane(deps.topics)  # keep_in_lane sets the configured one
+
+    def keep_in_lane(self, prefix: Prefix, on_refused: Hook) -> None:
+        """Honour ResponseTopics only under ``prefix()`` (agent/reply_lane.py)."""
+        self.lane = ReplyLane(self._deps.topics, prefix, on_refused)
 
     def send(
         self,
@@ -56,8 +62,8 @@ class Replies:
             props = Properties(PacketTypes.PUBLISH)
             if item.correlation is not None:
                 props.CorrelationData = item.correlation
-            if item.response_topic and self.allowed(item.response_topic):
-                topic = item.response_topic
+            if item.response_topic:
+                topic = self.lane.topic_for(item.response_topic, command, command_id)
         payload = json.dumps(body, ensure_ascii=False).encode()
         try:
             info = self._deps.publisher.publish_direct(topic, payload, qos=1, properties=props)
@@ -69,10 +75,6 @@ class Replies:
         return body
 
     def allowed(self, topic: str) -> bool:
-        # A command must not make the box publish into its own event or state
-        # topics (that would forge events): replies go outside the device's
-        # tree, or to its own cmd/response.
-        if "+" in topic or "#" in topic or not topic:
-            return False
-        base = self._deps.topics.base + "/"
-        return not topic.startswith(base) or topic == self._deps.topics.responses
+        """Whether an MQTT 5 ResponseTopic is honoured: only in the reply lane."""
+        topics = self._deps.topics
+        return in_lane(topic, self.lane.prefix(), topics.base, topics.responses)

@@ -381,6 +381,12 @@ class ControlConfig(Strict):
     max_ttl_s: float = Field(
         default=600.0, gt=0, le=86400, description="longest allowed expires_ms - issued_ms"
     )
+    reply_prefix: str | None = Field(
+        default=None,
+        pattern=r"^[^$#+/\x00]([^#+\x00]*[^#+/\x00])?$",
+        description="MQTT 5 ResponseTopics are honoured only at or under this topic; "
+        "default: the device's own .../cmd/response (docs/mqtt.md#responses)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -538,9 +544,7 @@ def validate_config(
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = _unknown_key(loc)
+            msg = _plain(err, loc)
             collect.append(Problem(dotted(loc), msg, _nearest_line(lines, loc)))
         config = None
     if config is not None:
@@ -551,21 +555,58 @@ def validate_config(
     return None if collect else config
 
 
-def _fields_at(loc: tuple) -> list[str]:
-    """The keys the model allows where ``loc`` points (list indexes skipped)."""
+def _fields_at(loc: tuple, infos: bool = False) -> Any:
+    """The keys the model allows where ``loc`` points (list indexes skipped);
+    with ``infos``, the mapping of key to pydantic FieldInfo."""
     model: Any = Config
     for part in loc:
         if isinstance(part, int):
             continue
         fields = getattr(model, "model_fields", None)
         if not fields or part not in fields:
-            return []
+            return {} if infos else []
         model = fields[part].annotation
         # Unwrap list[X], X | None, dict[str, X] down to a model class.
         while get_args(model) and not hasattr(model, "model_fields"):
             inner = [a for a in get_args(model) if hasattr(a, "model_fields")]
             model = inner[0] if inner else get_args(model)[-1]
-    return list(getattr(model, "model_fields", {}))
+    found = getattr(model, "model_fields", {})
+    return dict(found) if infos else list(found)
+
+
+def _description(loc: tuple) -> str | None:
+    fields = _fields_at(loc[:-1], infos=True)
+    info = fields.get(str(loc[-1])) if isinstance(fields, dict) else None
+    return getattr(info, "description", None)
+
+
+def _plain(err: dict, loc: tuple) -> str:
+    """Pydantic's message, said the way an installer reads it: the value, what is expected."""
+    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    about = _description(loc)
+    said = f"{value!r}" if isinstance(value, str) else str(value)
+    if kind == "extra_forbidden":
+        return _unknown_key(loc)
+    if kind == "missing":
+        return "missing: this setting is required" + (f" ({about})" if about else "")
+    if kind == "literal_error":
+        return f"{said} is not one of {ctx.get('expected', '')}"
+    if kind in ("int_parsing", "int_type", "float_parsing", "float_type", "int_from_float"):
+        whole = "a whole number" if kind.startswith("int") else "a number"
+        return f"{said} is not {whole}" + (f" ({about})" if about else "")
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        bound = {
+            "greater_than_equal": f"at least {ctx.get('ge')}",
+            "greater_than": f"more than {ctx.get('gt')}",
+            "less_than_equal": f"at most {ctx.get('le')}",
+            "less_than": f"less than {ctx.get('lt')}",
+        }[kind]
+        return f"{said} is out of range: it must be {bound}" + (f" ({about})" if about else "")
+    if kind == "string_pattern_mismatch":
+        return f"{said} is not in the expected form" + (f": {about}" if about else "")
+    if kind in ("bool_parsing", "bool_type"):
+        return f"{said} is not true or false"
+    return err["msg"].removeprefix("Value error, ")
 
 
 def _unknown_key(loc: tuple) -> str:

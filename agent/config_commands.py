@@ -20,7 +20,7 @@ import yaml
 from shaobing.agent.command_envelope import CommandError
 from shaobing.agent.config import Config, ConfigError, load_config, validate_config
 from shaobing.agent.detection.config import cameras_change_live
-from shaobing.agent.protected_settings import protected_paths
+from shaobing.agent.protected_settings import protected_changes
 from shaobing.core.atomic import atomic_write
 from shaobing.core.redaction import redact_data
 
@@ -93,14 +93,14 @@ class ConfigEditor:
     def change(self, patch: dict[str, Any], by: str) -> dict[str, Any]:
         base = self._pending or self._target.config
         merged = merge_patch(config_data(base), patch)
-        protected = protected_paths(
+        protected = protected_changes(
             patch, merged if isinstance(merged, dict) else {}, config_data(base)
         )
         if protected:
             raise ConfigChangeError(
                 "protected_key",
                 f"only the box may change {', '.join(protected)} (provisioning or the file)",
-                [{"path": p, "message": "protected: change it on the box"} for p in protected],
+                [{"path": p, "message": why} for p, why in protected.items()],
             )
         problems: list = []
         new = validate_config(merged, {}, problems) if isinstance(merged, dict) else None

@@ -60,6 +60,7 @@ def verifier_for(config: ControlConfig) -> CommandVerifier:
 
 @dataclass
 class ControlStats:
+    replies_redirected: int = 0  # ResponseTopic outside the reply lane (agent/reply_lane.py)
     received: int = 0
     executed: int = 0
     rejected: int = 0
@@ -83,10 +84,14 @@ class ControlChannel:
         self._replies = Replies(deps)
         self._queue: queue.Queue[Incoming | None] = queue.Queue(maxsize=32)
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
+        self._replies.keep_in_lane(lambda: self.config.reply_prefix, self._reply_redirected)
 
     def reconfigure(self, config: ControlConfig) -> None:
         self._verifier = verifier_for(config)
         self.config = config
+
+    def _reply_redirected(self) -> None:
+        self.stats.replies_redirected += 1
 
     # ---- paho network thread -------------------------------------------
     def on_message(self, msg: mqtt.MQTTMessage) -> None:

@@ -1,7 +1,8 @@
 """The county platform's side of the command channel: a separate paho client.
 
-MQTT 5: each command carries a ResponseTopic (a per-client reply topic outside
-the device tree) and CorrelationData; the answer is matched by correlation.
+MQTT 5: each command carries a ResponseTopic (a per-client reply topic in the
+device's reply lane, ``.../cmd/response/{client}``) and CorrelationData; the
+answer is matched by correlation.
 MQTT 3.1.1: the answer comes on .../cmd/response and is matched by the id.
 Commands are signed with the county's Ed25519 key (tests/county_key.py) unless
 ``signed=False``; a ``bytes`` key signs with a per-box HMAC key instead.
@@ -41,7 +42,7 @@ class Platform:
         self.v5 = protocol == mqtt.MQTTv5
         self.reply_topic = f"{base}/cmd/response"
         if self.v5:
-            self.reply_topic = f"county/replies/{uuid.uuid4().hex}"
+            self.reply_topic = f"{base}/cmd/response/{uuid.uuid4().hex}"
         self.responses: list[tuple[dict, bytes | None, str]] = []
         self.sent: list[tuple[str, dict, dict]] = []
         self._cond = threading.Condition()
