@@ -106,6 +106,29 @@ def load_hmac_key(control: ControlConfig) -> bytes | None:
     return data or None
 
 
+def key_problems(config: Config) -> list[tuple[str, str]]:
+    """For `shaobing config check`: the key files as the agent will load them."""
+    found: list[tuple[str, str]] = []
+    tls = config.mqtt.tls
+    if tls is not None and tls.key is not None and tls.key.exists():
+        try:
+            check_owner_only(tls.key, "mqtt.tls.key")
+        except KeyFileError as exc:
+            found.append(("mqtt.tls.key", str(exc).removeprefix("mqtt.tls.key ")))
+    control = config.control
+    if not control.enabled:
+        return found
+    for field, load in (
+        ("control.command_keys", load_command_keys),
+        ("control.key_file", load_hmac_key),
+    ):
+        try:
+            load(control)
+        except KeyFileError as exc:
+            found.append((field, str(exc).removeprefix(f"{field}: ").removeprefix(f"{field} ")))
+    return found
+
+
 def warn_at_start(config: Config, config_path: Path | None) -> None:
     for warning in insecure_settings(config):
         log.warning("insecure setting in use", extra={"fields": {"warning": warning}})

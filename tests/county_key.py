@@ -31,3 +31,21 @@ def local_test_config(data: dict, directory: Path) -> dict:
     data["mqtt"].pop("tls", None)
     data.setdefault("control", {})["command_keys"] = [str(county_public_key(directory))]
     return data
+
+
+def example_in(directory: Path, example: Path | None = None) -> str:
+    """The example's text with its /etc/shaobing files made real under ``directory``.
+
+    The example names the county's CA, the device certificate and key, and the
+    county's command key as placeholders; `shaobing config check` reads them.
+    """
+    from shaobing.simulator.pki import CountyCA
+
+    example = example or Path(__file__).resolve().parents[1] / "examples" / "village-post.yaml"
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = CountyCA()
+    ca.write_ca(directory / "ca.pem")
+    ca.client("sb-130521-dongguan-01").write(directory, "device")
+    county_public_key(directory)
+    return example.read_text(encoding="utf-8").replace("/etc/shaobing/", f"{directory}/")

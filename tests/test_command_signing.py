@@ -20,7 +20,7 @@ import pytest
 import yaml
 from agent_harness import SimulatedPost
 from conftest import EXAMPLE, wait_for
-from county_key import COUNTY, county_public_key, local_test_config
+from county_key import COUNTY, county_public_key, example_in, local_test_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from linkage_helpers import linkage_config
@@ -152,7 +152,7 @@ def test_config_readable_by_others_is_warned_at_start(tmp_path, mosquitto, caplo
 
 
 def test_config_check_refuses_control_without_keys_and_plaintext_off_the_box(tmp_path):
-    secure = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    secure = yaml.safe_load(example_in(tmp_path / "etc"))  # the files it names, in place
     unsigned = json.loads(json.dumps(secure))
     unsigned["control"].pop("command_keys")
     said_unsigned = json.loads(json.dumps(unsigned))
@@ -163,10 +163,16 @@ def test_config_check_refuses_control_without_keys_and_plaintext_off_the_box(tmp
     said_plaintext["mqtt"]["insecure_plaintext"] = True
     old_switch = json.loads(json.dumps(said_plaintext))
     old_switch["control"]["require_signature"] = False  # says what replaced it
+    open_keys = yaml.safe_load(example_in(tmp_path / "etc2"))
+    (tmp_path / "etc2" / "device.key").chmod(0o640)
+    (tmp_path / "box.key").write_bytes(HMAC_KEY)
+    (tmp_path / "box.key").chmod(0o644)
+    open_keys["control"]["key_file"] = str(tmp_path / "box.key")
     files = {}
     for name, data in [
         ("secure", secure), ("unsigned", unsigned), ("said_unsigned", said_unsigned),
         ("plaintext", plaintext), ("said_plaintext", said_plaintext), ("old_switch", old_switch),
+        ("open_keys", open_keys),
     ]:  # fmt: skip
         files[name] = tmp_path / f"{name}.yaml"
         files[name].write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
@@ -177,12 +183,17 @@ def test_config_check_refuses_control_without_keys_and_plaintext_off_the_box(tmp
     assert result.returncode == 1
     for name in ("secure", "said_unsigned", "said_plaintext"):
         assert f"{files[name]}: ok" in result.stdout, name
-    problems = {
-        name: block
-        for block in result.stderr.split(str(tmp_path) + "/")[1:]
-        for name in [block.split(".yaml")[0]]
-    }
-    assert set(problems) == {"unsigned", "plaintext", "old_switch"}, result.stderr
+    problems: dict[str, str] = {}  # file name -> its problem lines
+    for line in result.stderr.splitlines():
+        if not line.startswith(" "):
+            name = Path(line.split(": ")[0]).stem
+            problems[name] = ""
+        else:
+            problems[name] += line + "\n"
+    assert set(problems) == {"unsigned", "plaintext", "old_switch", "open_keys"}, result.stderr
+    assert "mqtt.tls.key: " in problems["open_keys"] and "(mode 0640)" in problems["open_keys"]
+    assert "control.key_file: " in problems["open_keys"]
+    assert "is readable by others (mode 0644)" in problems["open_keys"]
     assert "control.command_keys" in problems["unsigned"]
     assert "insecure_unsigned: true" in problems["unsigned"]
     assert "mqtt.tls" in problems["plaintext"] and "mqtt.county.example" in problems["plaintext"]

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from conftest import EXAMPLE
+from county_key import example_in
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -125,8 +126,10 @@ def test_cli_config_check(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(GOOD.replace("pin: 27", "pin: 17"), encoding="utf-8")
     run = [sys.executable, "-m", "shaobing.cli.main", "config", "check"]
-    ok = subprocess.run([*run, str(EXAMPLE)], capture_output=True, text=True, timeout=60)
-    assert ok.returncode == 0 and ": ok (device sb-130521-dongguan-01" in ok.stdout
+    good = tmp_path / "good.yaml"
+    good.write_text(example_in(tmp_path / "etc"), encoding="utf-8")  # its files in place
+    ok = subprocess.run([*run, str(good)], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and ": ok (device sb-130521-dongguan-01" in ok.stdout, ok.stderr
     res = subprocess.run([*run, str(bad)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 1
     assert "inputs[1].pin (line 28): pin 17 is already used by inputs[0]" in res.stderr

@@ -8,6 +8,7 @@ import unicodedata
 
 import pytest
 from conftest import EXAMPLE
+from county_key import example_in
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -59,7 +60,8 @@ def test_topic_built_from_fullwidth_config_is_ascii():
 
 def test_config_check_cli_accepts_fullwidth_and_names_a_cjk_digit(tmp_path):
     path = tmp_path / "post.yaml"
-    path.write_text(FULLWIDTH, encoding="utf-8")
+    example_in(tmp_path)  # the files the example names, under tmp_path
+    path.write_text(FULLWIDTH.replace("/etc/shaobing/", f"{tmp_path}/"), encoding="utf-8")
     ok = subprocess.run(
         [sys.executable, "-m", "shaobing.cli.main", "config", "check", str(path)],
         capture_output=True,
