@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -15,6 +17,8 @@ from shaobing.agent.command_handlers import ControlDeps
 from shaobing.agent.reply_lane import Hook, Prefix, ReplyLane, in_lane
 
 log = logging.getLogger("shaobing.control")
+
+QUEUE_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class Replies:
         ok: bool,
         result: dict | None = None,
         error: dict | None = None,
+        extra: dict | None = None,
     ) -> dict:
         body: dict[str, Any] = {
             "v": 1,
@@ -56,6 +61,7 @@ class Replies:
             body["result"] = result or {}
         else:
             body["error"] = error
+        body.update(extra or {})
         topic = self._deps.topics.responses
         props = None
         if self._deps.v5:
@@ -66,13 +72,25 @@ class Replies:
                 topic = self.lane.topic_for(item.response_topic, command, command_id)
         payload = json.dumps(body, ensure_ascii=False).encode()
         try:
-            info = self._deps.publisher.publish_direct(topic, payload, qos=1, properties=props)
+            info = self._publish(topic, payload, props)
             if command == "restart":
                 with contextlib.suppress(Exception):
                     info.wait_for_publish(2.0)
         except Exception:
             log.exception("could not publish command response")
         return body
+
+    def _publish(self, topic: str, payload: bytes, props: Properties | None):
+        # In a flood of answers paho's queue can be full for a moment: wait for
+        # room rather than lose an answer (this runs on the control worker).
+        deadline = time.monotonic() + QUEUE_WAIT_S
+        while True:
+            info = self._deps.publisher.publish_direct(topic, payload, qos=1, properties=props)
+            if info.rc != MQTTErrorCode.MQTT_ERR_QUEUE_SIZE or time.monotonic() > deadline:
+                if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                    log.error("command response not sent", extra={"fields": {"rc": str(info.rc)}})
+                return info
+            time.sleep(0.005)
 
     def allowed(self, topic: str) -> bool:
         """Whether an MQTT 5 ResponseTopic is honoured: only in the reply lane."""

@@ -544,7 +544,7 @@ def validate_config(
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(err["loc"])
-            msg = _plain(err, loc)
+            msg = plain_message(err, loc)
             collect.append(Problem(dotted(loc), msg, _nearest_line(lines, loc)))
         config = None
     if config is not None:
@@ -555,10 +555,10 @@ def validate_config(
     return None if collect else config
 
 
-def _fields_at(loc: tuple, infos: bool = False) -> Any:
+def _fields_at(loc: tuple, infos: bool = False, root: Any = None) -> Any:
     """The keys the model allows where ``loc`` points (list indexes skipped);
     with ``infos``, the mapping of key to pydantic FieldInfo."""
-    model: Any = Config
+    model: Any = root or Config
     for part in loc:
         if isinstance(part, int):
             continue
@@ -574,17 +574,26 @@ def _fields_at(loc: tuple, infos: bool = False) -> Any:
     return dict(found) if infos else list(found)
 
 
-def _description(loc: tuple) -> str | None:
-    fields = _fields_at(loc[:-1], infos=True)
+def _description(loc: tuple, root: Any = None) -> str | None:
+    if not loc:
+        return None  # a rule of the whole model, not of one field
+    fields = _fields_at(loc[:-1], infos=True, root=root)
     info = fields.get(str(loc[-1])) if isinstance(fields, dict) else None
     return getattr(info, "description", None)
 
 
-def _plain(err: dict, loc: tuple) -> str:
-    """Pydantic's message, said the way an installer reads it: the value, what is expected."""
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def plain_message(err: Any, loc: tuple, root: Any = None) -> str:
+    """Pydantic's message, said the way an installer reads it: the value, what is expected.
+
+    ``loc`` is counted from ``root`` (a model class; default the whole ``Config``)."""
     kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
-    about = _description(loc)
-    said = f"{value!r}" if isinstance(value, str) else str(value)
+    about = _description(loc, root)
+    said = f"{value!r}" if isinstance(value, str) else _number(value)
+    ctx = {k: _number(v) for k, v in ctx.items()}
     if kind == "extra_forbidden":
         return _unknown_key(loc)
     if kind == "missing":
@@ -610,6 +619,8 @@ def _plain(err: dict, loc: tuple) -> str:
 
 
 def _unknown_key(loc: tuple) -> str:
+    if not loc:
+        return "unknown key"
     close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc[:-1]), n=1, cutoff=0.6)
     if close:
         return f"unknown key; did you mean {close[0]!r}?"

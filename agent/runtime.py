@@ -152,7 +152,7 @@ class Agent:
                     editor=self.config_editor,
                 ),
             )
-            self.uplink.subscribe(self.topics.commands, self.control.on_message)
+            self.uplink.subscribe_deferred(self.topics.commands, self.control.on_message)
             self.liveness.register("control", self.control.alive)
         self.inputs = GpioInputs(config.inputs, self.sink, factory)
         self.liveness.register("verification", self.verification.alive)

@@ -128,6 +128,19 @@ class Platform:
     def command(self, command: str, args: dict | None = None, **kw) -> dict:
         return self.send(command, self.body(command, args, **kw))
 
+    def publish(self, command: str, body: dict) -> bytes:
+        """Publish without waiting (floods); returns the CorrelationData to match."""
+        correlation = uuid.uuid4().bytes
+        props = None
+        if self.v5:
+            props = Properties(PacketTypes.PUBLISH)
+            props.ResponseTopic = self.reply_topic
+            props.CorrelationData = correlation
+        self.client.publish(
+            f"{self.base}/cmd/{command}", json.dumps(body).encode(), qos=1, properties=props
+        )
+        return correlation
+
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
