@@ -4,7 +4,8 @@ The installer has no county private key on site (it never leaves the
 county's key custody), so the check proves what it can:
 
 1. the county's public key(s) in ``control.command_keys`` load;
-2. over the real broker, to the box's own ``.../cmd/ping``: an unsigned ping
+2. over the real broker, to the box's own ``.../cmd/ping`` (sent from a
+   second connection with the box's identity): an unsigned ping
    is refused (``unsigned``) and a ping signed by another key under the
    county's key id is refused (``bad_signature``), by the same checks the
    agent runs (agent/command_signature.py);
@@ -28,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
 from shaobing.agent.command_envelope import (
     CommandError,
     Envelope,
@@ -36,6 +40,7 @@ from shaobing.agent.command_envelope import (
     validated,
 )
 from shaobing.agent.control import verifier_for
+from shaobing.agent.tls import client_context
 from shaobing.core.signing import KeyFileError, generate
 from shaobing.provisioning.selftest import FAIL, PASS, SKIP, WARN, Context, Outcome
 
@@ -79,6 +84,34 @@ def _load_sample(path: Path) -> bytes:
     return data
 
 
+def _publish(config, topic: str, payloads: list[bytes], ctx: Context) -> None:
+    """From a second connection with the box's own identity: the uplink's MQTT 5
+    subscriptions are no-local, so what it published itself would not come back."""
+    mq = config.mqtt
+    v5 = mq.protocol == "5"
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"{config.device.id}-selftest-{uuid.uuid4().hex[:6]}",
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+    )
+    if mq.username:
+        client.username_pw_set(mq.username, mq.password)
+    if mq.tls:
+        client.tls_set_context(client_context(mq.tls))
+    endpoint = mq.endpoints()[0]
+    client.connect(endpoint.host, endpoint.port, keepalive=30)
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, payload, qos=1) for payload in payloads]
+        for info in infos:
+            info.wait_for_publish(ctx.broker_timeout_s)
+            if not info.is_published():
+                raise TimeoutError("the broker did not acknowledge them")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
 @dataclass
 class CommandCheck:
     kind: str = "commands"
@@ -114,13 +147,14 @@ class CommandCheck:
         topic = f"{session.topics.base}/cmd/{COMMAND}"
         sent: dict[str, tuple[str, bytes]] = {}  # id -> (expected verdict, payload)
         for expected, body in probes.items():
-            payload = json.dumps(body).encode()
-            sent[body["id"]] = (expected, payload)
-            session.uplink.publish_direct(topic, payload)
+            sent[body["id"]] = (expected, json.dumps(body).encode())
         if sample is not None:
             sample_id = str(parse_body(sample).get("id"))
             sent[sample_id] = ("ok", sample)
-            session.uplink.publish_direct(topic, sample)
+        try:
+            _publish(config, topic, [payload for _, payload in sent.values()], ctx)
+        except (OSError, RuntimeError, ValueError) as exc:  # TimeoutError is an OSError
+            return Outcome(FAIL, f"could not send test commands to {topic}: {exc}")
         verdicts: dict[str, str] = {}
         deadline = time.monotonic() + ctx.broker_timeout_s
         while len(verdicts) < len(sent) and time.monotonic() < deadline:
