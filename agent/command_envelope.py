@@ -8,10 +8,11 @@ size (before parsing) -> JSON -> command name -> envelope -> signature ->
 issue/expiry time -> arguments. The channel then checks the replay cache and
 executes.
 
-The HMAC-SHA256 signature (``sig``, lowercase hex) covers the canonical JSON
-of the command object without ``sig`` and with ``cmd`` (the topic's last
-segment) and ``device`` added, so a signed command cannot be re-aimed at
-another command or another box. Canonical JSON = keys sorted, no whitespace,
+A signature (``sig``: the county's Ed25519 with ``kid``, or a per-box
+HMAC-SHA256; agent/command_signature.py) covers the canonical JSON of the
+command object without ``sig`` and with ``cmd`` (the topic's last segment)
+and ``device`` added, so a signed command cannot be re-aimed at another
+command or another box. Canonical JSON = keys sorted, no whitespace,
 UTF-8 without escaping (Python ``json.dumps(sort_keys=True,
 separators=(",", ":"), ensure_ascii=False)``); see ``canonical``.
 """
@@ -27,6 +28,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from shaobing.agent.config import dotted
 from shaobing.core.model import Identifier, Wire
+from shaobing.core.signing import KEY_ID_PATTERN
 
 COMMAND_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 
@@ -48,7 +50,14 @@ class Envelope(Wire):
     issued_ms: int = Field(ge=0, description="platform wall clock at issue, ms since the epoch")
     expires_ms: int = Field(ge=0, description="not executed after this time")
     args: dict[str, Any] = Field(default_factory=dict, description="command arguments")
-    sig: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", description="HMAC-SHA256")
+    kid: str | None = Field(
+        default=None, pattern=KEY_ID_PATTERN, description="county key id (Ed25519 signatures)"
+    )
+    sig: str | None = Field(
+        default=None,
+        pattern=r"^([0-9a-f]{64}|[A-Za-z0-9_-]{86})$",
+        description="Ed25519 (with kid, base64url) or per-box HMAC-SHA256 (hex)",
+    )
 
 
 Zones = list[Identifier] | Literal["all"]

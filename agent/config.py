@@ -21,6 +21,7 @@ from shaobing.agent.console.config import ConsoleConfig
 from shaobing.agent.detection.config import CameraConfig, DetectorConfig
 from shaobing.agent.latching import LatchingConfig
 from shaobing.agent.latching import cross_check as latching_cross_check
+from shaobing.agent.security_policy import cross_check as security_cross_check
 from shaobing.agent.updates_config import UpdatesConfig
 from shaobing.core.ascii_input import ascii_fields, normalise
 from shaobing.core.gb28181 import Gb28181Config
@@ -144,6 +145,10 @@ class MqttConfig(Strict):
     username: str | None = Field(default=None, description="broker user name")
     password: str | None = Field(default=None, description="broker password")
     tls: TlsConfig | None = Field(default=None, description="TLS settings; None = plain TCP")
+    insecure_plaintext: bool = Field(
+        default=False,
+        description="allow plain TCP (no tls) to a broker that is not on this box",
+    )
 
     _ascii = ascii_fields("host", "port", "topic_prefix")
     inflight_window: int = Field(
@@ -354,16 +359,20 @@ class LinkageConfig(Strict):
 
 class ControlConfig(Strict):
     enabled: bool = Field(default=True, description="accept commands on .../cmd/+")
-    require_signature: bool = Field(
-        default=False, description="reject commands without a valid HMAC-SHA256 'sig'"
-    )
-    key_file: Path | None = Field(default=None, description="file holding the shared key")
-    key_env: str | None = Field(
-        default=None, pattern=r"^[A-Z_][A-Z0-9_]*$", description="env variable with the key"
-    )
     command_keys: list[Path] = Field(
         default_factory=list,
-        description="county Ed25519 public keys (PEM) trusted for signed commands and bundles",
+        max_length=8,
+        description="the county's Ed25519 public keys (PEM) trusted for signed commands and "
+        "update bundles; two during a key rotation",
+    )
+    insecure_unsigned: bool = Field(
+        default=False, description="also accept unsigned commands (tests, bench; never on a post)"
+    )
+    key_file: Path | None = Field(
+        default=None, description="per-box HMAC-SHA256 shared key file (owner-only)"
+    )
+    key_env: str | None = Field(
+        default=None, pattern=r"^[A-Z_][A-Z0-9_]*$", description="env variable with the key"
     )
     max_payload_bytes: int = Field(
         default=16384, ge=256, le=262144, description="larger commands are rejected unread"
@@ -381,11 +390,21 @@ class ControlConfig(Strict):
         "default: the device's own .../cmd/response (docs/mqtt.md#responses)",
     )
 
-    @model_validator(mode="after")
-    def _key(self) -> ControlConfig:
-        if self.require_signature and not (self.key_file or self.key_env):
-            raise ValueError("require_signature needs key_file or key_env")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _no_require_signature(cls, data: Any) -> Any:
+        # Commands are signed by default now; the old switch would silently mean nothing.
+        if isinstance(data, dict) and "require_signature" in data:
+            data = dict(data)
+            if data.pop("require_signature") is not True:
+                raise ValueError(
+                    "require_signature was removed: commands must be signed by default "
+                    "(control.command_keys); to accept unsigned ones say insecure_unsigned: true"
+                )
+        return data
+
+    def has_keys(self) -> bool:
+        return bool(self.command_keys or self.key_file or self.key_env)
 
 
 class Config(Strict):
@@ -657,6 +676,7 @@ def cross_check(config: Config) -> list[tuple[tuple, str]]:
                         (("serial", section, i, *sub), f"zone {zone!r} is not defined in zones")
                     )
     found.extend(_check_linkage(config, zone_ids))
+    found.extend(security_cross_check(config))
     found.extend(_check_gb28181(config, zone_ids))
     found.extend(latching_cross_check(config))
     return found

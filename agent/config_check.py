@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from shaobing.agent.config import Config, Problem
+from shaobing.agent.security_policy import key_problems
 from shaobing.agent.tls import client_cert_findings
 
 
@@ -88,7 +89,8 @@ def model_problems(config: Config) -> list[Problem]:
 
 
 def deep_problems(config: Config) -> list[Problem]:
-    return [*tls_problems(config), *model_problems(config)]
+    keys = [Problem(path, text) for path, text in key_problems(config)]
+    return [*tls_problems(config), *keys, *model_problems(config)]
 
 
 def summary(config: Config, path: Path) -> str:

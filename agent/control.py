@@ -11,9 +11,7 @@ Nothing changes unless every check passes.
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
-import os
 import re
 import threading
 from dataclasses import dataclass
@@ -36,10 +34,12 @@ from shaobing.agent.command_handlers import SOURCE, CommandHandlers, ControlDeps
 from shaobing.agent.command_lanes import CommandLanes, Queued
 from shaobing.agent.command_once import ExecuteOnce, Replayed
 from shaobing.agent.command_replies import Incoming, Replies
+from shaobing.agent.command_signature import CommandVerifier
 from shaobing.agent.config import ControlConfig
 from shaobing.agent.config_commands import LIVE_SECTIONS, ConfigEditor
 from shaobing.agent.inbound_acks import Ack
 from shaobing.agent.replay_cache import ReplayCache
+from shaobing.agent.security_policy import load_command_keys, load_hmac_key
 from shaobing.core.worker import ThreadWorker
 
 __all__ = [
@@ -49,22 +49,20 @@ __all__ = [
     "ControlDeps",
     "Incoming",
     "canonical",
-    "load_key",
     "sign",
+    "verifier_for",
 ]
 
 log = logging.getLogger("shaobing.control")
 
 
-def load_key(config: ControlConfig) -> bytes | None:
-    if config.key_env and os.environ.get(config.key_env):
-        return os.environ[config.key_env].strip().encode()
-    if config.key_file:
-        try:
-            return config.key_file.read_bytes().strip() or None
-        except OSError as exc:
-            log.error("cannot read the command key", extra={"fields": {"error": str(exc)}})
-    return None
+def verifier_for(config: ControlConfig) -> CommandVerifier:
+    """Raises ``KeyFileError`` (naming the file) for a missing, bad or too open key file."""
+    return CommandVerifier(
+        keyring=load_command_keys(config),
+        hmac_key=load_hmac_key(config),
+        insecure_unsigned=config.insecure_unsigned,
+    )
 
 
 def _echoable_id(body: dict) -> str | None:
@@ -86,7 +84,7 @@ class ControlStats:
 class ControlChannel:
     def __init__(self, config: ControlConfig, deps: ControlDeps):
         self.config = config
-        self._key = load_key(config)
+        self._verifier = verifier_for(config)
         self._deps = deps
         self._topics = deps.topics
         self._device = deps.device
@@ -110,8 +108,8 @@ class ControlChannel:
         self._replies.keep_in_lane(lambda: self.config.reply_prefix, self._reply_redirected)
 
     def reconfigure(self, config: ControlConfig) -> None:
+        self._verifier = verifier_for(config)
         self.config = config
-        self._key = load_key(config)
 
     def _reply_redirected(self) -> None:
         self.stats.replies_redirected += 1
@@ -187,7 +185,7 @@ class ControlChannel:
                     "unknown_command", f"{command[:64]!r} is not one of {', '.join(ARGS)}"
                 )
             envelope = validated(Envelope, body, "bad_envelope", ())
-            self._check_signature(body, command, envelope)
+            self._verifier.check(body, command, self._device, envelope)
             check_time(
                 envelope,
                 int(self._now() * 1000),
@@ -221,19 +219,6 @@ class ControlChannel:
         if command == "restart":
             self._deps.target.request_restart()
         return response
-
-    def _check_signature(self, body: dict, command: str, envelope: Envelope) -> None:
-        if envelope.sig is None:
-            if self.config.require_signature:
-                raise CommandError("signature_required", "this device only accepts signed commands")
-            return
-        if self._key is None:
-            if self.config.require_signature:
-                raise CommandError("no_key", "the device has no command key; cannot verify")
-            raise CommandError("bad_signature", "signed command, but no key is configured")
-        expected = sign(body, command, self._device, self._key)
-        if not hmac.compare_digest(expected, envelope.sig):
-            raise CommandError("bad_signature", "signature does not match")
 
     def _audit(self, command: str, command_id: str | None, ok: bool, code: str | None) -> None:
         data = {"command_id": command_id, "cmd": command, "ok": ok, "error": code}

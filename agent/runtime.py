@@ -24,6 +24,7 @@ from shaobing.agent.detection.config import cameras_change_live
 from shaobing.agent.health import HealthReporter
 from shaobing.agent.linkage import LinkageSink
 from shaobing.agent.sdnotify import Notifier
+from shaobing.agent.security_policy import insecure_settings, warn_at_start
 from shaobing.agent.spine import build_spine
 from shaobing.agent.status_file import certificate_expiry, status_path, write_status
 from shaobing.agent.verification import VerificationWorker, Verifier
@@ -76,6 +77,7 @@ class Agent:
         camera_schemes: SourceSchemes | None = None,
     ):
         self.config = config
+        self._config_path = config_path
         self.started_at = time.monotonic()
         self.restart_requested = threading.Event()
         self._wake = threading.Event()
@@ -307,7 +309,10 @@ class Agent:
             "verification": lambda: asdict(self.verification.stats),
             "control": lambda: asdict(self.control.stats) if self.control else None,
             "versions": self._versions,
-            "warnings": lambda: ["gpio_mock"] if self.config.gpio.backend == "mock" else [],
+            "warnings": lambda: (
+                (["gpio_mock"] if self.config.gpio.backend == "mock" else [])
+                + insecure_settings(self.config)
+            ),
         }
 
     def _report_config_rollback(self) -> None:
@@ -357,6 +362,7 @@ class Agent:
         }
 
     def start(self) -> None:
+        warn_at_start(self.config, self._config_path)
         self.uplink.start()
         if self.outbox.recovered_from:
             self.recorder.emit(

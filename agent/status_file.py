@@ -138,6 +138,8 @@ def format_status(doc: dict[str, Any], now_ms: int | None = None) -> str:
             f"  seq {e.get('seq'):<6} {_clock(e.get('ts'))}  {e.get('type'):<24}"
             f" {e.get('zone') or '-':<10} {e.get('source')}"
         )
+    if health.get("warnings"):  # test-only or insecure settings: say it loudly
+        lines.append(f"WARNINGS     {', '.join(health['warnings'])}")
     cert = doc.get("certificate")
     if cert is None:
         lines.append("certificate  none (plain MQTT or no client certificate)")

@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from shaobing.agent.config import TlsConfig
+from shaobing.core.signing import KeyFileError, check_owner_only
 
 # Substrings of OpenSSL's messages (client side), most specific first. The
 # server's verdict on our certificate arrives as a TLS alert, which OpenSSL
@@ -149,6 +150,10 @@ def client_context(tls: TlsConfig) -> ssl.SSLContext:
         for field, path in (("cert", tls.cert), ("key", tls.key)):
             if not path.exists():
                 raise TlsSetupError(f"mqtt.tls.{field}: file {path} does not exist")
+        try:
+            check_owner_only(tls.key, "mqtt.tls.key")
+        except KeyFileError as exc:
+            raise TlsSetupError(str(exc)) from exc
         try:
             ctx.load_cert_chain(str(tls.cert), str(tls.key))
         except (ssl.SSLError, OSError) as exc:

@@ -89,10 +89,11 @@ class Platform:
 
 def run(pings: int, protocol: str, workdir: Path, broker: Mosquitto) -> dict:
     data = load_config(ROOT / "examples" / "village-post.yaml").model_dump(mode="json")
-    data["mqtt"].update(port=broker.port, protocol=protocol)
+    data["mqtt"].update(host="127.0.0.1", port=broker.port, protocol=protocol, tls=None)
     data["storage"]["path"] = str(workdir / f"outbox-{uuid.uuid4().hex[:8]}.db")
     data["gpio"]["backend"] = "mock"
-    data["control"]["require_signature"] = False
+    # Flow control is measured, not signatures (benchmarks/command_signing.py): unsigned, said so.
+    data["control"] = {"insecure_unsigned": True}
     data["health"]["interval_s"] = 3600
     config = validate_config(data)
     agent = Agent(config, pin_factory=MockFactory())

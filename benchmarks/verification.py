@@ -78,7 +78,8 @@ def run(
 ) -> dict:
     """``scene`` and ``model`` given: the real camera pipeline and detector verify."""
     data = load_config(ROOT / "examples" / "village-post.yaml").model_dump(mode="json")
-    data["mqtt"].update(port=broker.port, reconnect_max_s=2.0)
+    data["mqtt"].update(host="127.0.0.1", port=broker.port, reconnect_max_s=2.0, tls=None)
+    data["control"] = {"enabled": False}  # the bench sends no commands
     data["storage"]["path"] = str(workdir / f"outbox-{detector_ms or scene}.db")
     data["gpio"]["backend"] = "mock"
     data["health"]["interval_s"] = 3600

@@ -18,9 +18,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shaobing.agent.config import Problem, dotted, validate_config
+from shaobing.core.signing import KeyFileError, load_public
 
 CONFIG_NAME = "shaobing.yaml"
 KEY_NAME, CSR_NAME, CERT_NAME, CA_NAME = "device.key", "device.csr", "device.pem", "ca.pem"
+COMMAND_KEY_NAME = "county-command.pub"
+NO_COMMAND_KEY = (
+    "the county's command public key is needed (county-command.pub, from the county's key "
+    "custody; --command-key FILE): the box runs only commands the county signed. A test bench "
+    "without one says insecure_unsigned: true"
+)
 DEFAULT_ZONE = "post"
 
 
@@ -79,6 +86,16 @@ class Answers(_A):
     gb28181: dict[str, Any] | None = None
     gpio_backend: Literal["auto", "lgpio", "rpigpio", "native", "mock"] = "auto"
     selftest: SelftestAnswers = Field(default_factory=SelftestAnswers)
+    command_key: Path | None = Field(
+        default=None, description="the county's Ed25519 command public key (PEM)"
+    )
+    insecure_unsigned: bool = Field(
+        default=False, description="accept unsigned commands (test benches only)"
+    )
+    selftest_command: Path | None = Field(
+        default=None,
+        description="a command the county signed for this device (JSON), accepted in the self-test",
+    )
 
 
 class AnswersError(Exception):
@@ -107,6 +124,9 @@ def read_answers_file(path: Path) -> dict[str, Any]:
         for k in ("cert", "key", "ca"):
             if isinstance(ident.get(k), str) and not Path(ident[k]).is_absolute():
                 ident[k] = str(path.parent / ident[k])
+    for k in ("command_key", "selftest_command"):
+        if isinstance(data.get(k), str) and not Path(data[k]).is_absolute():
+            data[k] = str(path.parent / data[k])
     return data
 
 
@@ -130,6 +150,7 @@ def _answer_path(loc: str, default_zone: bool) -> str:
     """A config key path in the terms of the answers file."""
     for config_prefix, answer_prefix in (
         ("device.id", "device_id"),
+        ("control.command_keys", "command_key"),
         ("mqtt.tls", "identity"),
         ("mqtt.", "broker."),
         ("gpio.backend", "gpio_backend"),
@@ -185,6 +206,19 @@ def plan_config(
         if has_cert:
             tls.update(cert=str(config_dir / CERT_NAME), key=str(config_dir / KEY_NAME))
         mqtt["tls"] = tls
+    else:
+        mqtt["insecure_plaintext"] = True  # asked for explicitly: broker.tls false / --no-tls
+    control: dict[str, Any] = {}
+    if answers.command_key is not None:
+        control["command_keys"] = [str(config_dir / COMMAND_KEY_NAME)]
+        try:
+            load_public(answers.command_key)
+        except KeyFileError as exc:
+            problems.append(Problem("command_key", str(exc)))
+    elif answers.insecure_unsigned:
+        control["insecure_unsigned"] = True
+    else:
+        problems.append(Problem("command_key", NO_COMMAND_KEY))
     data: dict[str, Any] = {
         "device": {"id": answers.device_id},
         "site": site,
@@ -194,13 +228,18 @@ def plan_config(
         "gpio": {"backend": answers.gpio_backend},
         "mqtt": mqtt,
         "storage": {"path": str(state_dir / "outbox.db")},
+        **({"control": control} if control else {}),
     }
     for key in ("cameras", "detector", "serial", "gb28181"):
         if getattr(answers, key) is not None:
             data[key] = getattr(answers, key)
     found: list[Problem] = []
     validate_config(data, problems=found)
-    problems += [Problem(_answer_path(p.path, default_zone), p.message, p.line) for p in found]
+    problems += [
+        Problem(_answer_path(p.path, default_zone), p.message, p.line)
+        for p in found
+        if p.path != "control.command_keys"  # said above, in the installer's terms
+    ]
     return data, problems
 
 
@@ -273,6 +312,9 @@ def merge_flags(data: dict[str, Any], flags: dict[str, Any]) -> list[Problem]:
             problems.append(Problem("--broker", f"expected HOST[:PORT], got {flags['broker']!r}"))
     if flags.get("no_tls"):
         data.setdefault("broker", {})["tls"] = False
+    for key in ("command_key", "selftest_command"):
+        if flags.get(key) is not None:
+            data[key] = str(flags[key])
     ident = data.setdefault("identity", {})
     for key in ("cert", "key", "ca"):
         if flags.get(key) is not None:

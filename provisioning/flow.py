@@ -22,6 +22,7 @@ from gpiozero.pins import Factory
 from shaobing.agent.config import Config, ConfigError, Problem, parse_config, validate_config
 from shaobing.agent.runtime import agent_version
 from shaobing.core.atomic import FileSet, atomic_write
+from shaobing.core.signing import load_public
 from shaobing.drivers.gpio import make_pin_factory
 from shaobing.models.fetch import ENV_MODEL_DIR
 from shaobing.provisioning import answers as A
@@ -130,6 +131,10 @@ def prepare(answers: A.Answers, opts: Options) -> tuple[Config, FileSet, dict[st
             files.add(cdir / A.CERT_NAME, identity.cert_pem() or b"")
         if identity.ca_pem is not None:
             files.add(cdir / A.CA_NAME, identity.ca_pem)
+        if answers.command_key is not None:
+            # A public key: readable by all is fine (and lets a technician check its kid).
+            pem = load_public(answers.command_key).pem()
+            files.add(cdir / A.COMMAND_KEY_NAME, pem, mode=0o644)
         files.add(cdir / A.CONFIG_NAME, text)  # last: it names the files above
     except OSError as exc:
         files.discard()
@@ -153,7 +158,7 @@ def provision(answers: A.Answers, opts: Options) -> Outcome:
             f"no device certificate yet: send {opts.config_dir / A.CSR_NAME} to the county CA, "
             "then run provision again with --cert"
         )
-    results = selftest(config, answers.selftest, opts, version)
+    results = selftest(config, answers.selftest, opts, version, answers.selftest_command)
     registered = None
     ctx_session = results.session
     if ctx_session is not None:
@@ -177,6 +182,11 @@ def provision(answers: A.Answers, opts: Options) -> Outcome:
         **(
             {"cert": str(opts.config_dir / A.CERT_NAME)}
             if identity.get("fingerprint_sha256")
+            else {}
+        ),
+        **(
+            {"command_key": str(opts.config_dir / A.COMMAND_KEY_NAME)}
+            if answers.command_key is not None
             else {}
         ),
     }
@@ -209,7 +219,13 @@ class _Run:
     session: Any
 
 
-def selftest(config: Config, st: A.SelftestAnswers, opts: Options, version: str) -> _Run:
+def selftest(
+    config: Config,
+    st: A.SelftestAnswers,
+    opts: Options,
+    version: str,
+    sample_command: Path | None = None,
+) -> _Run:
     factory = opts.pin_factory
     if factory is None:
         factory = make_pin_factory(config.gpio)
@@ -222,6 +238,7 @@ def selftest(config: Config, st: A.SelftestAnswers, opts: Options, version: str)
         broker_timeout_s=st.broker_timeout_s,
         say=opts.say,
         version=version,
+        sample_command=sample_command,
         model_dir=None if os.environ.get(ENV_MODEL_DIR) else opts.state_dir / "models",
         camera_schemes=opts.camera_schemes,
     )

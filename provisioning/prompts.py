@@ -25,6 +25,7 @@ from shaobing.agent.config import (
     SiteConfig,
     plain_message,
 )
+from shaobing.core.signing import KeyFileError, load_public
 from shaobing.provisioning import answers as A
 from shaobing.provisioning.identity import IdentityError, load_ca, load_cert, load_key
 
@@ -82,6 +83,16 @@ def file_check(loader: Callable[[Path, str], Any], what: str) -> Callable[[str],
         return str(path.resolve())
 
     return check
+
+
+def command_key_check(raw: str) -> str:
+    """The county's Ed25519 command public key: a PEM file that loads."""
+    path = Path(raw).expanduser()
+    try:
+        key = load_public(path)
+    except KeyFileError as exc:
+        raise ValueError(str(exc)) from None
+    return str(path.resolve()) if key else raw
 
 
 def choice_check(options: tuple[str, ...]) -> Callable[[str], str]:
@@ -196,6 +207,9 @@ def interview(p: Prompter, today: dt.date | None = None) -> dict[str, Any]:
             if ident["key"] is None:
                 del ident["key"]
         data["identity"] = ident
+    data["command_key"] = p.ask(
+        "County command public key file (county-command.pub)", command_key_check
+    )
     p.write("— GPIO inputs (BCM numbers) —")
     data["inputs"] = _items(p, data, "inputs", _ask_input)
     p.write("— GPIO outputs —")

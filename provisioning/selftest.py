@@ -5,13 +5,15 @@ Check factories turn a ``Config`` into checks; ``DEFAULT_FACTORIES`` is the
 registry: GPIO inputs (read, and walk test), GPIO outputs (pulsed), serial
 devices (Modbus detectors answer their profile, Contact ID ports open),
 cameras (open, deliver a frame), the detector model (loads, one inference)
-and the broker (TLS, test event acknowledged). A new kind of driver adds a
+the broker (TLS, test event acknowledged) and the county's command key
+(provisioning/command_check.py). A new kind of driver adds a
 factory there, or a caller passes its own list to ``build_checks``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -76,6 +78,8 @@ class Context:
     model_dir: Path | None = None
     # Camera sources served from above (the simulator's sim: scenes), as the daemon gets them.
     camera_schemes: Any = None
+    # A command the county signed for this device (provisioning/command_check.py).
+    sample_command: Path | None = None
 
 
 class Check(Protocol):
@@ -402,6 +406,11 @@ class BrokerSession:
         spine = build_spine(config, version)
         self.spine, self.outbox, self.recorder = spine, spine.outbox, spine.recorder
         self.topics, self.uplink = spine.topics, spine.uplink
+        # The commands check loops test commands through the broker to here.
+        self.commands: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.uplink.subscribe(
+            self.topics.commands, lambda msg: self.commands.put((msg.topic, bytes(msg.payload)))
+        )
 
     def publish_retained(self, topic: str, payload: bytes, timeout: float) -> bool:
         # publish_direct wakes the uplink thread; a bare client.publish waits for its idle turn.
@@ -479,13 +488,20 @@ def broker_checks(config: Config, ctx: Context) -> Iterable[Check]:
     return [BrokerCheck(name=f"{config.mqtt.host}:{config.mqtt.port}")]
 
 
+def command_checks(config: Config, ctx: Context) -> Iterable[Check]:
+    from shaobing.provisioning.command_check import CommandCheck
+
+    return [CommandCheck()] if config.control.enabled else []
+
+
 DEFAULT_FACTORIES: tuple[CheckFactory, ...] = (
     gpio_input_checks,
     gpio_output_checks,
     serial_checks,
     camera_checks,
     model_checks,
-    broker_checks,  # last: its test event reports that everything before it ran
+    broker_checks,  # its test event reports that everything before it ran
+    command_checks,  # over the broker session the broker check opened
 )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from county_key import county_public_key
 from hypothesis import settings
 from jsonschema import Draft202012Validator
 
@@ -63,9 +64,18 @@ def mosquitto() -> Iterator[Mosquitto]:
 
 def config_for(tmp_path: Path, port: int, **mqtt: object) -> Config:
     base = load_config(EXAMPLE)
+    # The example is secure as written (TLS to the county broker, signed
+    # commands): tests talk plain TCP to a loopback Mosquitto and sign with
+    # tests/county_key.py's key (tests/platform_client.py).
+    plain = {"host": "127.0.0.1", "tls": None}
     return base.model_copy(
         update={
-            "mqtt": base.mqtt.model_copy(update={"port": port, "reconnect_max_s": 2.0, **mqtt}),
+            "mqtt": base.mqtt.model_copy(
+                update={"port": port, "reconnect_max_s": 2.0, **plain, **mqtt}
+            ),
+            "control": base.control.model_copy(
+                update={"command_keys": [county_public_key(tmp_path)]}
+            ),
             "storage": base.storage.model_copy(update={"path": tmp_path / "outbox.db"}),
             "gpio": base.gpio.model_copy(update={"backend": "mock", "allow_mock": True}),
             "health": base.health.model_copy(update={"interval_s": 3600}),

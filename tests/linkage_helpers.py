@@ -47,7 +47,7 @@ def linkage_config(
                 item["zone"] = tamper_zone
     data["arming"] = arming if arming is not None else {"default_mode": "armed"}
     data["linkage"] = linkage if linkage is not None else DEFAULT_LINKAGE
-    data["control"] = control or {}
+    data["control"] = {**data["control"], **(control or {})}  # keeps the county key
     config = validate_config(data)
     assert config is not None
     return config

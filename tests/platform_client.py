@@ -4,6 +4,8 @@ MQTT 5: each command carries a ResponseTopic (a per-client reply topic in the
 device's reply lane, ``.../cmd/response/{client}``) and CorrelationData; the
 answer is matched by correlation.
 MQTT 3.1.1: the answer comes on .../cmd/response and is matched by the id.
+Commands are signed with the county's Ed25519 key (tests/county_key.py) unless
+``signed=False``; a ``bytes`` key signs with a per-box HMAC key instead.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ import uuid
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from county_key import COUNTY
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from shaobing.agent.command_signature import sign_ed25519
 from shaobing.agent.control import sign
+from shaobing.core.signing import PrivateKey
 
 
 class Platform:
@@ -29,7 +34,7 @@ class Platform:
         base: str,
         device: str,
         protocol: int = mqtt.MQTTv5,
-        key: bytes | None = None,
+        key: bytes | PrivateKey | None = COUNTY,
     ):
         self.base = base
         self.device = device
@@ -67,7 +72,7 @@ class Platform:
         issued_ms: int | None = None,
         ttl_ms: int = 60_000,
         signed: bool | None = None,
-        key: bytes | None = None,
+        key: bytes | PrivateKey | None = None,
         sign_as: tuple[str, str] | None = None,
     ) -> dict[str, Any]:
         now = int(time.time() * 1000)
@@ -79,10 +84,13 @@ class Platform:
         }
         body["expires_ms"] = body["issued_ms"] + ttl_ms
         use_key = key or self.key
-        if (signed is None and use_key) or signed:
-            cmd, device = sign_as or (command, self.device)
+        if signed is False or use_key is None:  # key=None: a box with insecure_unsigned
+            return body
+        cmd, device = sign_as or (command, self.device)
+        if isinstance(use_key, bytes):  # a per-box HMAC key
             body["sig"] = sign(body, cmd, device, use_key)
-        return body
+            return body
+        return sign_ed25519(body, cmd, device, use_key)
 
     def send(self, command: str, body: dict | bytes, timeout: float = 10.0) -> dict:
         """Publish and wait for the matching response."""

@@ -14,6 +14,7 @@ import sys
 import pytest
 import yaml
 from conftest import EXAMPLE
+from county_key import local_test_config
 
 from shaobing.simulator.county import County
 
@@ -22,6 +23,7 @@ from shaobing.simulator.county import County
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_retained_state_after_a_clean_stop_is_stopped(tmp_path, mosquitto, protocol, sig):
     data = yaml.safe_load(EXAMPLE.read_text())
+    local_test_config(data, tmp_path)
     data["mqtt"].update({"port": mosquitto.port, "protocol": protocol})
     data["storage"]["path"] = str(tmp_path / "outbox.db")
     data["gpio"]["backend"] = "mock"

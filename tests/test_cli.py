@@ -19,6 +19,7 @@ import pytest
 import yaml
 from agent_harness import SimulatedPost
 from conftest import EXAMPLE, config_for
+from county_key import local_test_config
 from linkage_helpers import wait_until
 
 from shaobing.agent.status_file import certificate_expiry, format_status, status_path
@@ -205,6 +206,7 @@ def test_outbox_inspector_reads_a_set_aside_copy_on_a_read_only_directory(
 def test_status_and_outbox_of_a_real_agent_process_then_killed(tmp_path):
     """A real `shaobing run`, broker down; `status` and `outbox` as a technician runs them."""
     data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    local_test_config(data, tmp_path)
     data["mqtt"].update({"port": free_port(), "reconnect_max_s": 1})
     data["storage"]["path"] = str(tmp_path / "outbox.db")
     data["gpio"]["backend"] = "mock"
@@ -225,6 +227,7 @@ def test_status_and_outbox_of_a_real_agent_process_then_killed(tmp_path):
         assert status.returncode == 0, status.stderr
         assert f"running (pid {agent.pid})" in status.stdout
         assert "link         NOT connected" in status.stdout
+        assert "WARNINGS     gpio_mock, mqtt_plaintext" in status.stdout
         listing = subprocess.run(
             [*cli, "outbox", "list", "-c", str(cfg), "--class", "status"],
             capture_output=True,

@@ -18,6 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from conftest import EXAMPLE, wait_for
+from county_key import local_test_config
 from platform_client import Platform
 
 from shaobing.agent.config import load_config
@@ -26,12 +27,11 @@ from shaobing.simulator.county import County
 
 
 def _post(tmp_path, port: int, protocol: str) -> tuple:
-    data = yaml.safe_load(EXAMPLE.read_text())
+    data = local_test_config(yaml.safe_load(EXAMPLE.read_text()), tmp_path)
     data["mqtt"].update({"port": port, "protocol": protocol, "reconnect_max_s": 1})
     data["storage"]["path"] = str(tmp_path / "outbox.db")
     data["gpio"]["backend"] = "mock"
     data["gpio"]["allow_mock"] = True
-    data["control"]["require_signature"] = False
     cfg = tmp_path / "post.yaml"
     cfg.write_text(yaml.safe_dump(data, allow_unicode=True))
     config = load_config(cfg)

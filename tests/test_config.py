@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from conftest import EXAMPLE
+from county_key import example_in
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -114,9 +115,9 @@ def test_missing_section_and_duplicate_key_and_syntax():
     found = problems(no_site)
     assert any(p.startswith("site: missing: this setting is required") for p in found), found
     assert any(p.startswith("sight (line") and "unknown key" in p for p in found), found
-    dup = GOOD.replace("  port: 1883", "  port: 1883\n  port: 1884")
+    dup = GOOD.replace("  port: 8883", "  port: 8883\n  port: 1884")
     assert any("mqtt.port" in p and "appears twice" in p for p in problems(dup))
-    broken = GOOD.replace("  port: 1883", "  port: [1883")
+    broken = GOOD.replace("  port: 8883", "  port: [8883")
     (only,) = problems(broken)
     assert only.startswith("<top> (line") and "YAML syntax" in only
 
@@ -125,8 +126,10 @@ def test_cli_config_check(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(GOOD.replace("pin: 27", "pin: 17"), encoding="utf-8")
     run = [sys.executable, "-m", "shaobing.cli.main", "config", "check"]
-    ok = subprocess.run([*run, str(EXAMPLE)], capture_output=True, text=True, timeout=60)
-    assert ok.returncode == 0 and ": ok (device sb-130521-dongguan-01" in ok.stdout
+    good = tmp_path / "good.yaml"
+    good.write_text(example_in(tmp_path / "etc"), encoding="utf-8")  # its files in place
+    ok = subprocess.run([*run, str(good)], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and ": ok (device sb-130521-dongguan-01" in ok.stdout, ok.stderr
     res = subprocess.run([*run, str(bad)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 1
     assert "inputs[1].pin (line 28): pin 17 is already used by inputs[0]" in res.stderr

@@ -8,6 +8,7 @@ import unicodedata
 
 import pytest
 from conftest import EXAMPLE
+from county_key import example_in
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -34,7 +35,7 @@ FULLWIDTH = (
     .replace("K361+200", fullwidth("K361+200"))
     .replace("lat: 37.06", f'lat: "{fullwidth("37.06")}"')
     .replace("id: sb-130521-dongguan-01", f"id: {fullwidth('sb-130521-dongguan-01')}")
-    .replace("port: 1883", f'port: "{fullwidth("1883")}"')
+    .replace("port: 8883", f'port: "{fullwidth("8883")}"')
 )
 
 
@@ -46,7 +47,7 @@ def test_fullwidth_codes_mileage_gps_ids_ports_are_normalised():
     assert config.zones[0].railway.start == "K361+200"
     assert config.site.gps.lat == 37.06
     assert config.device.id == good.device.id
-    assert config.mqtt.port == 1883
+    assert config.mqtt.port == 8883
     assert config == good
 
 
@@ -59,7 +60,8 @@ def test_topic_built_from_fullwidth_config_is_ascii():
 
 def test_config_check_cli_accepts_fullwidth_and_names_a_cjk_digit(tmp_path):
     path = tmp_path / "post.yaml"
-    path.write_text(FULLWIDTH, encoding="utf-8")
+    example_in(tmp_path)  # the files the example names, under tmp_path
+    path.write_text(FULLWIDTH.replace("/etc/shaobing/", f"{tmp_path}/"), encoding="utf-8")
     ok = subprocess.run(
         [sys.executable, "-m", "shaobing.cli.main", "config", "check", str(path)],
         capture_output=True,

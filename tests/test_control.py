@@ -11,6 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from agent_harness import SimulatedPost
+from county_key import COUNTY
 from fake_camera import FakeCamera
 from linkage_helpers import linkage_config, wait_until
 from paho.mqtt.packettypes import PacketTypes
@@ -47,7 +48,7 @@ def rig(tmp_path, mosquitto, county_factory):
             post.agent.topics.base,
             config.device.id,
             protocol=mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311,
-            key=KEY if (control or {}).get("key_env") else None,
+            key=KEY if (control or {}).get("key_env") else COUNTY,
         )
         made.append((post, platform))
         return post, platform, county, path
@@ -223,9 +224,7 @@ def test_mqtt_311_fallback_answers_on_cmd_response(rig, schemas):
 
 def test_expired_future_replayed_and_badly_signed_are_rejected(rig, schemas, monkeypatch):
     monkeypatch.setenv("SHAOBING_TEST_KEY", KEY.decode())
-    post, platform, county, path = rig(
-        control={"require_signature": True, "key_env": "SHAOBING_TEST_KEY"}
-    )
+    post, platform, county, path = rig(control={"key_env": "SHAOBING_TEST_KEY"})
     body = platform.body("disarm", {"zones": ["crossing"]})
     assert ok(platform.send("disarm", body))
     assert error(platform.send("disarm", body)) == "replayed"
@@ -234,7 +233,7 @@ def test_expired_future_replayed_and_badly_signed_are_rejected(rig, schemas, mon
     cases = {
         "expired": platform.body("arm", {"zones": "all"}, issued_ms=now - 120_000, ttl_ms=60_000),
         "not_yet_valid": platform.body("arm", {"zones": "all"}, issued_ms=now + 3_600_000),
-        "signature_required": platform.body("arm", {"zones": "all"}, signed=False),
+        "unsigned": platform.body("arm", {"zones": "all"}, signed=False),
         "bad_signature": platform.body("arm", {"zones": "all"}, key=b"wrong key"),
     }
     for code, case in cases.items():
@@ -352,7 +351,7 @@ def test_set_config_refuses_protected_keys_and_leaves_the_file_untouched(rig, sc
     refused = [
         ({"mqtt": {"host": "evil.example"}}, ["mqtt.host"]),
         ({"mqtt": {"port": 1883, "password": "x"}}, ["mqtt.password", "mqtt.port"]),
-        ({"control": {"require_signature": False}}, ["control.require_signature"]),
+        ({"control": {"insecure_unsigned": True}}, ["control.insecure_unsigned"]),
         ({"storage": {"path": "/tmp/elsewhere.db"}}, ["storage.path"]),
         ({"device": {"id": "post-other"}}, ["device.id"]),
         ({"site": None}, ["site"]),

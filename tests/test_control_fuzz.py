@@ -10,15 +10,18 @@ import time
 import pytest
 import yaml
 from conftest import config_for
+from county_key import COUNTY
 from fake_camera import FakeCamera
 from gpiozero.pins.mock import MockFactory
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from linkage_helpers import linkage_config
 
+from shaobing.agent.command_signature import sign_ed25519
 from shaobing.agent.config import Config, load_config
 from shaobing.agent.control import ARGS, Incoming
 from shaobing.agent.runtime import Agent
+from shaobing.core.signing import generate
 
 ZONES = ("crossing", "cabinet")
 OUTPUTS = ("siren-1", "strobe-1")
@@ -36,8 +39,8 @@ VALID_ARGS = {
     "config_update": {"bundle": {}},
 }
 ERROR_CODES = {
-    "too_large", "bad_json", "unknown_command", "bad_envelope", "signature_required",
-    "bad_signature", "no_key", "not_yet_valid", "expired", "bad_args", "replayed",
+    "too_large", "bad_json", "unknown_command", "bad_envelope", "unsigned",
+    "bad_signature", "unknown_key", "not_yet_valid", "expired", "bad_args", "replayed",
     "unknown_zone", "zone_is_24h", "unknown_camera", "camera_down", "invalid_config", "no_previous",
     "not_supported", "bad_bundle",
 }  # fmt: skip
@@ -55,9 +58,35 @@ json_values = st.recursive(
 )
 commands = st.sampled_from(sorted(ARGS))
 HEX64 = st.text("0123456789abcdef", min_size=64, max_size=64)
+B64SIG = st.text(string.ascii_letters + string.digits + "-_", min_size=86, max_size=86)
+KID = st.text("0123456789abcdef", min_size=16, max_size=16)
+OTHER_KEY = generate()  # a key the box does not trust (another county, a stolen box's)
+
+
+@st.composite
+def badly_signed(draw, body: dict, command: str) -> dict:
+    """Every way a command's signature fields can be wrong (tests/test_command_signing.py
+    checks the code of each; here: rejected, nothing changes)."""
+    how = draw(st.sampled_from(["none", "hmac", "random", "other_key", "tampered", "kid_only"]))
+    if how == "none":
+        return body
+    if how == "hmac":  # this box has no HMAC key
+        return {**body, "sig": draw(HEX64)}
+    if how == "random":
+        return {**body, "kid": draw(KID | st.just(COUNTY.kid)), "sig": draw(B64SIG)}
+    if how == "other_key":
+        return sign_ed25519(body, command, DEVICE, OTHER_KEY)
+    if how == "kid_only":
+        return {**body, "kid": COUNTY.kid}
+    signed = sign_ed25519(body, command, DEVICE, COUNTY)
+    signed["issued_ms"] -= draw(st.integers(1, 1000))
+    return signed
+
+
 BAD_ZONE_IDS = st.sampled_from(["nowhere", "x y", ""])
 SECTIONS = set(Config.model_fields)
-ENVELOPE_KEYS = ("v", "id", "issued_ms", "expires_ms", "args", "sig")
+ENVELOPE_KEYS = ("v", "id", "issued_ms", "expires_ms", "args", "kid", "sig")
+DEVICE = "sb-130521-dongguan-01"
 ARG_KEYS = (
     "zones", "on", "duration_s", "outputs", "camera", "sections", "patch", "rollback", "alarms",
     "update_id", "size", "sha256", "chunk_size", "kid", "url", "bundle",
@@ -88,7 +117,8 @@ BAD_FIELD = {
     "issued_ms": json_values.filter(lambda x: not is_int(x)) | st.integers(max_value=-1),
     "expires_ms": json_values.filter(lambda x: not is_int(x)) | st.integers(max_value=-1),
     "args": json_values.filter(lambda x: not isinstance(x, dict)),
-    "sig": json_values.filter(lambda x: x is not None) | HEX64,
+    "sig": json_values.filter(lambda x: x is not None) | HEX64 | B64SIG,
+    "kid": json_values.filter(lambda x: x is not None) | KID,
 }
 
 
@@ -227,7 +257,10 @@ def malformed(draw) -> tuple[str, bytes]:
     elif kind == "ttl":
         body["expires_ms"] = body["issued_ms"] + draw(st.integers(600_001, 10**9))
     elif kind == "sig":
-        body["sig"] = draw(st.text("0123456789abcdef", min_size=64, max_size=64))
+        return command, json.dumps(draw(badly_signed(body, command))).encode()
+    if not (kind == "bad_field" and field in ("sig", "kid")):
+        # Signed by the county, so the checks after the signature's are reached too.
+        body = sign_ed25519(body, command, DEVICE, COUNTY)
     return command, json.dumps(body).encode()
 
 
@@ -289,7 +322,7 @@ def test_a_valid_command_does_change_state(quiet_agent):
     """The fuzz test's observer is not blind: one good command is seen."""
     agent, path, _sent = quiet_agent
     before = observable(agent, path)
-    payload = json.dumps(valid_body("disarm", 1)).encode()
+    payload = json.dumps(sign_ed25519(valid_body("disarm", 1), "disarm", DEVICE, COUNTY)).encode()
     topic = f"{agent.topics.base}/cmd/disarm"
     assert agent.control.handle(Incoming(topic, payload, len(payload), None, None))["ok"]
     assert observable(agent, path) != before

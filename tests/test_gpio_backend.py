@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 from conftest import EXAMPLE
+from county_key import local_test_config
 from linkage_helpers import wait_until
 
 from shaobing.agent.status_file import status_path
@@ -26,6 +27,7 @@ def _free_port() -> int:
 
 def _mock_config(tmp_path: Path, **gpio: object) -> Path:
     data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    local_test_config(data, tmp_path)
     data["mqtt"].update({"port": _free_port(), "reconnect_max_s": 1})
     data["storage"]["path"] = str(tmp_path / "outbox.db")
     data["gpio"].update({"backend": "mock", **gpio})
@@ -65,12 +67,15 @@ def _health_warnings_of_running_agent(tmp_path: Path, cfg: Path, *flags: str) ->
 
 def test_flag_allows_mock_and_health_reports_it(tmp_path):
     cfg = _mock_config(tmp_path)
-    assert _health_warnings_of_running_agent(tmp_path, cfg, "--allow-mock-gpio") == ["gpio_mock"]
+    assert _health_warnings_of_running_agent(tmp_path, cfg, "--allow-mock-gpio") == [
+        "gpio_mock",
+        "mqtt_plaintext",
+    ]
 
 
 def test_config_allows_mock_and_health_reports_it(tmp_path):
     cfg = _mock_config(tmp_path, allow_mock=True)
-    assert _health_warnings_of_running_agent(tmp_path, cfg) == ["gpio_mock"]
+    assert _health_warnings_of_running_agent(tmp_path, cfg) == ["gpio_mock", "mqtt_plaintext"]
 
 
 def test_run_without_a_pin_factory_says_what_to_install_in_one_line(tmp_path):

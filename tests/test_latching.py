@@ -61,7 +61,7 @@ def test_signed_acknowledge_command_closes_alarm_stops_outputs_and_is_recorded(
     tmp_path, mosquitto, county_factory, schemas, posts, monkeypatch
 ):
     monkeypatch.setenv("SHAOBING_TEST_KEY", KEY.decode())
-    control = {"require_signature": True, "key_env": "SHAOBING_TEST_KEY"}
+    control = {"key_env": "SHAOBING_TEST_KEY"}
     config = make_config(tmp_path, mosquitto.port, {"hold_max_s": 600}, control=control)
     county = county_factory(mosquitto.port)
     post = SimulatedPost(config)
@@ -77,7 +77,7 @@ def test_signed_acknowledge_command_closes_alarm_stops_outputs_and_is_recorded(
     assert post.wiring.output_on("siren-1")  # restored is not acknowledged
 
     unsigned = platform.body("acknowledge", {}, signed=False)
-    assert platform.send("acknowledge", unsigned)["error"]["code"] == "signature_required"
+    assert platform.send("acknowledge", unsigned)["error"]["code"] == "unsigned"
     assert alarms_of(post)
     response = platform.command("acknowledge", {"zones": ["crossing"]})
     assert response["ok"], response

@@ -183,15 +183,18 @@ def test_schedule_transitions_are_reported_as_status_arming(tmp_path):
 
 def test_command_key_from_file_or_environment(tmp_path, monkeypatch):
     from shaobing.agent.config import ControlConfig
-    from shaobing.agent.control import load_key
+    from shaobing.agent.security_policy import load_hmac_key
+    from shaobing.core.signing import KeyFileError
 
     key_file = tmp_path / "command.key"
     key_file.write_bytes(b"  s3cret\n")
-    assert load_key(ControlConfig(require_signature=True, key_file=key_file)) == b"s3cret"
+    key_file.chmod(0o600)
+    assert load_hmac_key(ControlConfig(key_file=key_file)) == b"s3cret"
     monkeypatch.setenv("SB_KEY", "from-env")
-    both = ControlConfig(require_signature=True, key_file=key_file, key_env="SB_KEY")
-    assert load_key(both) == b"from-env"
-    assert load_key(ControlConfig(key_file=tmp_path / "absent.key")) is None
+    both = ControlConfig(key_file=key_file, key_env="SB_KEY")
+    assert load_hmac_key(both) == b"from-env"
+    with pytest.raises(KeyFileError, match=r"absent\.key"):
+        load_hmac_key(ControlConfig(key_file=tmp_path / "absent.key"))
 
 
 def test_camera_track_events_follow_their_start(tmp_path):

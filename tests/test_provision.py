@@ -16,14 +16,17 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT, SCHEMAS
+from county_key import COUNTY, county_public_key
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from jsonschema import Draft202012Validator
 from tls_helpers import TlsBroker, county_pki, start_tls_broker
 from wiring_helpers import wired_factory
 
+from shaobing.agent.command_signature import signed_command
 from shaobing.agent.config import load_config
 from shaobing.agent.versions import config_version
+from shaobing.core.signing import generate
 from shaobing.provisioning import answers as A
 from shaobing.provisioning.flow import Options, ProvisionError, prepare, provision
 from shaobing.provisioning.selftest import FAIL, PASS
@@ -78,6 +81,7 @@ def answers_data(d: Path, port: int, **over) -> dict:
         ],
         "outputs": [{"id": "siren-1", "pin": 24, "kind": "siren"}],
         "gpio_backend": "mock",
+        "command_key": str(county_public_key(d)),
     }
     data.update(over)
     return data
@@ -116,20 +120,28 @@ def test_non_interactive_provisioning_end_to_end(tmp_path, pki, tls_broker, coun
     started = time.perf_counter()
     outcome = provision(A.parse_answers(data), opts)
     elapsed = time.perf_counter() - started
-    print(f"non-interactive provisioning (4 checks, mTLS): {elapsed:.2f} s")
+    print(f"non-interactive provisioning (5 checks, mTLS): {elapsed:.2f} s")
     assert outcome.ok, [r.as_dict() for r in outcome.results]
     assert [(r.kind, r.status) for r in outcome.results] == [
         ("gpio input", PASS),
         ("gpio input", PASS),
         ("gpio output", PASS),
         ("broker", PASS),
+        ("commands", PASS),
     ]
     etc = tmp_path / "etc"
     for name in ("shaobing.yaml", "device.key", "device.pem", "ca.pem", A.CONFIG_NAME):
         assert mode(etc / name) == 0o600, name
+    assert mode(etc / "county-command.pub") == 0o644  # a public key
     # The written config is what `shaobing config check` accepts, in canonical form.
     config = load_config(etc / "shaobing.yaml")
     assert config.inputs[0].contact == "NO" and config.mqtt.tls.cert == etc / "device.pem"
+    # Secure by default: TLS on 8883-style port, only county-signed commands.
+    assert not config.mqtt.insecure_plaintext and not config.control.insecure_unsigned
+    assert config.control.command_keys == [etc / "county-command.pub"]
+    assert (etc / "county-command.pub").read_bytes() == COUNTY.public.pem()
+    (commands,) = [r for r in outcome.results if r.kind == "commands"]
+    assert commands.detail["verdicts"] == {"unsigned": "unsigned", "bad_signature": "bad_signature"}
     assert "&id" not in (etc / "shaobing.yaml").read_text()
     # Registration: retained, on the documented topic, valid against its schema.
     topic = f"shaobing/v1/130521104201/{DEVICE}/register"
@@ -138,7 +150,7 @@ def test_non_interactive_provisioning_end_to_end(tmp_path, pki, tls_broker, coun
     assert late.wait_for(lambda m: any(x.topic == topic and x.retain for x in m), 5)
     reg = next(x for x in county.messages if x.topic == topic).json()
     assert not list(REGISTER.iter_errors(reg)), list(REGISTER.iter_errors(reg))
-    assert reg["selftest"] == {"ok": True, "passed": 4, "failed": 0, "skipped": 0, "failures": []}
+    assert reg["selftest"] == {"ok": True, "passed": 5, "failed": 0, "skipped": 0, "failures": []}
     assert reg["versions"]["config"] == config_version(config)  # issue 17: what it runs
     fp = x509.load_pem_x509_certificate((d / "device.pem").read_bytes())
     assert reg["certificate"]["fingerprint_sha256"].replace(":", "").lower() == (
@@ -187,6 +199,8 @@ def test_bad_inputs_are_explained_and_nothing_is_written(tmp_path, pki):
             {"identity": {"mode": "generate"}},
             "TLS needs the county's CA certificate",
         ),
+        "command_key": ({"command_key": None}, "the county's command public key is needed"),
+        "command_key ": ({"command_key": str(d / "ca.pem")}, "not a PEM public key"),
     }  # fmt: skip
     for path, (override, expected) in cases.items():
         data = answers_data(d, 8883, **override)
@@ -196,6 +210,51 @@ def test_bad_inputs_are_explained_and_nothing_is_written(tmp_path, pki):
         found = [p for p in info.value.problems if p.path == path.strip()]
         assert found and expected in found[0].message, (path, info.value.problems)
         assert not (tmp_path / "etc").exists() or not any((tmp_path / "etc").iterdir())
+
+
+def test_selftest_accepts_the_countys_signed_sample_and_refuses_another(tmp_path, pki, mosquitto):
+    """The installer has no county private key: the county signs a ping beforehand."""
+    _, d = pki
+    plain = {"broker": {"host": "127.0.0.1", "port": mosquitto.port, "tls": False}}
+    verdicts = {}
+    for name, key, device in [
+        ("county", COUNTY, DEVICE),
+        ("other_device", COUNTY, "sb-130521104201-99"),
+        ("other_key", generate(), DEVICE),
+    ]:
+        sample = tmp_path / f"{name}.json"
+        # Signed days before the visit: only the signature is checked, not the time.
+        body = signed_command(key, device, "ping", now_ms=int(time.time() * 1000) - 3 * 86_400_000)
+        sample.write_text(json.dumps(body))
+        data = answers_data(d, mosquitto.port, selftest_command=str(sample), **plain)
+        opts, _, _ = wired_options(tmp_path / name, data, register=False)
+        outcome = provision(A.parse_answers(data), opts)
+        (check,) = [r for r in outcome.results if r.kind == "commands"]
+        verdicts[name] = (check.status, check.reason)
+    assert verdicts["county"][0] == PASS, verdicts
+    assert "the county's signed sample accepted" in verdicts["county"][1]
+    assert verdicts["other_device"][0] == FAIL
+    assert "sample: got bad_signature" in verdicts["other_device"][1]
+    assert "for this device id" in verdicts["other_device"][1]
+    assert verdicts["other_key"][0] == FAIL
+    assert "sample: got unknown_key" in verdicts["other_key"][1]
+
+
+def test_bench_without_a_command_key_says_insecure_unsigned(tmp_path, pki, mosquitto):
+    _, d = pki
+    data = answers_data(
+        d,
+        mosquitto.port,
+        broker={"host": "127.0.0.1", "port": mosquitto.port, "tls": False},
+        command_key=None,
+        insecure_unsigned=True,
+    )
+    opts, _, _ = wired_options(tmp_path, data, register=False)
+    outcome = provision(A.parse_answers(data), opts)
+    config = load_config(tmp_path / "etc" / "shaobing.yaml")
+    assert config.control.insecure_unsigned and config.mqtt.insecure_plaintext
+    (check,) = [r for r in outcome.results if r.kind == "commands"]
+    assert check.status == "warn" and "unsigned commands are accepted" in check.reason
 
 
 def test_bad_rerun_leaves_the_previous_install_untouched(tmp_path, pki):
@@ -222,7 +281,7 @@ def test_unreachable_broker_is_a_failed_check_with_a_reason(tmp_path, pki):
     data = answers_data(d, port, selftest={"broker_timeout_s": 2})
     opts, _, _ = wired_options(tmp_path, data)
     outcome = provision(A.parse_answers(data), opts)
-    broker = outcome.results[-1]
+    broker = next(r for r in outcome.results if r.kind == "broker")
     assert broker.kind == "broker" and broker.status == FAIL
     assert "Connection refused" in broker.reason or f"no answer from 127.0.0.1:{port}" in (
         broker.reason
@@ -247,7 +306,7 @@ def test_generate_key_and_csr_then_install_the_countys_certificate(
     csr = x509.load_pem_x509_csr((etc / "device.csr").read_bytes())
     assert csr.is_signature_valid
     assert csr.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == DEVICE
-    broker = first.results[-1]
+    broker = next(r for r in first.results if r.kind == "broker")
     assert broker.status == FAIL and "no device certificate yet" in broker.reason
     assert any("send" in line and "device.csr" in line for line in said)
 
@@ -351,6 +410,8 @@ def test_interactive_over_stdin_matches_the_answers_file(tmp_path, mosquitto, co
             "127.0.0.1",
             str(mosquitto.port),
             "n",  # no TLS on this bench
+            str(tmp_path / "nowhere.pub"),  # no such file: re-asked
+            str(county_public_key(tmp_path)),
             "panic-1",
             "17",
             "panic",
@@ -379,6 +440,8 @@ def test_interactive_over_stdin_matches_the_answers_file(tmp_path, mosquitto, co
     assert "village code must be exactly 12 digits (统计用区划代码), got 11" in out
     assert "end K361+100 lies before start K361+200" in out
     assert "pin 17 is already used by inputs[0]" in out
+    assert "nowhere.pub: no such file" in out
+    assert "unsigned and forged pings refused over the broker" in out
     assert "ALL CHECKS PASSED" in out
     assert county.wait_for(lambda m: any(x.topic.endswith("/register") for x in m), 5)
     interactive = yaml.safe_load((tmp_path / "etc" / "shaobing.yaml").read_text())
@@ -396,6 +459,7 @@ def test_interactive_over_stdin_matches_the_answers_file(tmp_path, mosquitto, co
                 "inputs": [{"id": "panic-1", "pin": 17, "kind": "panic", "contact": "NO"}],
                 "outputs": [{"id": "siren-1", "pin": 24, "kind": "siren", "active_high": True}],
                 "gpio_backend": "mock",
+                "command_key": "county-command.pub",  # beside the answers file
             },
             allow_unicode=True,
         )
@@ -407,7 +471,13 @@ def test_interactive_over_stdin_matches_the_answers_file(tmp_path, mosquitto, co
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     from_file = yaml.safe_load((tmp_path / "etc2" / "shaobing.yaml").read_text())
-    assert from_file == interactive
+    assert from_file["control"] == {"command_keys": [str(tmp_path / "etc2" / "county-command.pub")]}
+    assert interactive["control"] == {
+        "command_keys": [str(tmp_path / "etc" / "county-command.pub")]
+    }
+    # Plain TCP only because the installer said so, and the config says so too.
+    assert from_file["mqtt"]["insecure_plaintext"] is True
+    assert {**from_file, "control": None} == {**interactive, "control": None}
 
 
 def test_install_service_writes_the_unit_and_enables_it(tmp_path):

@@ -115,6 +115,7 @@ def test_root_config_reports_unknown_serial_zone():
 device: {id: sb-test-01}
 site: {village_code: "130521104201", code_year: 2023, village_name: 东关村}
 zones: [{id: a}]
+control: {enabled: false}
 serial:
   buses: [{id: b, url: /dev/ttyUSB0}]
   modbus:
@@ -124,4 +125,4 @@ serial:
         parse_config(text)
     (problem,) = ei.value.problems
     assert problem.path == "serial.modbus[0].zones[0].zone"
-    assert problem.line == 8
+    assert problem.line == 9

@@ -10,6 +10,7 @@ import sys
 import yaml
 from agent_harness import SimulatedPost
 from conftest import EXAMPLE, config_for, wait_for
+from county_key import local_test_config
 
 from shaobing.simulator.broker import Mosquitto
 
@@ -76,6 +77,7 @@ def test_killed_agent_leaves_offline_will_and_replays_after_restart(
 ):
     """A real `shaobing run` process, SIGKILLed twice; health events are its event source."""
     data = yaml.safe_load(EXAMPLE.read_text())
+    local_test_config(data, tmp_path)
     data["mqtt"].update({"port": mosquitto.port, "reconnect_max_s": 1})
     data["storage"]["path"] = str(tmp_path / "outbox.db")
     data["gpio"]["backend"] = "mock"

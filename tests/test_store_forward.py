@@ -17,6 +17,7 @@ from collections import Counter
 import yaml
 from agent_harness import SimulatedPost
 from conftest import EXAMPLE, config_for, wait_for
+from county_key import local_test_config
 
 from shaobing.core.clock import Clock
 from shaobing.core.events import Source
@@ -27,6 +28,7 @@ SRC = Source(kind="test", id="burst")
 
 def _config_file(tmp_path, port: int, **storage) -> str:
     data = yaml.safe_load(EXAMPLE.read_text())
+    local_test_config(data, tmp_path)
     data["mqtt"].update({"port": port, "reconnect_max_s": 1})
     data["storage"] = {"path": str(tmp_path / "outbox.db"), **storage}
     data["gpio"]["backend"] = "mock"

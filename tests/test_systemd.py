@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import EXAMPLE, ROOT, config_for
+from county_key import local_test_config
 from gpiozero.pins.mock import MockFactory
 
 from shaobing.agent.runtime import Agent
@@ -136,6 +137,7 @@ def test_pings_stop_while_a_worker_is_stuck(tmp_path, notify_socket):
 def test_shaobing_run_speaks_sd_notify(tmp_path, notify_socket, mosquitto):
     """The real daemon as systemd starts it: READY=1, periodic WATCHDOG=1, STOPPING=1."""
     data = yaml.safe_load(EXAMPLE.read_text())
+    local_test_config(data, tmp_path)
     data["mqtt"]["port"] = mosquitto.port
     data["storage"]["path"] = str(tmp_path / "outbox.db")
     data["gpio"]["backend"] = "mock"

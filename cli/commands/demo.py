@@ -19,6 +19,7 @@ import paho.mqtt.client as mqtt
 from shaobing.agent import logs
 from shaobing.agent.config import ConfigError, load_config
 from shaobing.cli.schemes import CAMERA_SCHEMES
+from shaobing.core.signing import write_keypair
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "village-post.yaml"
 
@@ -200,10 +201,23 @@ def _run(args, config, host, port, protocol, name, workdir, snapshots) -> int:
     from shaobing.simulator.gpio import VirtualWiring
     from shaobing.simulator.scenario import village_scenario
 
+    # The demo's broker is a throwaway on this machine: plain TCP, said so
+    # explicitly (status.health warns mqtt_plaintext). Commands stay signed:
+    # the demo is its own county, with a key pair made for this run.
+    write_keypair(workdir / "demo-county.key", workdir / "demo-county.pub")
     config = config.model_copy(
         update={
             "mqtt": config.mqtt.model_copy(
-                update={"host": host, "port": port, "protocol": protocol}
+                update={
+                    "host": host,
+                    "port": port,
+                    "protocol": protocol,
+                    "tls": None,
+                    "insecure_plaintext": True,
+                }
+            ),
+            "control": config.control.model_copy(
+                update={"command_keys": [workdir / "demo-county.pub"]}
             ),
             "storage": config.storage.model_copy(update={"path": workdir / "outbox.db"}),
             "gpio": config.gpio.model_copy(update={"backend": "mock"}),
@@ -217,7 +231,10 @@ def _run(args, config, host, port, protocol, name, workdir, snapshots) -> int:
         config, pin = _with_console(config, args.console_port)
     if note:
         print(note)
-    print(f"broker: {name} at {host}:{port} (MQTT {protocol}); outbox: {workdir / 'outbox.db'}")
+    print(
+        f"broker: {name} at {host}:{port} (MQTT {protocol}, plain TCP: "
+        f"mqtt.insecure_plaintext); outbox: {workdir / 'outbox.db'}"
+    )
     print(f"snapshots are saved in {snapshots}")
     view = CountyView(lambda line: print(line, flush=True), snapshots)
     county = County(

@@ -47,6 +47,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--cert", type=Path, help="device certificate from the county (PEM)")
     g.add_argument("--key", type=Path, help="device key from the county (PEM)")
     g.add_argument("--new-key", action="store_true", help="replace the key already on the box")
+    g.add_argument(
+        "--command-key", type=Path, metavar="FILE",
+        help="the county's command public key (county-command.pub); only signed commands run",
+    )  # fmt: skip
+    g.add_argument(
+        "--selftest-command", type=Path, metavar="FILE",
+        help="a command the county signed for this device (JSON): the self-test must accept it",
+    )  # fmt: skip
     g = p.add_argument_group("wiring")
     g.add_argument(
         "--input", action="append", metavar="ID:PIN:KIND:CONTACT[:ZONE]",

@@ -7,6 +7,7 @@ from pathlib import Path
 from shaobing.agent import logs
 from shaobing.agent.config import ConfigError, load_config
 from shaobing.cli.schemes import CAMERA_SCHEMES
+from shaobing.core.signing import KeyFileError
 
 # sysexits.h EX_CONFIG: the unit's RestartPreventExitStatus= stops systemd looping on it.
 EX_CONFIG = 78
@@ -64,5 +65,8 @@ def run(args: argparse.Namespace) -> int:
         ).run_until_signalled()
     except BadPinFactory as exc:
         print(NO_PIN_FACTORY.format(backend=config.gpio.backend, reason=exc), file=sys.stderr)
+        return EX_CONFIG
+    except KeyFileError as exc:
+        print(f"{args.config}: {exc}", file=sys.stderr)
         return EX_CONFIG
     return EXIT_RESTART if restart else 0
