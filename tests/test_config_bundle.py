@@ -12,6 +12,7 @@ from bundle_support import county_key
 from gpiozero.pins.mock import MockFactory
 from linkage_helpers import linkage_config
 
+from shaobing.agent.command_signature import sign_ed25519
 from shaobing.agent.config import load_config
 from shaobing.agent.config_bundle import sign
 from shaobing.agent.config_watch import ConfigWatch
@@ -38,7 +39,10 @@ def post(tmp_path):
     def command(bundle: dict) -> dict:
         now = int(time.time() * 1000)
         body = {"id": f"cu-{next(n)}", "issued_ms": now, "expires_ms": now + 60_000}
-        payload = json.dumps({**body, "args": {"bundle": bundle}}).encode()
+        body = sign_ed25519(
+            {**body, "args": {"bundle": bundle}}, "config_update", agent.config.device.id, key
+        )
+        payload = json.dumps(body).encode()
         topic = f"{agent.topics.base}/cmd/config_update"
         return agent.control.handle(Incoming(topic, payload, len(payload), None, None))
 

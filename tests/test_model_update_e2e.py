@@ -12,13 +12,12 @@ import pytest
 import yaml
 from bundle_support import announce, coco_bundle, county_key, missing, rewrite, send_chunks
 from conftest import EXAMPLE, wait_for
+from county_key import local_test_config
 from platform_client import Platform
 
 from shaobing.agent.detection.model_store import ModelStore
 
 pytestmark = pytest.mark.timeout(240)
-
-HMAC_KEY = b"county-command-key-for-tests"
 
 
 def _post_config(tmp_path, port, public) -> object:
@@ -26,11 +25,9 @@ def _post_config(tmp_path, port, public) -> object:
     data["mqtt"].update({"port": port, "reconnect_max_s": 1})
     data["storage"]["path"] = str(tmp_path / "data" / "outbox.db")
     data["gpio"].update({"backend": "mock", "allow_mock": True})
-    key_file = tmp_path / "command.key"
-    key_file.write_bytes(HMAC_KEY)
-    data["control"].update(
-        {"require_signature": True, "key_file": str(key_file), "command_keys": [str(public)]}
-    )
+    local_test_config(data, tmp_path)  # loopback broker without TLS
+    # One county key signs the commands and the bundles (core/signing.py).
+    data["control"]["command_keys"] = [str(public)]
     data["cameras"] = [
         {
             "id": "cam-crossing",
@@ -80,7 +77,7 @@ def test_bundle_in_chunks_across_broker_restart_and_sigkill(
         assert county.wait_for(lambda m: len(_detection(county)) >= 2, 60), "no detection stats"
         blaze = _detection(county)[-1]["model"]
         platform = Platform(
-            mosquitto.port, f"shaobing/v1/130521104201/{_device(cfg)}", _device(cfg), key=HMAC_KEY
+            mosquitto.port, f"shaobing/v1/130521104201/{_device(cfg)}", _device(cfg), key=key
         )
 
         # 1. A forged bundle arrives whole, is refused, and the running model keeps detecting.
