@@ -1,0 +1,130 @@
+"""Issue 14 item 4: a failed provisioning never costs the installer the answers;
+a re-run offers them as defaults; bad files are re-asked at their own prompt;
+the state directory is checked before anything is written."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from test_provision import answers_data, pki, tls_broker, wired_options  # noqa: F401
+
+from shaobing.provisioning import answers as A
+from shaobing.provisioning import rerun
+from shaobing.provisioning.flow import Options, ProvisionError, provision
+from shaobing.simulator.broker import free_port
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_late_failure_keeps_the_answers_for_a_rerun(tmp_path, pki):  # noqa: F811
+    _, d = pki
+    data = answers_data(d, free_port(), selftest={"broker_timeout_s": 2})
+    opts, _, said = wired_options(tmp_path, data)
+    outcome = provision(A.parse_answers(data), opts)
+    assert not outcome.ok  # nothing listens on the broker port: the self-test fails
+    kept = tmp_path / "etc" / rerun.ANSWERS_NAME
+    assert mode(kept) == 0o600
+    assert any(f"shaobing provision --answers {kept}" in line for line in said)
+    again = A.parse_answers(A.read_answers_file(kept))
+    assert again == A.parse_answers(data)
+
+
+def test_kept_answers_hold_no_secret_and_say_so(tmp_path):
+    data = {
+        "device_id": "sb-130521104201-01",
+        "cameras": [{"id": "cam-1", "url": "rtsp://admin:hunter2@10.0.0.5/ch1"}],
+        "gb28181": {"server_id": "3402000000", "password": "s3cret"},
+    }
+    path = rerun.save_answers(data, tmp_path)
+    text = path.read_text()
+    assert "hunter2" not in text and "s3cret" not in text
+    assert "fill in every value shown as ***" in text
+    assert mode(path) == 0o600
+    previous = rerun.previous_answers(tmp_path)
+    assert previous["device_id"] == "sb-130521104201-01"
+    assert "password" not in previous["gb28181"]  # asked again, never offered as ***
+    assert "url" not in previous["cameras"][0]
+
+
+def test_previous_answers_tolerate_a_broken_file(tmp_path):
+    assert rerun.previous_answers(tmp_path) == {}
+    (tmp_path / rerun.ANSWERS_NAME).write_text("- a list\n- not a mapping\n")
+    assert rerun.previous_answers(tmp_path) == {}
+    (tmp_path / rerun.ANSWERS_NAME).write_text("key: [unclosed\n")
+    assert rerun.previous_answers(tmp_path) == {}
+
+
+def test_state_dir_is_checked_before_anything_is_written(tmp_path, pki):  # noqa: F811
+    _, d = pki
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    opts = Options(config_dir=tmp_path / "etc", state_dir=blocker / "var", say=lambda s: None)
+    with pytest.raises(ProvisionError) as info:
+        provision(A.parse_answers(answers_data(d, 8883)), opts)
+    problem = next(p for p in info.value.problems if p.path == "--state-dir")
+    assert f"{blocker} is not a directory" in problem.message
+    assert not (tmp_path / "etc").exists() or not any((tmp_path / "etc").iterdir())
+    # Space: the same check with a need no disk can meet.
+    (low,) = rerun.state_dir_problems(tmp_path / "var", min_free=1 << 60)
+    assert "MiB free on" in low.message and "needs at least" in low.message
+
+
+def _provision(tmp_path: Path, keys: list[str], state_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "shaobing.cli.main", "--lang", "en", "provision",
+         "--config-dir", str(tmp_path / "etc"), "--state-dir", str(state_dir),
+         "--gpio-backend", "mock", "--no-register"],
+        input="\n".join(keys) + "\n", capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_interactive_rerun_after_a_refusal_is_enter_enter_enter(
+    tmp_path,
+    pki,  # noqa: F811
+    tls_broker,  # noqa: F811
+):
+    _, d = pki
+    keys = [
+        "130521104201", "2023", "东关村", "37.06,114.51",
+        "n",  # no railway
+        "",  # device id: default
+        "127.0.0.1", str(tls_broker.tls_port),
+        "y",  # TLS
+        str(d / "missing-ca.pem"),  # no such file: re-asked at once
+        str(d / "ca.pem"),
+        "y",  # the county gave a certificate
+        str(d / "device.pem"),
+        str(d / "other.key"),  # another device's key: re-asked at its own prompt
+        str(d / "device.key"),
+        "panic-1", "17", "panic", "", "",
+        "",  # no outputs
+        "n",  # no walk test
+    ]  # fmt: skip
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    first = _provision(tmp_path, keys, blocker / "var")
+    out = first.stdout + first.stderr
+    assert first.returncode == 2, out
+    assert out.count("missing-ca.pem") >= 1 and "does not match the private key" in out
+    assert "is not a directory" in out
+    kept = tmp_path / "etc" / rerun.ANSWERS_NAME
+    assert f"shaobing provision --answers {kept}" in out
+    assert mode(kept) == 0o600
+
+    # The re-run: every previous answer is the default, Enter keeps it.
+    second = _provision(tmp_path, [""] * 40, tmp_path / "var")
+    out = second.stdout + second.stderr
+    assert second.returncode == 0, out
+    assert "[130521104201]" in out and f"[{d / 'device.key'}]" in out
+    assert "Keep these 1 inputs?" in out
+    config = yaml.safe_load((tmp_path / "etc" / "shaobing.yaml").read_text())
+    assert config["inputs"][0]["id"] == "panic-1" and config["inputs"][0]["pin"] == 17
+    assert config["mqtt"]["port"] == tls_broker.tls_port
+    assert config["site"]["village_name"] == "东关村"
