@@ -29,6 +29,7 @@ from shaobing.provisioning import answers as A
 from shaobing.provisioning.identity import (
     IdentityError,
     check_pair,
+    check_validity,
     load_ca,
     load_cert,
     load_key,
@@ -88,6 +89,13 @@ def file_check(loader: Callable[[Path, str], Any], what: str) -> Callable[[str],
         return str(path.resolve())
 
     return check
+
+
+def _valid_cert(path: Path, what: str) -> Any:
+    # Expired or not yet valid (the box's clock): re-asked here, not after the last question.
+    cert = load_cert(path, what)
+    check_validity(cert, path)
+    return cert
 
 
 def _key_for(cert_path: Path) -> Callable[[Path, str], Any]:
@@ -279,7 +287,7 @@ def interview(
             ident["mode"] = "install"
             ident["cert"] = p.ask(
                 _("Device certificate file"),
-                file_check(load_cert, "cert"),
+                file_check(_valid_cert, "cert"),
                 default=was("identity", "cert"),
             )
             ident["key"] = p.ask(

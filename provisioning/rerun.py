@@ -25,6 +25,7 @@ ANSWERS_NAME = "provisioning-answers.yaml"
 # The outbox, models and status file need room; less than this and the first
 # camera clip or model fetch fails on a box already declared working.
 MIN_FREE_BYTES = 64 * 1024 * 1024
+CONFIG_MIN_FREE_BYTES = 1024 * 1024  # keys, config and the report
 
 HEADER = (
     "# Answers of the last `shaobing provision` on this box, kept so it can be redone with\n"
@@ -89,25 +90,27 @@ def previous_answers(config_dir: Path) -> dict[str, Any]:
 
 def state_dir_problems(state_dir: Path, min_free: int = MIN_FREE_BYTES) -> list[Problem]:
     """Whether the agent can create and fill ``state_dir``: checked before anything is written."""
-    existing = state_dir
+    return dir_problems(state_dir, "--state-dir", min_free)
+
+
+def dir_problems(directory: Path, flag: str, min_free: int = MIN_FREE_BYTES) -> list[Problem]:
+    """Whether ``directory`` exists or can be made, is writable and has ``min_free`` bytes."""
+    existing = directory
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        return [Problem("--state-dir", f"{existing} is not a directory")]
+        return [Problem(flag, f"{existing} is not a directory")]
     if not os.access(existing, os.W_OK | os.X_OK):
         return [
-            Problem(
-                "--state-dir",
-                f"cannot write in {existing} (run with sudo, or choose another --state-dir)",
-            )
+            Problem(flag, f"cannot write in {existing} (run with sudo, or choose another {flag})")
         ]
     free = shutil.disk_usage(existing).free
     if free < min_free:
         return [
             Problem(
-                "--state-dir",
+                flag,
                 f"only {free // (1024 * 1024)} MiB free on {existing}; the agent needs at least "
-                f"{min_free // (1024 * 1024)} MiB for its outbox and models",
+                f"{min_free // (1024 * 1024)} MiB there",
             )
         ]
     return []

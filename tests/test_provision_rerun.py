@@ -85,7 +85,16 @@ def _provision(tmp_path: Path, keys: list[str], state_dir: Path) -> subprocess.C
     )  # fmt: skip
 
 
-def test_interactive_rerun_after_a_refusal_is_enter_enter_enter(
+def test_interactive_run_checks_the_directories_before_the_first_question(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = _provision(tmp_path, ["130521104201"], blocker / "var")
+    assert result.returncode == 2
+    assert f"--state-dir: {blocker} is not a directory" in result.stderr, result.stderr
+    assert "Village code" not in result.stdout  # not one question asked in vain
+
+
+def test_interactive_rerun_after_a_failure_is_enter_enter_enter(
     tmp_path,
     pki,  # noqa: F811
     tls_broker,  # noqa: F811
@@ -100,31 +109,59 @@ def test_interactive_rerun_after_a_refusal_is_enter_enter_enter(
         str(d / "missing-ca.pem"),  # no such file: re-asked at once
         str(d / "ca.pem"),
         "y",  # the county gave a certificate
+        str(d / "expired.pem"),  # expired: re-asked at its own prompt
         str(d / "device.pem"),
         str(d / "other.key"),  # another device's key: re-asked at its own prompt
         str(d / "device.key"),
-        "panic-1", "17", "panic", "", "",
+        "panic-1", "17", "panic", "",
+        "tamper-1", "23", "tamper", "",  # NC, and nothing wired on the bench: FAIL
+        "",  # no more inputs
         "",  # no outputs
         "n",  # no walk test
     ]  # fmt: skip
-    blocker = tmp_path / "a-file"
-    blocker.write_text("")
-    first = _provision(tmp_path, keys, blocker / "var")
+    first = _provision(tmp_path, keys, tmp_path / "var")
     out = first.stdout + first.stderr
-    assert first.returncode == 2, out
-    assert out.count("missing-ca.pem") >= 1 and "does not match the private key" in out
-    assert "is not a directory" in out
+    assert first.returncode == 1, out  # written, but the self-test failed
+    assert "missing-ca.pem" in out and "expired on" in out
+    assert "does not match the private key" in out
     kept = tmp_path / "etc" / rerun.ANSWERS_NAME
     assert f"shaobing provision --answers {kept}" in out
     assert mode(kept) == 0o600
 
-    # The re-run: every previous answer is the default, Enter keeps it.
-    second = _provision(tmp_path, [""] * 40, tmp_path / "var")
+    # The re-run: every previous answer is the default, Enter keeps it; only the
+    # inputs change (the tamper loop is not wired yet).
+    second = _provision(
+        tmp_path,
+        [""] * 13 + ["n", "panic-1", "17", "panic", "", "", "", ""],
+        tmp_path / "var",
+    )
     out = second.stdout + second.stderr
     assert second.returncode == 0, out
     assert "[130521104201]" in out and f"[{d / 'device.key'}]" in out
-    assert "Keep these 1 inputs?" in out
+    assert "Keep these 2 inputs?" in out and "ALL CHECKS PASSED" in out
     config = yaml.safe_load((tmp_path / "etc" / "shaobing.yaml").read_text())
-    assert config["inputs"][0]["id"] == "panic-1" and config["inputs"][0]["pin"] == 17
+    assert [i["id"] for i in config["inputs"]] == ["panic-1"]
     assert config["mqtt"]["port"] == tls_broker.tls_port
+    assert config["mqtt"]["tls"]["cert"].endswith("device.pem")
     assert config["site"]["village_name"] == "东关村"
+    assert config["site"]["gps"] == {"lat": 37.06, "lon": 114.51}
+
+
+def test_a_refusal_after_the_questions_keeps_the_answers(tmp_path, pki):  # noqa: F811
+    _, d = pki
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "device.key").write_text("not a key\n")  # a damaged key on the box
+    keys = [
+        "130521104201", "2023", "东关村", "", "n", "", "127.0.0.1", "8883",
+        "y", str(d / "ca.pem"),
+        "n",  # no certificate yet: the key on the box is used for the CSR
+        "", "", "n",
+    ]  # fmt: skip
+    result = _provision(tmp_path, keys, tmp_path / "var")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "nothing was written" in result.stderr
+    kept = tmp_path / "etc" / rerun.ANSWERS_NAME
+    assert f"shaobing provision --answers {kept}" in result.stderr
+    kept_answers = A.parse_answers(A.read_answers_file(kept))
+    assert kept_answers.site["village_name"] == "东关村"
+    assert kept_answers.identity.ca == d / "ca.pem"

@@ -113,6 +113,14 @@ def provision(args: argparse.Namespace) -> int:
         if not interactive:
             data = A.read_answers_file(args.answers) if args.answers else {}
         else:
+            # Before the first question: a box that cannot take the files must not cost
+            # the installer the interview.
+            early = rerun.dir_problems(
+                args.config_dir, "--config-dir", rerun.CONFIG_MIN_FREE_BYTES
+            ) + rerun.state_dir_problems(args.state_dir)
+            if early:
+                _print_problems(_, _("{n} problem(s)").format(n=len(early)), early)
+                return 2
             print(_("shaobing provisioning — Ctrl-D aborts; nothing is written until the end."))
             previous = rerun.previous_answers(args.config_dir)
             if previous:
