@@ -16,6 +16,8 @@ import yaml
 from babel.messages.extract import extract_from_file
 from babel.messages.pofile import read_po
 from conftest import ROOT
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shaobing.agent.status_file import status_path, write_status
 from shaobing.cli.main import main
@@ -197,3 +199,14 @@ def test_zh_table_lines_up_by_display_width():
     }
     assert len(starts) == 1, lines
     assert Path(ROOT / "core" / "locale").is_dir()
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["SHAOBING_LANG", "LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE"]),
+        st.text(max_size=30),
+    ),
+    st.one_of(st.none(), st.text(max_size=20)),
+)
+def test_any_locale_or_flag_gives_a_supported_language(environ, flag):
+    assert from_environment(environ, flag) in LANGUAGES

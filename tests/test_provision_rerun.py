@@ -7,10 +7,13 @@ from __future__ import annotations
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 from test_provision import answers_data, pki, tls_broker, wired_options  # noqa: F401
 
 from shaobing.provisioning import answers as A
@@ -165,3 +168,10 @@ def test_a_refusal_after_the_questions_keeps_the_answers(tmp_path, pki):  # noqa
     kept_answers = A.parse_answers(A.read_answers_file(kept))
     assert kept_answers.site["village_name"] == "东关村"
     assert kept_answers.identity.ca == d / "ca.pem"
+
+
+@given(st.text(max_size=300))
+def test_any_previous_answers_file_reads_or_is_ignored(text):
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / rerun.ANSWERS_NAME).write_text(text, encoding="utf-8", errors="replace")
+        assert isinstance(rerun.previous_answers(Path(d)), dict)
