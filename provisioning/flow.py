@@ -63,6 +63,9 @@ class Options:
     camera_schemes: Any = None
     # The installer's language for what is said and the text report (core/i18n.py).
     lang: str = "en"
+    # False when the answers came from the kept file itself: rewriting it would mask
+    # the secrets the installer just filled in.
+    keep_answers: bool = True
 
 
 @dataclass
@@ -156,8 +159,13 @@ def provision(answers: A.Answers, opts: Options) -> Outcome:
     written = files.commit()
     say(_("wrote {files}").format(files=", ".join(str(p) for p in written)))
     # Before the self-test: a failure from here on must not cost the answers.
-    kept = rerun.save_answers(answers_data(answers), opts.config_dir)
-    say(_("answers kept in {path} (re-run: shaobing provision --answers {path})").format(path=kept))
+    if opts.keep_answers:
+        kept = rerun.save_answers(answers_data(answers), opts.config_dir)
+        say(
+            _("answers kept in {path} (re-run: shaobing provision --answers {path})").format(
+                path=kept
+            )
+        )
     if identity.get("csr"):
         say(
             _(

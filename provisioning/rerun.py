@@ -68,6 +68,16 @@ def save_answers_somewhere(data: dict[str, Any], directories: list[Path]) -> Pat
     return None
 
 
+def is_kept_file(answers_file: Path | None, config_dir: Path) -> bool:
+    """Whether ``--answers`` names the file this box keeps (re-run from the kept answers)."""
+    if answers_file is None:
+        return False
+    try:
+        return answers_file.resolve() == (config_dir / ANSWERS_NAME).resolve()
+    except OSError:
+        return False
+
+
 def _without_masked(data: Any) -> Any:
     # A masked secret must be asked again, never offered as "***".
     if isinstance(data, dict):

@@ -175,3 +175,14 @@ def test_any_previous_answers_file_reads_or_is_ignored(text):
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / rerun.ANSWERS_NAME).write_text(text, encoding="utf-8", errors="replace")
         assert isinstance(rerun.previous_answers(Path(d)), dict)
+
+
+def test_a_run_from_the_kept_file_does_not_mask_it_again(tmp_path, monkeypatch):
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    monkeypatch.chdir(etc)
+    kept = etc / rerun.ANSWERS_NAME
+    assert rerun.is_kept_file(Path(rerun.ANSWERS_NAME), etc)  # relative, from inside etc
+    assert rerun.is_kept_file(kept, etc)
+    assert not rerun.is_kept_file(tmp_path / "answers.yaml", etc)
+    assert not rerun.is_kept_file(None, etc)

@@ -151,6 +151,7 @@ def provision(args: argparse.Namespace) -> int:
         register=not args.no_register,
         camera_schemes=CAMERA_SCHEMES,
         lang=_.lang,
+        keep_answers=not rerun.is_kept_file(args.answers, args.config_dir),
     )
     try:
         outcome = run_provision(answers, opts)
