@@ -35,6 +35,8 @@ from shaobing.provisioning.identity import (
     load_key,
 )
 
+# Answers-file sections the interview does not ask about; a re-run keeps them.
+CARRIED_OVER = ("zones", "cameras", "detector", "serial", "gb28181")
 DEFAULT_CONTACT = {"panic": "NO", "pir": "NC", "door": "NC", "tamper": "NC", "reset": "NO"}
 
 
@@ -303,9 +305,20 @@ def interview(
     data["inputs"] = _keep_or_ask(p, prev, data, "inputs", _ask_input)
     p.write(_("— GPIO outputs —"))
     data["outputs"] = _keep_or_ask(p, prev, data, "outputs", _ask_output)
-    p.write(
-        _("Cameras and serial detectors: add them to an answers file (see the installer guide).")
-    )
+    # What the interview does not ask (cameras, serial, ... from an answers file)
+    # stays as it was: a re-run must not silently drop the cameras.
+    carried = [k for k in CARRIED_OVER if prev.get(k) not in (None, [], {})]
+    for key in carried:
+        data[key] = prev[key]
+    if carried:
+        p.write(_("kept from the previous answers: {sections}").format(sections=", ".join(carried)))
+    else:
+        p.write(
+            _(
+                "Cameras and serial detectors: add them to an answers file "
+                "(see the installer guide)."
+            )
+        )
     data["selftest"] = {
         "walk_test": p.yes(
             _("Walk test: trigger each sensor once during the self-test?"),

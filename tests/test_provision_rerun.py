@@ -19,6 +19,7 @@ from test_provision import answers_data, pki, tls_broker, wired_options  # noqa:
 from shaobing.provisioning import answers as A
 from shaobing.provisioning import rerun
 from shaobing.provisioning.flow import Options, ProvisionError, provision
+from shaobing.provisioning.prompts import Prompter, interview
 from shaobing.simulator.broker import free_port
 
 
@@ -186,3 +187,22 @@ def test_a_run_from_the_kept_file_does_not_mask_it_again(tmp_path, monkeypatch):
     assert rerun.is_kept_file(kept, etc)
     assert not rerun.is_kept_file(tmp_path / "answers.yaml", etc)
     assert not rerun.is_kept_file(None, etc)
+
+
+def test_a_rerun_keeps_what_the_interview_does_not_ask():
+    previous = {
+        "site": {"village_code": "130521104201", "code_year": 2023, "village_name": "东关村"},
+        "device_id": "sb-130521104201-01",
+        "broker": {"host": "127.0.0.1", "port": 1883, "tls": False},
+        "cameras": [{"id": "cam-1", "url": "rtsp://10.0.0.5/ch1"}],
+        "serial": {"modbus": []},
+        "selftest": {"walk_test": False},
+    }
+    said: list[str] = []
+    answers = iter([""] * 12)  # Enter everywhere: every previous answer kept
+    data = interview(Prompter(read=lambda _q: next(answers), write=said.append), previous=previous)
+    assert data["cameras"] == previous["cameras"] and data["serial"] == {"modbus": []}
+    assert data["site"]["village_code"] == "130521104201"
+    assert data["broker"] == {"host": "127.0.0.1", "port": 1883, "tls": False}
+    assert data["selftest"] == {"walk_test": False}
+    assert "kept from the previous answers: cameras, serial" in said
