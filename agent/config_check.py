@@ -10,6 +10,7 @@ the setting, with what to do.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -93,12 +94,21 @@ def deep_problems(config: Config) -> list[Problem]:
     return [*tls_problems(config), *keys, *model_problems(config)]
 
 
-def summary(config: Config, path: Path) -> str:
+def summary(config: Config, path: Path, _: Callable[[str], str] = str) -> str:
+    """The one line ``config check`` prints for a good file, in the installer's language."""
     serial = len(config.serial.modbus) + len(config.serial.contact_id)
     cameras = sum(c.enabled for c in config.cameras)
-    return (
-        f"{path}: ok (device {config.device.id}, village {config.site.village_code} "
-        f"{config.site.village_name}, {len(config.zones)} zone(s), "
-        f"{len(config.inputs)} input(s), {len(config.outputs)} output(s), "
-        f"{cameras} camera(s), {serial} serial device(s))"
+    return _(
+        "{path}: ok (device {device}, village {code} {village}, {zones} zone(s), "
+        "{inputs} input(s), {outputs} output(s), {cameras} camera(s), {serial} serial device(s))"
+    ).format(
+        path=path,
+        device=config.device.id,
+        code=config.site.village_code,
+        village=config.site.village_name,
+        zones=len(config.zones),
+        inputs=len(config.inputs),
+        outputs=len(config.outputs),
+        cameras=cameras,
+        serial=serial,
     )

@@ -14,8 +14,11 @@ import datetime as dt
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from wcwidth import wcswidth
 
 from shaobing.core.atomic import atomic_write
 
@@ -93,46 +96,74 @@ def _classes(counts: dict[str, int]) -> str:
     return "  ".join(f"{k} {v}" for k, v in counts.items())
 
 
-def format_status(doc: dict[str, Any], now_ms: int | None = None) -> str:
-    """Readable text for a technician's terminal."""
+LABEL_COLUMNS = 13  # "open alarms" + 2; Chinese labels are narrower in columns
+
+
+def _row(label: str, text: str) -> str:
+    return label + " " * max(1, LABEL_COLUMNS - wcswidth(label)) + text
+
+
+def format_status(
+    doc: dict[str, Any], now_ms: int | None = None, _: Callable[[str], str] = str
+) -> str:
+    """Readable text for a technician's terminal, in its language (``_``: core.i18n)."""
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     health = doc.get("health") or {}
     age_s = max(0, (now_ms - doc["written_ms"]) // 1000)
     if running(doc):
-        state = f"running (pid {doc['pid']})"
+        state = _("running (pid {pid})").format(pid=doc["pid"])
     elif doc.get("state") == "stopped":
-        state = "stopped"
+        state = _("stopped")
     else:
-        state = f"NOT RUNNING (pid {doc.get('pid')} is gone: crashed or killed)"
-    lines = [
-        f"device       {doc.get('device')}  version {doc.get('version')}",
-        f"agent        {state}; written {age_s} s ago ({_clock(doc['written_ms'])})",
-    ]
+        state = _("NOT RUNNING (pid {pid} is gone: crashed or killed)").format(pid=doc.get("pid"))
+    rows = [
+        (_("device"), _("{device}  version {version}").format(
+            device=doc.get("device"), version=doc.get("version")
+        )),
+        (_("agent"), _("{state}; written {age} s ago ({clock})").format(
+            state=state, age=age_s, clock=_clock(doc["written_ms"])
+        )),
+    ]  # fmt: skip
     uplink = health.get("uplink") or {}
-    link = "connected" if uplink.get("connected") else "NOT connected"
-    lines.append(
-        f"link         {link} to {doc.get('broker')}; {uplink.get('published', 0)} published,"
-        f" {uplink.get('acked', 0)} acknowledged, {uplink.get('refused', 0)} refused"
-    )
+    link = _("connected") if uplink.get("connected") else _("NOT connected")
+    rows.append(
+        (
+            _("link"),
+            _("{link} to {broker}; {published} published, {acked} acknowledged, "
+              "{refused} refused").format(
+                link=link, broker=doc.get("broker"), published=uplink.get("published", 0),
+                acked=uplink.get("acked", 0), refused=uplink.get("refused", 0),
+            ),
+        )
+    )  # fmt: skip
     if health.get("outbox") is not None:
-        lines.append(
-            f"outbox       {_classes(health['outbox'])}  ({health.get('outbox_bytes', 0)} bytes)"
+        rows.append(
+            (
+                _("outbox"),
+                _("{classes}  ({bytes} bytes)").format(
+                    classes=_classes(health["outbox"]), bytes=health.get("outbox_bytes", 0)
+                ),
+            )
         )
     if health.get("dropped") is not None:
-        lines.append(f"dropped      {_classes(health['dropped'])}")
+        rows.append((_("dropped"), _classes(health["dropped"])))
     if health.get("arming"):
-        lines.append(
-            "arming       " + "  ".join(f"{z} {s}" for z, s in sorted(health["arming"].items()))
+        rows.append(
+            (_("arming"), "  ".join(f"{z} {s}" for z, s in sorted(health["arming"].items())))
         )
+    lines = [_row(label, text) for label, text in rows]
     open_alarms = doc.get("open_alarms") or []
-    lines.append(f"open alarms  {len(open_alarms) or 'none'}")
+    lines.append(_row(_("open alarms"), str(len(open_alarms) or _("none"))))
     for alarm in open_alarms:
         lines.append(
-            f"  {_clock(alarm.get('ts'))}  {alarm.get('type')}  zone {alarm.get('zone')}"
-            f"  from {alarm.get('source')}  {alarm.get('state', '')}".rstrip()
+            f"  {_clock(alarm.get('ts'))}  {alarm.get('type')}  "
+            + _("zone {zone}").format(zone=alarm.get("zone"))
+            + "  "
+            + _("from {source}").format(source=alarm.get("source"))
+            + f"  {alarm.get('state', '')}".rstrip()
         )
     events = doc.get("last_events") or []
-    lines.append("last events" + ("" if events else "  none"))
+    lines.append(_row(_("last events"), "" if events else _("none")).rstrip())
     for e in events:
         lines.append(
             f"  seq {e.get('seq'):<6} {_clock(e.get('ts'))}  {e.get('type'):<24}"
@@ -142,11 +173,14 @@ def format_status(doc: dict[str, Any], now_ms: int | None = None) -> str:
         lines.append(f"WARNINGS     {', '.join(health['warnings'])}")
     cert = doc.get("certificate")
     if cert is None:
-        lines.append("certificate  none (plain MQTT or no client certificate)")
+        text = _("none (plain MQTT or no client certificate)")
     elif "error" in cert:
-        lines.append(f"certificate  {cert['path']}: cannot be read: {cert['error']}")
+        text = _("{path}: cannot be read: {error}").format(path=cert["path"], error=cert["error"])
     else:
         days = (cert["not_after_ms"] - now_ms) / 86_400_000
-        verdict = f"{days:.0f} days left" if days >= 0 else "EXPIRED"
-        lines.append(f"certificate  expires {_clock(cert['not_after_ms'])} ({verdict})")
+        verdict = _("{days} days left").format(days=f"{days:.0f}") if days >= 0 else _("EXPIRED")
+        text = _("expires {clock} ({verdict})").format(
+            clock=_clock(cert["not_after_ms"]), verdict=verdict
+        )
+    lines.append(_row(_("certificate"), text))
     return "\n".join(lines)

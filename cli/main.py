@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
@@ -63,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"shaobing {_version()}")
+    parser.add_argument(
+        "--lang",
+        metavar="LANG",
+        help="language of the installer's text: zh-CN or en (default: $SHAOBING_LANG, else "
+        "the locale; English only when LC_ALL/LC_MESSAGES/LANG say en*, otherwise zh-CN)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"shaobing.cli.commands.{name}").register(sub)
@@ -74,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from shaobing.core.i18n import from_environment
+
+    args.lang = from_environment(os.environ, args.lang)
     if args.command is None:
         parser.print_help()  # bare `shaobing`: show what there is to do
         return 0

@@ -10,6 +10,7 @@ Chinese is the default: installers at village posts read Chinese first.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from pathlib import Path
 
 from babel.messages.pofile import read_po
@@ -58,3 +59,24 @@ def catalogue(lang: str = DEFAULT) -> Catalogue:
         if m.id and isinstance(m.id, str) and m.string and not m.fuzzy
     }
     return Catalogue(lang, messages)
+
+
+# Where the command line looks for the installer's language, first found wins (as gettext).
+ENV_LANG = "SHAOBING_LANG"
+_LOCALE_VARS = (ENV_LANG, "LC_ALL", "LC_MESSAGES", "LANG")
+
+
+def from_environment(environ: Mapping[str, str], flag: str | None = None) -> str:
+    """The command line's language: ``--lang``, else ``$SHAOBING_LANG``, else the locale.
+
+    A box's SSH session often has ``LANG=C`` or none at all, and its installers
+    read Chinese: only a locale that says English (``en_US.UTF-8``) gives English;
+    C, POSIX, unset or any other language gives zh-CN.
+    """
+    if flag:
+        return pick(flag)
+    for name in _LOCALE_VARS:
+        value = environ.get(name, "")
+        if value:
+            return pick(value.split(".")[0])  # C, POSIX, de_DE ... -> DEFAULT
+    return DEFAULT

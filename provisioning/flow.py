@@ -22,11 +22,13 @@ from gpiozero.pins import Factory
 from shaobing.agent.config import Config, ConfigError, Problem, parse_config, validate_config
 from shaobing.agent.runtime import agent_version
 from shaobing.core.atomic import FileSet, atomic_write
+from shaobing.core.i18n import catalogue
 from shaobing.core.signing import load_public
 from shaobing.drivers.gpio import make_pin_factory
 from shaobing.models.fetch import ENV_MODEL_DIR
 from shaobing.provisioning import answers as A
 from shaobing.provisioning import report as R
+from shaobing.provisioning import rerun
 from shaobing.provisioning.identity import IdentityError, build_identity
 from shaobing.provisioning.selftest import (
     DEFAULT_FACTORIES,
@@ -36,6 +38,7 @@ from shaobing.provisioning.selftest import (
     Result,
     build_checks,
     run_checks,
+    status_word,
 )
 
 REPORT_JSON, REPORT_TEXT = "provisioning-report.json", "provisioning-report.txt"
@@ -59,6 +62,11 @@ class Options:
     register: bool = True
     # Camera sources served from above (the simulator's sim: scenes); see cli/schemes.py.
     camera_schemes: Any = None
+    # The installer's language for what is said and the text report (core/i18n.py).
+    lang: str = "en"
+    # False when the answers came from the kept file itself: rewriting it would mask
+    # the secrets the installer just filled in.
+    keep_answers: bool = True
 
 
 @dataclass
@@ -109,6 +117,7 @@ def prepare(answers: A.Answers, opts: Options) -> tuple[Config, FileSet, dict[st
     except IdentityError as exc:
         field_name, _, message = str(exc).partition(": ")
         problems.append(Problem(f"identity.{field_name}", message))
+    problems += rerun.state_dir_problems(opts.state_dir)
     if problems:
         raise ProvisionError(problems)
     assert identity is not None
@@ -148,15 +157,26 @@ def provision(answers: A.Answers, opts: Options) -> Outcome:
     started = time.monotonic()
     version = agent_version()
     say = opts.say
+    _ = catalogue(opts.lang)
     config, files, identity, warnings = prepare(answers, opts)
     for w in warnings:
-        say(f"WARNING: {w}")
+        say(_("WARNING: {warning}").format(warning=w))
     written = files.commit()
-    say(f"wrote {', '.join(str(p) for p in written)}")
+    say(_("wrote {files}").format(files=", ".join(str(p) for p in written)))
+    # Before the self-test: a failure from here on must not cost the answers.
+    if opts.keep_answers:
+        kept = rerun.save_answers(answers_data(answers), opts.config_dir)
+        say(
+            _("answers kept in {path} (re-run: shaobing provision --answers {path})").format(
+                path=kept
+            )
+        )
     if identity.get("csr"):
         say(
-            f"no device certificate yet: send {opts.config_dir / A.CSR_NAME} to the county CA, "
-            "then run provision again with --cert"
+            _(
+                "no device certificate yet: send {csr} to the county CA, "
+                "then run provision again with --cert"
+            ).format(csr=opts.config_dir / A.CSR_NAME)
         )
     results = selftest(config, answers.selftest, opts, version, answers.selftest_command)
     registered = None
@@ -172,7 +192,7 @@ def provision(answers: A.Answers, opts: Options) -> Outcome:
                     topic, json.dumps(payload, ensure_ascii=False).encode(), 10
                 ):
                     registered = topic
-                    say(f"registered on {topic}")
+                    say(_("registered on {topic}").format(topic=topic))
         finally:
             ctx_session.close()
     file_map = {
@@ -201,7 +221,7 @@ def provision(answers: A.Answers, opts: Options) -> Outcome:
         registered,
     )
     json_path = atomic_write(opts.config_dir / REPORT_JSON, R.dumps(rep))
-    text = R.render_text(rep, results.results)
+    text = R.render_text(rep, results.results, _)
     text_path = atomic_write(opts.config_dir / REPORT_TEXT, text)
     say("\n" + text)
     return Outcome(
@@ -211,6 +231,16 @@ def provision(answers: A.Answers, opts: Options) -> Outcome:
         {"report_json": json_path, "report_text": text_path},
         registered is not None,
     )
+
+
+def answers_data(answers: A.Answers) -> dict[str, Any]:
+    """The answers as an answers file holds them, file names absolute (re-run from anywhere)."""
+    data = answers.model_dump(mode="json", exclude_none=True)
+    ident = data.get("identity") or {}
+    for key in ("cert", "key", "ca"):
+        if ident.get(key):
+            ident[key] = str(Path(ident[key]).expanduser().resolve())
+    return data
 
 
 @dataclass
@@ -244,11 +274,13 @@ def selftest(
     )
     checks = build_checks(config, ctx, opts.factories)
 
+    _ = catalogue(opts.lang)
+
     def progress(i: int, n: int, check, result: Result | None) -> None:
         if result is None:
             opts.say(f"[{i}/{n}] {check.kind}: {check.name} ...")
         else:
-            opts.say(f"[{i}/{n}] {result.status.upper()} {result.reason}")
+            opts.say(f"[{i}/{n}] {status_word(result.status, _)} {result.reason}")
 
     results = list(run_checks(checks, ctx, progress))
     return _Run(results, ctx.session)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from typing import Any
+
+from wcwidth import wcswidth
 
 from shaobing.agent.config import Config
 from shaobing.agent.versions import installed_model, versions
@@ -101,31 +104,52 @@ def report(
     }
 
 
-def render_text(rep: dict[str, Any], results: list[Result]) -> str:
+def render_text(rep: dict[str, Any], results: list[Result], _: Callable[[str], str] = str) -> str:
+    """The installer's report, in the installer's language (``_``: core.i18n catalogue)."""
     site = rep["site"]
     st = rep["selftest"]
-    lines = [
-        f"shaobing provisioning report — {rep['device']}",
-        f"site:     {site['village_name']} {site['village_code']} (code year {site['code_year']})",
-        f"time:     {dt.datetime.fromtimestamp(rep['ts'] / 1000, dt.UTC):%Y-%m-%d %H:%M:%S} UTC"
-        f" ({rep['duration_s']} s)",
-        f"version:  {rep['version']}",
-    ]
+    at = f"{dt.datetime.fromtimestamp(rep['ts'] / 1000, dt.UTC):%Y-%m-%d %H:%M:%S}"
+    labelled = [
+        (_("site:"), _("{name} {code} (code year {year})").format(
+            name=site["village_name"], code=site["village_code"], year=site["code_year"]
+        )),
+        (_("time:"), f"{at} UTC ({rep['duration_s']} s)"),
+        (_("version:"), rep["version"]),
+    ]  # fmt: skip
     ident = rep["identity"]
     if ident.get("fingerprint_sha256"):
-        lines.append(f"cert:     {ident['subject']}, valid until {ident['not_after']}")
-        lines.append(f"          SHA-256 {ident['fingerprint_sha256']}")
+        labelled.append(
+            (
+                _("cert:"),
+                _("{subject}, valid until {date}").format(
+                    subject=ident["subject"], date=ident["not_after"]
+                ),
+            )
+        )
+        labelled.append(("", f"SHA-256 {ident['fingerprint_sha256']}"))
     elif ident.get("csr"):
-        lines.append(f"cert:     none yet; send {rep['files'].get('csr')} to the county CA")
+        labelled.append(
+            (
+                _("cert:"),
+                _("none yet; send {csr} to the county CA").format(csr=rep["files"].get("csr")),
+            )
+        )
     for w in rep["warnings"]:
-        lines.append(f"WARNING:  {w}")
-    lines += ["", table(results), ""]
-    verdict = "ALL CHECKS PASSED" if st["ok"] else f"{st['failed']} CHECK(S) FAILED"
+        labelled.append((_("WARNING:"), w))
+    width = max(wcswidth(label) for label, _text in labelled) + 2
+    lines = [_("shaobing provisioning report — {device}").format(device=rep["device"])]
+    lines += [f"{label}{' ' * (width - wcswidth(label))}{text}" for label, text in labelled]
+    lines += ["", table(results, _=_), ""]
+    verdict = (
+        _("ALL CHECKS PASSED") if st["ok"] else _("{n} CHECK(S) FAILED").format(n=st["failed"])
+    )
     lines.append(
-        f"{verdict}: {st['passed']} passed, {st['failed']} failed, {st['skipped']} skipped"
+        _("{verdict}: {passed} passed, {failed} failed, {skipped} skipped").format(
+            verdict=verdict, passed=st["passed"], failed=st["failed"], skipped=st["skipped"]
+        )
     )
     if rep.get("registered_on"):
-        lines.append(f"registered on {rep['registered_on']}")
+        lines.append(_("registered on {topic}").format(topic=rep["registered_on"]))
     return "\n".join(lines) + "\n"
 
 

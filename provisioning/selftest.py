@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from gpiozero import DigitalInputDevice, DigitalOutputDevice
 from gpiozero.pins import Factory
+from wcwidth import wcswidth
 
 from shaobing.agent.config import Config
 from shaobing.agent.spine import build_spine
@@ -540,16 +541,32 @@ def summary(results: list[Result]) -> dict[str, int]:
     return out
 
 
-def table(results: list[Result], width: int = 100) -> str:
+def status_word(status: str, _: Callable[[str], str] = str) -> str:
+    """PASS/FAIL/SKIP/WARN in the installer's language (msgids literal for the catalogue test)."""
+    words = {PASS: _("PASS"), FAIL: _("FAIL"), SKIP: _("SKIP"), WARN: _("WARN")}
+    return words.get(status, status.upper())
+
+
+def _cols(text: str) -> int:
+    # Chinese characters take two columns on a terminal: align by display width.
+    width = wcswidth(text)
+    return len(text) if width < 0 else width  # -1: a control character in a reason
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * max(0, width - _cols(text))
+
+
+def table(results: list[Result], width: int = 100, _: Callable[[str], str] = str) -> str:
     """The final table, plain text: it must read the same on a phone's SSH app."""
-    rows = [("RESULT", "KIND", "WHAT", "REASON")]
-    rows += [(r.status.upper(), r.kind, r.name, r.reason) for r in results]
-    w0 = max(len(r[0]) for r in rows)
-    w1 = max(len(r[1]) for r in rows)
-    w2 = min(max(len(r[2]) for r in rows), 40)
+    rows = [(_("RESULT"), _("KIND"), _("WHAT"), _("REASON"))]
+    rows += [(status_word(r.status, _), r.kind, r.name, r.reason) for r in results]
+    w0 = max(_cols(r[0]) for r in rows)
+    w1 = max(_cols(r[1]) for r in rows)
+    w2 = min(max(_cols(r[2]) for r in rows), 40)
     lines = []
     for i, (a, b, c, d) in enumerate(rows):
-        lines.append(f"{a:<{w0}}  {b:<{w1}}  {c:<{w2}}  {d}".rstrip())
+        lines.append(f"{_pad(a, w0)}  {_pad(b, w1)}  {_pad(c, w2)}  {d}".rstrip())
         if i == 0:
-            lines.append("-" * min(width, max(len(x) for x in lines)))
+            lines.append("-" * min(width, max(_cols(x) for x in lines)))
     return "\n".join(lines)

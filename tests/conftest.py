@@ -23,6 +23,9 @@ from shaobing.simulator.county import County
 settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.register_profile("dev", print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+# The command line speaks zh-CN unless the locale says English (core/i18n.py); tests that
+# read its words get English from here, and the language tests pass --lang themselves.
+os.environ["SHAOBING_LANG"] = "en"
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "village-post.yaml"

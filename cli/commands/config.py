@@ -5,6 +5,8 @@ import sys
 from pathlib import Path
 
 from shaobing.agent.config import ConfigError, load_config
+from shaobing.cli.text import translator
+from shaobing.core.i18n import Catalogue
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,25 +33,33 @@ def register(sub: argparse._SubParsersAction) -> None:
 def check_files(args: argparse.Namespace) -> int:
     from shaobing.agent.config_check import deep_problems, summary
 
+    _ = translator(args)
     failed = 0
     for path in args.files:
         try:
             config = load_config(path)
         except ConfigError as exc:
             failed += 1
-            _report(path, exc.problems)
+            _report(_, path, exc.problems)
             continue
         problems = deep_problems(config)
         if problems:
             failed += 1
-            _report(path, problems)
+            _report(_, path, problems)
             continue
-        print(summary(config, path))
+        print(summary(config, path, _))
+    if len(args.files) > 1:
+        print(
+            _("{ok} of {n} file(s) ok, {failed} with problems").format(
+                ok=len(args.files) - failed, n=len(args.files), failed=failed
+            ),
+            file=sys.stderr if failed else sys.stdout,
+        )
     return 1 if failed else 0
 
 
-def _report(path: Path, problems: list) -> None:
-    print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)
+def _report(_: Catalogue, path: Path, problems: list) -> None:
+    print(_("{path}: {n} problem(s)").format(path=path, n=len(problems)), file=sys.stderr)
     for problem in problems:
         print(f"  {problem}", file=sys.stderr)
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from shaobing.agent import logs
 from shaobing.cli.schemes import CAMERA_SCHEMES
+from shaobing.cli.text import translator
+from shaobing.core.i18n import Catalogue
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -82,47 +84,89 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=provision)
 
 
-def _print_problems(title: str, problems) -> None:
-    print(f"{title}; nothing was written:", file=sys.stderr)
+def _print_problems(_: Catalogue, title: str, problems) -> None:
+    print(_("{title}; nothing was written:").format(title=title), file=sys.stderr)
     for problem in problems:
         print(f"  {problem}", file=sys.stderr)
 
 
+def _keep_answers(_: Catalogue, data: dict, config_dir: Path) -> None:
+    """After a refused interview: keep the answers so the fix is one flag, not 30 questions."""
+    from shaobing.provisioning import rerun
+
+    kept = rerun.save_answers_somewhere(data, [config_dir, Path.cwd(), Path.home()])
+    if kept is not None:
+        print(
+            _(
+                "your answers are kept in {path}: fix the problem above (edit the file, or "
+                "give the flag), then run: shaobing provision --answers {path}"
+            ).format(path=kept),
+            file=sys.stderr,
+        )
+
+
 def provision(args: argparse.Namespace) -> int:
     from shaobing.provisioning import answers as A
+    from shaobing.provisioning import rerun
     from shaobing.provisioning.flow import Options, ProvisionError
     from shaobing.provisioning.flow import provision as run_provision
     from shaobing.provisioning.prompts import Aborted, Prompter, interview
 
     logs.setup("ERROR")  # the agent's JSON log lines would drown the installer's screen
+    _ = translator(args)
     flags = vars(args)
+    interactive = not (args.answers or args.non_interactive)
+    data: dict = {}
     try:
-        if args.answers or args.non_interactive:
+        if not interactive:
             data = A.read_answers_file(args.answers) if args.answers else {}
         else:
-            print("shaobing provisioning — Ctrl-D aborts; nothing is written until the end.")
-            data = interview(Prompter())
+            # Before the first question: a box that cannot take the files must not cost
+            # the installer the interview.
+            early = rerun.dir_problems(
+                args.config_dir, "--config-dir", rerun.CONFIG_MIN_FREE_BYTES
+            ) + rerun.state_dir_problems(args.state_dir)
+            if early:
+                _print_problems(_, _("{n} problem(s)").format(n=len(early)), early)
+                return 2
+            print(_("shaobing provisioning — Ctrl-D aborts; nothing is written until the end."))
+            previous = rerun.previous_answers(args.config_dir)
+            if previous:
+                print(
+                    _(
+                        "previous answers from {path} are offered in [brackets]; Enter keeps them."
+                    ).format(path=args.config_dir / rerun.ANSWERS_NAME)
+                )
+            data = interview(Prompter(translate=_), previous=previous)
         problems = A.merge_flags(data, flags)
         if problems:
-            _print_problems("bad command-line flags", problems)
+            _print_problems(_, _("bad command-line flags"), problems)
             return 2
         answers = A.parse_answers(data, str(args.answers or "answers"))
     except A.AnswersError as exc:
-        _print_problems(f"{exc.source}: {len(exc.problems)} problem(s)", exc.problems)
+        title = _("{source}: {n} problem(s)").format(source=exc.source, n=len(exc.problems))
+        _print_problems(_, title, exc.problems)
         return 2
     except Aborted as exc:
-        print(f"provisioning abandoned ({exc}); nothing was written", file=sys.stderr)
+        print(
+            _("provisioning abandoned ({reason}); nothing was written").format(reason=exc),
+            file=sys.stderr,
+        )
         return 3
     opts = Options(
         config_dir=args.config_dir,
         state_dir=args.state_dir,
         register=not args.no_register,
         camera_schemes=CAMERA_SCHEMES,
+        lang=_.lang,
+        keep_answers=not rerun.is_kept_file(args.answers, args.config_dir),
     )
     try:
         outcome = run_provision(answers, opts)
     except ProvisionError as exc:
-        _print_problems(f"{len(exc.problems)} problem(s)", exc.problems)
+        _print_problems(_, _("{n} problem(s)").format(n=len(exc.problems)), exc.problems)
+        if interactive:
+            _keep_answers(_, data, args.config_dir)
         return 2
     if args.install_service:
         import subprocess
@@ -130,11 +174,16 @@ def provision(args: argparse.Namespace) -> int:
         from shaobing.provisioning.service import install_service
 
         if not outcome.ok:
-            print("installing the service anyway: it buffers events until the failures are fixed")
+            print(
+                _("installing the service anyway: it buffers events until the failures are fixed")
+            )
         try:
-            unit, _ = install_service(args.config_dir, args.state_dir)
+            unit, _unit_text = install_service(args.config_dir, args.state_dir)
         except (OSError, subprocess.CalledProcessError) as exc:
-            print(f"--install-service failed: {exc} (run as root: sudo)", file=sys.stderr)
+            print(
+                _("--install-service failed: {error} (run as root: sudo)").format(error=exc),
+                file=sys.stderr,
+            )
             return 2
-        print(f"installed {unit}; started and enabled shaobing.service")
+        print(_("installed {unit}; started and enabled shaobing.service").format(unit=unit))
     return 0 if outcome.ok else 1

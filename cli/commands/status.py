@@ -9,6 +9,7 @@ from pathlib import Path
 
 from shaobing.agent.config import ConfigError, load_config
 from shaobing.agent.status_file import StatusError, format_status, read_status, running, status_path
+from shaobing.cli.text import translator
 
 DEFAULT_CONFIG = Path("/etc/shaobing/config.yaml")
 # As `systemctl status`: 3 = not running.
@@ -50,5 +51,5 @@ def status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**doc, "running": running(doc)}, ensure_ascii=False, indent=1))
     else:
-        print(format_status(doc))
+        print(format_status(doc, _=translator(args)))
     return 0 if running(doc) else EXIT_NOT_RUNNING
