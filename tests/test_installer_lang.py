@@ -16,6 +16,7 @@ import yaml
 from babel.messages.extract import extract_from_file
 from babel.messages.pofile import read_po
 from conftest import ROOT
+from county_key import county_public_key, example_in
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -96,7 +97,8 @@ def cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def test_config_check_speaks_both_languages(tmp_path, capsys, monkeypatch):
-    good = ROOT / "examples" / "village-post.yaml"
+    good = tmp_path / "village-post.yaml"  # the example, its /etc/shaobing files made real
+    good.write_text(example_in(tmp_path / "etc"), encoding="utf-8")
     bad = tmp_path / "bad.yaml"
     bad.write_text(good.read_text(encoding="utf-8").replace("130521104201", "13052110420"))
     rc, out, err = cli(capsys, "--lang", "zh-CN", "config", "check", str(good), str(bad))
@@ -131,6 +133,7 @@ def test_provision_answers_report_in_both_languages(tmp_path, mosquitto):
                 "inputs": [{"id": "panic-1", "pin": 17, "kind": "panic", "contact": "NO"}],
                 "outputs": [{"id": "siren-1", "pin": 24, "kind": "siren"}],
                 "gpio_backend": "mock",
+                "command_key": str(county_public_key(tmp_path)),
             },
             allow_unicode=True,
         )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from county_key import county_public_key
 from hypothesis import given
 from hypothesis import strategies as st
 from test_provision import answers_data, pki, tls_broker, wired_options  # noqa: F401
@@ -117,6 +118,7 @@ def test_interactive_rerun_after_a_failure_is_enter_enter_enter(
         str(d / "device.pem"),
         str(d / "other.key"),  # another device's key: re-asked at its own prompt
         str(d / "device.key"),
+        str(county_public_key(d)),  # the county's command key
         "panic-1", "17", "panic", "",
         "tamper-1", "23", "tamper", "",  # NC, and nothing wired on the bench: FAIL
         "",  # no more inputs
@@ -136,7 +138,7 @@ def test_interactive_rerun_after_a_failure_is_enter_enter_enter(
     # inputs change (the tamper loop is not wired yet).
     second = _provision(
         tmp_path,
-        [""] * 13 + ["n", "panic-1", "17", "panic", "", "", "", ""],
+        [""] * 14 + ["n", "panic-1", "17", "panic", "", "", "", ""],
         tmp_path / "var",
     )
     out = second.stdout + second.stderr
@@ -159,6 +161,7 @@ def test_a_refusal_after_the_questions_keeps_the_answers(tmp_path, pki):  # noqa
         "130521104201", "2023", "东关村", "", "n", "", "127.0.0.1", "8883",
         "y", str(d / "ca.pem"),
         "n",  # no certificate yet: the key on the box is used for the CSR
+        str(county_public_key(d)),  # the county's command key
         "", "", "n",
     ]  # fmt: skip
     result = _provision(tmp_path, keys, tmp_path / "var")
@@ -189,8 +192,9 @@ def test_a_run_from_the_kept_file_does_not_mask_it_again(tmp_path, monkeypatch):
     assert not rerun.is_kept_file(None, etc)
 
 
-def test_a_rerun_keeps_what_the_interview_does_not_ask():
+def test_a_rerun_keeps_what_the_interview_does_not_ask(tmp_path):
     previous = {
+        "command_key": str(county_public_key(tmp_path)),
         "site": {"village_code": "130521104201", "code_year": 2023, "village_name": "东关村"},
         "device_id": "sb-130521104201-01",
         "broker": {"host": "127.0.0.1", "port": 1883, "tls": False},
@@ -199,7 +203,7 @@ def test_a_rerun_keeps_what_the_interview_does_not_ask():
         "selftest": {"walk_test": False},
     }
     said: list[str] = []
-    answers = iter([""] * 12)  # Enter everywhere: every previous answer kept
+    answers = iter([""] * 13)  # Enter everywhere: every previous answer kept
     data = interview(Prompter(read=lambda _q: next(answers), write=said.append), previous=previous)
     assert data["cameras"] == previous["cameras"] and data["serial"] == {"modbus": []}
     assert data["site"]["village_code"] == "130521104201"

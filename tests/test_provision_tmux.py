@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_for
+from county_key import county_public_key
 
 TMUX = shutil.which("tmux") or "tmux"  # installed by .ci/system-packages
 
@@ -73,6 +74,7 @@ STEPS = {
             ("村代码", "130521104201"), ("代码年份", "2023"), ("村名", "东关村"),
             ("GPS 位置", ""), ("看护铁路线", "n"), ("设备编号", ""),
             ("消息服务器地址", "127.0.0.1"), ("服务器端口", "{port}"), ("双向 TLS", "n"),
+            ("指令公钥", "{key}"),
             ("输入编号", "panic-1"), ("引脚", "17"), ("类型", "panic"), ("触点", ""),
             ("输入编号", ""), ("输出编号", ""), ("走测", "n"),
         ],
@@ -84,6 +86,7 @@ STEPS = {
             ("Village code", "130521104201"), ("Code year", "2023"), ("Village name", "东关村"),
             ("GPS position", ""), ("railway line", "n"), ("Device id", ""),
             ("County broker host", "127.0.0.1"), ("Broker port", "{port}"), ("mutual TLS", "n"),
+            ("command public key", "{key}"),
             ("input id", "panic-1"), ("pin", "17"), ("kind", "panic"), ("contact", ""),
             ("input id", ""), ("output id", ""), ("Walk test", "n"),
         ],
@@ -102,10 +105,11 @@ def test_interactive_provision_in_a_terminal(tmp_path, mosquitto, lang):
         "--config-dir", str(tmp_path / "etc"), "--state-dir", str(tmp_path / "var"),
         "--gpio-backend", "mock", "--no-register",
     ]  # fmt: skip
+    county_key = county_public_key(tmp_path)
     term = Terminal(command, env)
     try:
         for prompt, keys in steps:
-            term.answer(prompt, keys.format(port=mosquitto.port))
+            term.answer(prompt, keys.format(port=mosquitto.port, key=county_key))
         wait_for(lambda: "EXIT=" in term.screen(), 90, "provisioning to end")
         screen = term.screen()
         if os.environ.get("SHAOBING_SCREEN_DIR"):  # docs/installer-guide.md's screens
