@@ -1,7 +1,9 @@
 """Cameras -> motion gate -> shared detector -> zones -> tracker -> intrusion events.
 
-Threads: one capture thread per camera (``drivers.camera``) and ONE inference
-thread that owns the interpreter and every tracker. The interpreter is the
+Threads: one capture thread per camera (``drivers.camera``), ONE inference
+thread that owns the interpreter and every tracker, and one preprocessing
+thread that gates and prepares the next round's frames while ``invoke()``
+runs on this round's (so preprocessing overlaps inference). The interpreter is the
 scarce resource and runs its own ``num_threads`` worker threads inside
 ``invoke()`` with the GIL released, so a second inference thread would only
 contend for the same cores; capture threads meanwhile decode frames (OpenCV
@@ -15,17 +17,19 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from shaobing.core.events import EventSink, Severity, Source
 from shaobing.core.watchdog import Heartbeat
-from shaobing.drivers.camera import Camera, Frame, FrameSource, source_opener
+from shaobing.drivers.camera import Camera, FrameSource, source_opener
 
 from .config import CameraConfig, DetectorConfig
 from .detector import Detector
 from .motion import MotionGate
+from .preprocess import Prepared
 from .snapshot import snapshot
 from .tracker import IouTracker, Track
 from .zones import CameraZones
@@ -47,6 +51,7 @@ class CameraPipelineStats:
     infer_fps: float
     last_infer_ms: float
     active_tracks: int
+    stationary_tracks: int  # parked, re-checked only at an interval (docs/inference.md)
 
 
 class _Cam:
@@ -65,6 +70,18 @@ class _Cam:
         self.inferences = 0
         self.last_infer_ms = 0.0
         self.infer_times: deque[float] = deque(maxlen=20)
+        # Written by the inference thread after each inference, read by the
+        # preprocessing thread: do this camera's tracks need inference even
+        # without motion? (A bool swap; one round of lag is harmless.)
+        self.tracks_need_inference = False
+        self.recheck_at: float | None = None  # a stationary alarm's next check
+
+
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    cam: _Cam
+    image: np.ndarray
+    prepared: Prepared | None
 
 
 class DetectionPipeline:
@@ -89,6 +106,8 @@ class DetectionPipeline:
         # on a Pi; a minute without a beat means an invoke() that never returns.
         self.heartbeat = Heartbeat(60.0)
         self._cams: list[_Cam] = []
+        self._ahead: ThreadPoolExecutor | None = None
+        self._next_round: Future[list[_Ready]] | None = None
         for cam_cfg in cameras:
             if not cam_cfg.enabled:
                 continue
@@ -123,6 +142,7 @@ class DetectionPipeline:
 
     def start(self) -> None:
         self.start_cameras()
+        self._ahead = ThreadPoolExecutor(1, thread_name_prefix="preprocess")
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
         self._thread.start()
 
@@ -137,6 +157,8 @@ class DetectionPipeline:
         self._wake.set()
         if self._thread:
             self._thread.join(timeout)
+        if self._ahead is not None:
+            self._ahead.shutdown(wait=True, cancel_futures=True)
         for c in self._cams:
             c.camera.stop()
             for track in c.tracker.drain():
@@ -160,40 +182,69 @@ class DetectionPipeline:
     # -- scheduling -------------------------------------------------------------
 
     def step(self) -> int:
-        """Serve every camera whose newest frame has motion (or live tracks), once.
+        """Serve every camera whose newest frame has motion (or tracks that need it), once.
 
         Cameras are served least-recently-served first, so a busy camera cannot
         starve a quiet one that just saw something: each gets one inference per
         round, and a round lasts about (cameras with motion) x (inference time).
+        While this round infers, the preprocessing thread gates and prepares the
+        next round's newest frames; when it found nothing (an idle scene, or a
+        camera slower than inference), the next round gathers on this thread.
         """
-        ready: list[tuple[_Cam, Frame]] = []
         for c in self._cams:
             c.camera.check_stall(c.cfg.stall_timeout_s)
+        ready: list[_Ready] = []
+        if self._next_round is not None:
+            ready, self._next_round = self._next_round.result(), None
+        if not ready:
+            ready = self.gather(prepare=False)
+        if ready and self._ahead is not None:
+            self._next_round = self._ahead.submit(self.gather, prepare=True)
+        for r in ready:
+            self.process(r.cam, r.image, r.prepared)
+        return len(ready)
+
+    def gather(self, *, prepare: bool) -> list[_Ready]:
+        """Take every camera's newest frame, gate it, and prepare it for the model."""
+        ready: list[_Ready] = []
+        now = self.clock()
+        for c in self._cams:
             frame = c.camera.take()
             if frame is None:
                 continue
-            if c.gate.check(frame.image) or c.tracker.tracks:
-                ready.append((c, frame))
+            if self.wants_inference(c, frame.image, now):
+                prepared = self.detector.prepare(frame.image) if prepare else None
+                ready.append(_Ready(c, frame.image, prepared))
             else:
                 c.idle += 1
-        ready.sort(key=lambda item: item[0].last_served)
-        for c, frame in ready:
-            newer = c.camera.take()
-            if newer is not None:
-                c.superseded += 1
-                frame = newer
-            self.process(c, frame.image)
-        return len(ready)
+        ready.sort(key=lambda r: r.cam.last_served)
+        return ready
+
+    def wants_inference(self, c: _Cam, image: np.ndarray, now: float) -> bool:
+        """The motion gate, or tracks that must be followed without motion."""
+        moved = c.gate.check(image)  # always: the gate compares with the last tested frame
+        if moved or c.tracks_need_inference:
+            return True
+        return c.recheck_at is not None and now >= c.recheck_at
+
+    def offer(self, c: _Cam, image: np.ndarray) -> bool:
+        """One frame of camera ``c`` as the scheduler sees it (gate, then infer); tests and
+        benchmarks drive a camera frame by frame with this. True when inferred."""
+        if not self.wants_inference(c, image, self.clock()):
+            c.idle += 1
+            return False
+        self.process(c, image)
+        return True
 
     # -- per frame ---------------------------------------------------------------
 
     def camera(self, cam_id: str) -> _Cam:
         return next(c for c in self._cams if c.cfg.id == cam_id)
 
-    def process(self, c: _Cam, image: np.ndarray) -> None:
+    def process(self, c: _Cam, image: np.ndarray, prepared: Prepared | None = None) -> None:
         """Detect, track and raise events for one frame of camera ``c``."""
         now = self.clock()
-        result = self.detector.detect(image, c.floor)
+        result = self.detector.detect(image, c.floor, prepared)
         c.last_served = now
         c.inferences += 1
         c.last_infer_ms = result.invoke_s * 1000
@@ -212,23 +263,49 @@ class DetectionPipeline:
         for track in ended:
             if track.alarm_zone is not None:
                 self._emit(c, track, "end", None, reason="lost")
+        self._plan(c, now)
+
+    def _plan(self, c: _Cam, now: float) -> None:
+        """Which of this camera's tracks need inference when nothing moves?
+
+        A moving track that holds an alarm does (its alarm follows it, and ends
+        when it is gone), and so does one standing where its label alarms but
+        not yet confirmed; a stationary alarm only every
+        ``stationary_interval_s`` (is it still there?). Every other object
+        (parked cars in a people-only zone, a person outside every zone) waits
+        for the motion gate: an idle scene with parked cars then costs what an
+        empty one costs.
+        """
+        need, recheck = False, False
+        for t in c.tracker.tracks:
+            if t.alarm_zone is not None:
+                if t.stationary:
+                    recheck = True
+                else:
+                    need = True
+            elif not t.stationary and c.zones.zone_of(t.det) is not None:
+                need = True
+        c.tracks_need_inference = need
+        c.recheck_at = now + self.cfg.tracker.stationary_interval_s if recheck else None
 
     def _lifecycle(self, c: _Cam, t: Track, now: float) -> None:
-        if t.hits < self.cfg.tracker.min_hits:
+        tcfg = self.cfg.tracker
+        if not t.confirmed(now, tcfg.confirm_s):
             return
         zone = c.zones.zone_of(t.det)
         if t.alarm_zone is None:
             if zone is not None:
-                t.alarm_zone, t.alarm_since, t.outside = zone.id, now, 0
+                t.alarm_zone, t.alarm_since, t.outside_since = zone.id, now, None
                 self._emit(c, t, "start", t.extra.get("image"), reason="entered")
             return
         if zone is None:
-            t.outside += 1
-            if t.outside >= self.cfg.tracker.exit_inferences:
+            if t.outside_since is None:
+                t.outside_since = now
+            if now - t.outside_since >= tcfg.exit_after_s:
                 self._emit(c, t, "end", None, reason="left_zone")
-                t.alarm_zone = None
+                t.alarm_zone, t.outside_since = None, None
             return
-        t.outside = 0
+        t.outside_since = None
         interval = self.cfg.tracker.update_interval_s
         if zone.id != t.alarm_zone:
             t.alarm_zone = zone.id
@@ -295,6 +372,7 @@ class DetectionPipeline:
                     infer_fps=round(fps, 2),
                     last_infer_ms=round(c.last_infer_ms, 2),
                     active_tracks=len(c.tracker.tracks),
+                    stationary_tracks=sum(t.stationary for t in c.tracker.tracks),
                 )
             )
         return out
