@@ -101,6 +101,10 @@ class DetectionPipeline:
         self.clock = clock
         self._wake = threading.Event()
         self._stop = threading.Event()
+        # Poked by every new frame and at the end of each round: the
+        # preprocessing thread waits on it for the next round's frames.
+        self._poke = threading.Event()
+        self._round_done = threading.Event()
         self._thread: threading.Thread | None = None
         # One round is (cameras with motion) x (one inference), seconds at most
         # on a Pi; a minute without a beat means an invoke() that never returns.
@@ -121,7 +125,7 @@ class DetectionPipeline:
                 describe=cam_cfg.source,
                 backoff_min_s=cam_cfg.backoff_min_s,
                 backoff_max_s=cam_cfg.backoff_max_s,
-                on_frame=self._wake.set,
+                on_frame=self._frame_arrived,
                 # Reads come back near the read timeout only with pre-stall buffered frames.
                 stale_read_s=0.9 * cam_cfg.open_timeout_s,
             )
@@ -142,7 +146,6 @@ class DetectionPipeline:
 
     def start(self) -> None:
         self.start_cameras()
-        self._ahead = ThreadPoolExecutor(1, thread_name_prefix="preprocess")
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
         self._thread.start()
 
@@ -155,10 +158,12 @@ class DetectionPipeline:
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
+        self._poke.set()
         if self._thread:
             self._thread.join(timeout)
         if self._ahead is not None:
             self._ahead.shutdown(wait=True, cancel_futures=True)
+            self._ahead, self._next_round = None, None
         for c in self._cams:
             c.camera.stop()
             for track in c.tracker.drain():
@@ -188,21 +193,42 @@ class DetectionPipeline:
         starve a quiet one that just saw something: each gets one inference per
         round, and a round lasts about (cameras with motion) x (inference time).
         While this round infers, the preprocessing thread gates and prepares the
-        next round's newest frames; when it found nothing (an idle scene, or a
-        camera slower than inference), the next round gathers on this thread.
+        next round's frames as soon as they arrive; when none arrived before the
+        round ended (an idle scene), the next round gathers on this thread.
         """
         for c in self._cams:
             c.camera.check_stall(c.cfg.stall_timeout_s)
         ready: list[_Ready] = []
         if self._next_round is not None:
-            ready, self._next_round = self._next_round.result(), None
+            pending, self._next_round = self._next_round, None
+            ready = pending.result()  # a failed round (a bad frame) is not retried
         if not ready:
             ready = self.gather(prepare=False)
-        if ready and self._ahead is not None:
-            self._next_round = self._ahead.submit(self.gather, prepare=True)
-        for r in ready:
-            self.process(r.cam, r.image, r.prepared)
+        if ready:
+            if self._ahead is None:  # created here so that step() alone (tests, bench) overlaps too
+                self._ahead = ThreadPoolExecutor(1, thread_name_prefix="preprocess")
+            self._round_done.clear()
+            self._next_round = self._ahead.submit(self._gather_ahead)
+        try:
+            for r in ready:
+                self.process(r.cam, r.image, r.prepared)
+        finally:
+            self._round_done.set()
+            self._poke.set()
         return len(ready)
+
+    def _frame_arrived(self) -> None:
+        self._wake.set()
+        self._poke.set()
+
+    def _gather_ahead(self) -> list[_Ready]:
+        """Preprocessing thread: the next round's frames, prepared while this round infers."""
+        while True:
+            self._poke.clear()  # before gathering: a frame arriving after it pokes again
+            ready = self.gather(prepare=True)
+            if ready or self._round_done.is_set() or self._stop.is_set():
+                return ready
+            self._poke.wait(1.0)
 
     def gather(self, *, prepare: bool) -> list[_Ready]:
         """Take every camera's newest frame, gate it, and prepare it for the model."""
