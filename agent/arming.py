@@ -147,6 +147,15 @@ class Arming:
         with self._lock:
             return {z: self._state(z) for z in self._zones}
 
+    def changed_by(self, zone: str) -> str | None:
+        """Who set the zone's override (a command's id), None without one.
+
+        Written in the same atomic file as the override, so after a crash it
+        tells whether a command's arm/disarm happened (agent/command_effects.py)."""
+        with self._lock:
+            override = self._overrides.get(zone)
+            return override.get("by") if override else None
+
     def _state(self, zone: str) -> ZoneState:
         cfg = self._zones.get(zone)
         if cfg is None:

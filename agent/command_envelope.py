@@ -23,9 +23,10 @@ import hmac
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from shaobing.agent.config import Identifier, dotted
+from shaobing.agent.config import dotted
+from shaobing.core.model import Identifier, Wire
 
 COMMAND_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 
@@ -39,12 +40,9 @@ class CommandError(Exception):
 
 
 # ---- payload models -------------------------------------------------------
-class _Strict(BaseModel):
-    # strict: "5" is not 5 and 1 is not true; the platform must send the right types.
-    model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class Envelope(_Strict):
+class Envelope(Wire):
     v: Literal[1] = Field(default=1, description="command schema version")
     id: str = Field(pattern=COMMAND_ID, description="unique per command; echoed in the result")
     issued_ms: int = Field(ge=0, description="platform wall clock at issue, ms since the epoch")
@@ -56,7 +54,7 @@ class Envelope(_Strict):
 Zones = list[Identifier] | Literal["all"]
 
 
-class ArmArgs(_Strict):
+class ArmArgs(Wire):
     zones: Annotated[Zones, Field(description="zone ids, or 'all'")]
 
     @model_validator(mode="after")
@@ -66,7 +64,7 @@ class ArmArgs(_Strict):
         return self
 
 
-class SirenArgs(_Strict):
+class SirenArgs(Wire):
     on: bool = Field(description="true: sound for duration_s; false: silence now")
     duration_s: float | None = Field(default=None, gt=0, le=600, description="with on=true")
     outputs: list[Identifier] | None = Field(
@@ -82,15 +80,15 @@ class SirenArgs(_Strict):
         return self
 
 
-class SnapshotArgs(_Strict):
+class SnapshotArgs(Wire):
     camera: Identifier
 
 
-class GetConfigArgs(_Strict):
+class GetConfigArgs(Wire):
     sections: list[Identifier] | None = Field(default=None, min_length=1, max_length=32)
 
 
-class SetConfigArgs(_Strict):
+class SetConfigArgs(Wire):
     patch: dict[str, Any] | None = Field(default=None, description="JSON merge patch (RFC 7386)")
     rollback: bool = Field(default=False, description="go back to the previous config")
 
@@ -101,11 +99,11 @@ class SetConfigArgs(_Strict):
         return self
 
 
-class NoArgs(_Strict):
+class NoArgs(Wire):
     pass
 
 
-class AcknowledgeArgs(_Strict):
+class AcknowledgeArgs(Wire):
     zones: Annotated[Zones, Field(description="zone ids, or 'all'")] = "all"
     alarms: list[str] | None = Field(
         default=None, min_length=1, max_length=64, description="alarm event ids; default: all"
@@ -118,7 +116,7 @@ class AcknowledgeArgs(_Strict):
         return self
 
 
-ARGS: dict[str, type[_Strict]] = {
+ARGS: dict[str, type[Wire]] = {
     "arm": ArmArgs,
     "disarm": ArmArgs,
     "siren": SirenArgs,

@@ -66,6 +66,8 @@ class ControlDeps:
     config_path: Path | None
     now: Callable[[], float] = time.time
     v5: bool = True
+    # The agent's one ConfigEditor, shared with the console so both see one pending change.
+    editor: ConfigEditor | None = None
 
 
 Handler = Callable[[Any, Envelope], dict]

@@ -1,19 +1,24 @@
-"""Answers to commands: on the device's response topic, or an MQTT 5 ResponseTopic."""
+"""Answers to commands: on the device's response topic, or an MQTT 5 ResponseTopic in its lane."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from shaobing.agent.command_handlers import ControlDeps
+from shaobing.agent.reply_lane import Hook, Prefix, ReplyLane, in_lane
 
 log = logging.getLogger("shaobing.control")
+
+QUEUE_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,11 @@ class Incoming:
 class Replies:
     def __init__(self, deps: ControlDeps):
         self._deps = deps
+        self.lane = ReplyLane(deps.topics)  # keep_in_lane sets the configured one
+
+    def keep_in_lane(self, prefix: Prefix, on_refused: Hook) -> None:
+        """Honour ResponseTopics only under ``prefix()`` (agent/reply_lane.py)."""
+        self.lane = ReplyLane(self._deps.topics, prefix, on_refused)
 
     def send(
         self,
@@ -37,6 +47,7 @@ class Replies:
         ok: bool,
         result: dict | None = None,
         error: dict | None = None,
+        extra: dict | None = None,
     ) -> dict:
         body: dict[str, Any] = {
             "v": 1,
@@ -50,17 +61,18 @@ class Replies:
             body["result"] = result or {}
         else:
             body["error"] = error
+        body.update(extra or {})
         topic = self._deps.topics.responses
         props = None
         if self._deps.v5:
             props = Properties(PacketTypes.PUBLISH)
             if item.correlation is not None:
                 props.CorrelationData = item.correlation
-            if item.response_topic and self.allowed(item.response_topic):
-                topic = item.response_topic
+            if item.response_topic:
+                topic = self.lane.topic_for(item.response_topic, command, command_id)
         payload = json.dumps(body, ensure_ascii=False).encode()
         try:
-            info = self._deps.publisher.publish_direct(topic, payload, qos=1, properties=props)
+            info = self._publish(topic, payload, props)
             if command == "restart":
                 with contextlib.suppress(Exception):
                     info.wait_for_publish(2.0)
@@ -68,11 +80,19 @@ class Replies:
             log.exception("could not publish command response")
         return body
 
+    def _publish(self, topic: str, payload: bytes, props: Properties | None):
+        # In a flood of answers paho's queue can be full for a moment: wait for
+        # room rather than lose an answer (this runs on the control worker).
+        deadline = time.monotonic() + QUEUE_WAIT_S
+        while True:
+            info = self._deps.publisher.publish_direct(topic, payload, qos=1, properties=props)
+            if info.rc != MQTTErrorCode.MQTT_ERR_QUEUE_SIZE or time.monotonic() > deadline:
+                if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                    log.error("command response not sent", extra={"fields": {"rc": str(info.rc)}})
+                return info
+            time.sleep(0.005)
+
     def allowed(self, topic: str) -> bool:
-        # A command must not make the box publish into its own event or state
-        # topics (that would forge events): replies go outside the device's
-        # tree, or to its own cmd/response.
-        if "+" in topic or "#" in topic or not topic:
-            return False
-        base = self._deps.topics.base + "/"
-        return not topic.startswith(base) or topic == self._deps.topics.responses
+        """Whether an MQTT 5 ResponseTopic is honoured: only in the reply lane."""
+        topics = self._deps.topics
+        return in_lane(topic, self.lane.prefix(), topics.base, topics.responses)

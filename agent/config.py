@@ -7,36 +7,29 @@ an installer fixes a file in one pass instead of one error per run.
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from shaobing.agent import location
+from shaobing.agent.console.config import ConsoleConfig
 from shaobing.agent.detection.config import CameraConfig, DetectorConfig
 from shaobing.agent.latching import LatchingConfig
 from shaobing.agent.latching import cross_check as latching_cross_check
-from shaobing.core.ascii_input import ASCII_BEFORE, ascii_fields, normalise
+from shaobing.core.ascii_input import ascii_fields, normalise
 from shaobing.core.gb28181 import Gb28181Config
 from shaobing.core.gb28181 import cross_check as gb28181_cross_check
+from shaobing.core.model import Identifier, Strict
+from shaobing.drivers.gpio_config import GpioConfig, InputConfig, OutputConfig
 from shaobing.drivers.serial_config import SerialConfig
 
-Identifier = Annotated[
-    str,
-    ASCII_BEFORE,
-    Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="letters, digits, _ . -"),
-]
-# BCM numbering; GPIO 0/1 are the HAT EEPROM pins and stay reserved.
-Pin = Annotated[int, ASCII_BEFORE, Field(ge=2, le=27, description="BCM GPIO number, 2..27")]
 
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DeviceConfig(_Model):
+class DeviceConfig(Strict):
     id: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$",
         description="unique device id; also the MQTT client id and topic segment",
@@ -45,14 +38,14 @@ class DeviceConfig(_Model):
     _ascii = ascii_fields("id")
 
 
-class GpsConfig(_Model):
+class GpsConfig(Strict):
     lat: float = Field(ge=3.5, le=54.0, description="WGS-84 latitude (China: 3.5..54)")
     lon: float = Field(ge=73.0, le=136.0, description="WGS-84 longitude (China: 73..136)")
 
     _ascii = ascii_fields("lat", "lon")
 
 
-class SiteConfig(_Model):
+class SiteConfig(Strict):
     village_code: str = Field(description="12-digit 统计用区划代码 of the village")
     code_year: int = Field(description="year of the code table the village code comes from")
     village_name: str = Field(min_length=1, max_length=64, description="village name, e.g. 东关村")
@@ -70,7 +63,7 @@ class SiteConfig(_Model):
         return location.check_code_year(v)
 
 
-class RailwayConfig(_Model):
+class RailwayConfig(Strict):
     line: str = Field(min_length=1, description="railway line name, e.g. 京广线")
     start: str = Field(description="K-mileage where the zone starts, e.g. K123+450")
     end: str | None = Field(default=None, description="K-mileage where the zone ends")
@@ -97,7 +90,7 @@ class RailwayConfig(_Model):
         return self
 
 
-class ZoneConfig(_Model):
+class ZoneConfig(Strict):
     id: Identifier
     name: str | None = Field(default=None, description="human name shown on the platform")
     railway: RailwayConfig | None = Field(default=None, description="railway location")
@@ -107,50 +100,7 @@ class ZoneConfig(_Model):
     _ascii = ascii_fields("cameras")
 
 
-class InputConfig(_Model):
-    id: Identifier
-    pin: Pin
-    kind: Literal["pir", "door", "panic", "tamper", "reset"] = Field(
-        description="what the sensor is; reset: the key switch that acknowledges open alarms"
-    )
-    contact: Literal["NO", "NC"] = Field(
-        description="NO: contact closes on alarm; NC: contact opens on alarm (tamper loops)"
-    )
-    pull: Literal["up", "down"] = Field(
-        default="up", description="internal pull; 'up' means the contact switches to ground"
-    )
-    bounce_ms: int = Field(default=50, ge=0, le=2000, description="debounce time")
-    zone: str = Field(description="id of the zone this sensor guards")
-
-    _ascii = ascii_fields("zone")
-
-    @field_validator("contact", mode="before")
-    @classmethod
-    def _contact(cls, v: Any) -> Any:
-        # YAML 1.1 reads a bare NO as the boolean false; installers write NO.
-        if v is False:
-            return "NO"
-        return v.upper() if isinstance(v, str) else v
-
-
-class OutputConfig(_Model):
-    id: Identifier
-    pin: Pin
-    kind: Literal["siren", "strobe", "relay"] = Field(description="what the output drives")
-    active_high: bool = Field(default=True, description="False for active-low relay boards")
-
-
-class GpioConfig(_Model):
-    backend: Literal["auto", "lgpio", "rpigpio", "native", "mock"] = Field(
-        default="auto", description="gpiozero pin factory; 'mock' is the simulator"
-    )
-    allow_mock: bool = Field(
-        default=False,
-        description="let `shaobing run` use the mock backend (tests only; reported in health)",
-    )
-
-
-class TlsConfig(_Model):
+class TlsConfig(Strict):
     ca: Path = Field(description="CA certificate (PEM) that signed the broker's certificate")
     cert: Path | None = Field(default=None, description="client certificate (PEM)")
     key: Path | None = Field(default=None, description="client private key (PEM)")
@@ -162,7 +112,7 @@ class TlsConfig(_Model):
         return self
 
 
-class BrokerEndpoint(_Model):
+class BrokerEndpoint(Strict):
     host: str = Field(min_length=1, description="broker node host name or address")
     port: int = Field(default=1883, ge=1, le=65535, description="broker node port")
 
@@ -183,7 +133,7 @@ class BrokerEndpoint(_Model):
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-class MqttConfig(_Model):
+class MqttConfig(Strict):
     host: str = Field(default="127.0.0.1", description="county broker host")
     port: int = Field(default=1883, ge=1, le=65535, description="broker port")
     protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT protocol version")
@@ -232,7 +182,7 @@ class MqttConfig(_Model):
         return self.fleet_size / self.fleet_connects_per_s
 
 
-class StorageConfig(_Model):
+class StorageConfig(Strict):
     path: Path = Field(
         default=Path("/var/lib/shaobing/outbox.db"), description="SQLite outbox file"
     )
@@ -253,13 +203,13 @@ class StorageConfig(_Model):
     )
 
 
-class ClockConfig(_Model):
+class ClockConfig(Strict):
     trust: Literal["auto", "always", "never"] = Field(
         default="auto", description="auto: trusted once the kernel reports NTP synchronisation"
     )
 
 
-class HealthConfig(_Model):
+class HealthConfig(Strict):
     interval_s: float = Field(default=60.0, ge=1, le=3600, description="status.health period")
 
 
@@ -274,7 +224,7 @@ AlarmType = Annotated[
 ]
 
 
-class ScheduleConfig(_Model):
+class ScheduleConfig(Strict):
     start: HhMm = Field(description="the zone arms at this local time")
     end: HhMm = Field(description="and disarms at this one; end before start spans midnight")
     days: list[Weekday] = Field(
@@ -290,7 +240,7 @@ class ScheduleConfig(_Model):
         return self
 
 
-class ZoneArmingConfig(_Model):
+class ZoneArmingConfig(Strict):
     zone: str = Field(description="id of a zone in zones")
     mode: Literal["armed", "disarmed", "24h", "schedule"] = Field(
         description="24h zones cannot be disarmed; schedule zones follow their windows"
@@ -308,7 +258,7 @@ class ZoneArmingConfig(_Model):
         return self
 
 
-class ArmingConfig(_Model):
+class ArmingConfig(Strict):
     default_mode: Literal["armed", "disarmed", "24h"] = Field(
         default="armed", description="mode of zones not listed in arming.zones"
     )
@@ -339,7 +289,7 @@ class ArmingConfig(_Model):
         return v
 
 
-class OutputActionConfig(_Model):
+class OutputActionConfig(Strict):
     output: str = Field(description="id of an output in outputs")
     duration_s: float = Field(gt=0, le=600, description="how long the pattern runs")
     on_s: float | None = Field(
@@ -354,7 +304,7 @@ class OutputActionConfig(_Model):
         return self
 
 
-class VerifyConfig(_Model):
+class VerifyConfig(Strict):
     labels: list[str] = Field(
         default_factory=lambda: ["person", "car", "truck", "bus", "motorcycle", "bicycle"],
         min_length=1,
@@ -367,7 +317,7 @@ class VerifyConfig(_Model):
     frames: int = Field(default=5, ge=1, le=30, description="frames per camera in the burst")
 
 
-class LinkageRuleConfig(_Model):
+class LinkageRuleConfig(Strict):
     zone: str = Field(description="id of a zone in zones")
     alarms: list[AlarmType] = Field(
         default_factory=lambda: ["alarm.intrusion", "alarm.perimeter", "alarm.panic"],
@@ -386,7 +336,7 @@ class LinkageRuleConfig(_Model):
     )
 
 
-class LinkageConfig(_Model):
+class LinkageConfig(Strict):
     cooldown_s: float = Field(
         default=30.0,
         ge=0,
@@ -401,7 +351,7 @@ class LinkageConfig(_Model):
     rules: list[LinkageRuleConfig] = Field(default_factory=list, description="per-zone rules")
 
 
-class ControlConfig(_Model):
+class ControlConfig(Strict):
     enabled: bool = Field(default=True, description="accept commands on .../cmd/+")
     require_signature: bool = Field(
         default=False, description="reject commands without a valid HMAC-SHA256 'sig'"
@@ -419,6 +369,12 @@ class ControlConfig(_Model):
     max_ttl_s: float = Field(
         default=600.0, gt=0, le=86400, description="longest allowed expires_ms - issued_ms"
     )
+    reply_prefix: str | None = Field(
+        default=None,
+        pattern=r"^[^$#+/\x00]([^#+\x00]*[^#+/\x00])?$",
+        description="MQTT 5 ResponseTopics are honoured only at or under this topic; "
+        "default: the device's own .../cmd/response (docs/mqtt.md#responses)",
+    )
 
     @model_validator(mode="after")
     def _key(self) -> ControlConfig:
@@ -427,7 +383,7 @@ class ControlConfig(_Model):
         return self
 
 
-class Config(_Model):
+class Config(Strict):
     device: DeviceConfig
     site: SiteConfig
     zones: list[ZoneConfig] = Field(default_factory=list, description="guarded places")
@@ -456,6 +412,9 @@ class Config(_Model):
     )
     gb28181: Gb28181Config = Field(
         default_factory=Gb28181Config, description="GB/T 28181 ids and alarm codes"
+    )
+    console: ConsoleConfig = Field(
+        default_factory=ConsoleConfig, description="the commissioning console (docs/console.md)"
     )
 
     def zone(self, zone_id: str) -> ZoneConfig | None:
@@ -491,15 +450,54 @@ def load_config(path: str | Path) -> Config:
     return parse_config(text, source=str(path))
 
 
+# A key typed with a Chinese input method: "village_code：" (U+FF1A) is not a key to YAML.
+_FULLWIDTH_COLON = re.compile(r"^\s*-?\s*[A-Za-z_][\w.-]*\s*：")
+
+
+def _fullwidth_colons(text: str) -> list[Problem]:
+    return [
+        Problem(
+            "",
+            f"full-width colon '：' (U+FF1A) at column {m.end()}: YAML needs the ASCII ':' "
+            "(switch the input method to half-width)",
+            n,
+        )
+        for n, line in enumerate(text.splitlines(), 1)
+        if (m := _FULLWIDTH_COLON.match(line))
+    ]
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> Problem:
+    """Where the mistake is, not where PyYAML noticed it (often the line after)."""
+    mark = getattr(exc, "problem_mark", None)
+    context = getattr(exc, "context_mark", None)
+    reason = getattr(exc, "problem", None) or str(exc)
+    if mark is None:
+        return Problem("", f"YAML syntax: {reason}")
+    if context is not None and getattr(exc, "context", "") == "while scanning a simple key":
+        return Problem("", f"YAML syntax: {reason} (a key without its ':'?)", context.line + 1)
+    lines = text.splitlines()
+    before = [
+        n
+        for n in range(min(mark.line, len(lines)) - 1, -1, -1)
+        if lines[n].strip() and not lines[n].lstrip().startswith("#")
+    ]
+    if isinstance(exc, yaml.parser.ParserError) and before and ":" not in lines[before[0]]:
+        return Problem(
+            "", "YAML syntax: this line has no ':' (a 'key: value' line needs one)", before[0] + 1
+        )
+    return Problem("", f"YAML syntax: {reason}", mark.line + 1)
+
+
 def parse_config(text: str, source: str = "<config>") -> Config:
+    colons = _fullwidth_colons(text)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(source, [Problem("", f"YAML syntax: {reason}", line)]) from exc
+        raise ConfigError(source, [*colons, _yaml_problem(exc, text)]) from exc
+    if colons:
+        raise ConfigError(source, colons)
     lines: dict[tuple, int] = {}
     problems: list[Problem] = []
     if root is not None:
@@ -524,9 +522,7 @@ def validate_config(
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key (check the spelling; see examples/village-post.yaml)"
+            msg = plain_message(err, loc)
             collect.append(Problem(dotted(loc), msg, _nearest_line(lines, loc)))
         config = None
     if config is not None:
@@ -535,6 +531,78 @@ def validate_config(
     if problems is None and collect:
         raise ConfigError("<config>", collect)
     return None if collect else config
+
+
+def _fields_at(loc: tuple, infos: bool = False, root: Any = None) -> Any:
+    """The keys the model allows where ``loc`` points (list indexes skipped);
+    with ``infos``, the mapping of key to pydantic FieldInfo."""
+    model: Any = root or Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return {} if infos else []
+        model = fields[part].annotation
+        # Unwrap list[X], X | None, dict[str, X] down to a model class.
+        while get_args(model) and not hasattr(model, "model_fields"):
+            inner = [a for a in get_args(model) if hasattr(a, "model_fields")]
+            model = inner[0] if inner else get_args(model)[-1]
+    found = getattr(model, "model_fields", {})
+    return dict(found) if infos else list(found)
+
+
+def _description(loc: tuple, root: Any = None) -> str | None:
+    if not loc:
+        return None  # a rule of the whole model, not of one field
+    fields = _fields_at(loc[:-1], infos=True, root=root)
+    info = fields.get(str(loc[-1])) if isinstance(fields, dict) else None
+    return getattr(info, "description", None)
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def plain_message(err: Any, loc: tuple, root: Any = None) -> str:
+    """Pydantic's message, said the way an installer reads it: the value, what is expected.
+
+    ``loc`` is counted from ``root`` (a model class; default the whole ``Config``)."""
+    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    about = _description(loc, root)
+    said = f"{value!r}" if isinstance(value, str) else _number(value)
+    ctx = {k: _number(v) for k, v in ctx.items()}
+    if kind == "extra_forbidden":
+        return _unknown_key(loc)
+    if kind == "missing":
+        return "missing: this setting is required" + (f" ({about})" if about else "")
+    if kind == "literal_error":
+        return f"{said} is not one of {ctx.get('expected', '')}"
+    if kind in ("int_parsing", "int_type", "float_parsing", "float_type", "int_from_float"):
+        whole = "a whole number" if kind.startswith("int") else "a number"
+        return f"{said} is not {whole}" + (f" ({about})" if about else "")
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        bound = {
+            "greater_than_equal": f"at least {ctx.get('ge')}",
+            "greater_than": f"more than {ctx.get('gt')}",
+            "less_than_equal": f"at most {ctx.get('le')}",
+            "less_than": f"less than {ctx.get('lt')}",
+        }[kind]
+        return f"{said} is out of range: it must be {bound}" + (f" ({about})" if about else "")
+    if kind == "string_pattern_mismatch":
+        return f"{said} is not in the expected form" + (f": {about}" if about else "")
+    if kind in ("bool_parsing", "bool_type"):
+        return f"{said} is not true or false"
+    return err["msg"].removeprefix("Value error, ")
+
+
+def _unknown_key(loc: tuple) -> str:
+    if not loc:
+        return "unknown key"
+    close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc[:-1]), n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean {close[0]!r}?"
+    return "unknown key (check the spelling; see examples/village-post.yaml)"
 
 
 def cross_check(config: Config) -> list[tuple[tuple, str]]:

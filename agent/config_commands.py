@@ -19,13 +19,15 @@ import yaml
 
 from shaobing.agent.command_envelope import CommandError
 from shaobing.agent.config import Config, ConfigError, load_config, validate_config
-from shaobing.agent.protected_settings import protected_paths
+from shaobing.agent.detection.config import cameras_change_live
+from shaobing.agent.protected_settings import protected_changes
 from shaobing.core.atomic import atomic_write
 from shaobing.core.redaction import redact_data
 
 # Sections a running agent can take over without restarting; the others
 # (device, site, zones, inputs, outputs, gpio, mqtt, storage, health) are
-# read once by the constructors of drivers, outbox and uplink.
+# read once by the constructors of drivers, outbox and uplink. Cameras are
+# live too when only their zones, masks and filters change (the console).
 LIVE_SECTIONS = ("arming", "linkage", "control")
 
 
@@ -91,14 +93,14 @@ class ConfigEditor:
     def change(self, patch: dict[str, Any], by: str) -> dict[str, Any]:
         base = self._pending or self._target.config
         merged = merge_patch(config_data(base), patch)
-        protected = protected_paths(
+        protected = protected_changes(
             patch, merged if isinstance(merged, dict) else {}, config_data(base)
         )
         if protected:
             raise ConfigChangeError(
                 "protected_key",
                 f"only the box may change {', '.join(protected)} (provisioning or the file)",
-                [{"path": p, "message": "protected: change it on the box"} for p in protected],
+                [{"path": p, "message": why} for p, why in protected.items()],
             )
         problems: list = []
         new = validate_config(merged, {}, problems) if isinstance(merged, dict) else None
@@ -113,7 +115,12 @@ class ConfigEditor:
     def _install(self, new: Config, by: str) -> dict[str, Any]:
         running = self._target.config
         changed = [s for s in Config.model_fields if getattr(new, s) != getattr(running, s)]
-        restart = [s for s in changed if s not in LIVE_SECTIONS]
+        restart = [
+            s
+            for s in changed
+            if s not in LIVE_SECTIONS
+            and not (s == "cameras" and cameras_change_live(running.cameras, new.cameras))
+        ]
         persisted = self._persist(new, by)
         if restart:
             # Half a config is worse than the old one: nothing is applied

@@ -1,23 +1,26 @@
 """Commands from the county platform: ``.../cmd/{command}`` in, a result on the response topic.
 
-paho's network thread only copies the message into a bounded queue; one
-``control`` worker thread checks (agent/command_envelope.py), consults the
-replay cache (agent/replay_cache.py), executes (agent/command_handlers.py)
-and answers, in arrival order. Nothing changes unless every check passes.
+paho's network thread only copies the message into a lane
+(agent/command_lanes.py: actions before reads, ``busy`` for a full lane);
+one ``control`` worker thread acknowledges it to the broker as it takes it,
+checks (agent/command_envelope.py), consults the replay cache
+(agent/replay_cache.py), executes (agent/command_handlers.py) and answers.
+Nothing changes unless every check passes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import os
-import queue
 import re
 import threading
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 
+from shaobing.agent.command_effects import CommandEffects
 from shaobing.agent.command_envelope import (
     ARGS,
     COMMAND_ID,
@@ -30,9 +33,12 @@ from shaobing.agent.command_envelope import (
     validated,
 )
 from shaobing.agent.command_handlers import SOURCE, CommandHandlers, ControlDeps
+from shaobing.agent.command_lanes import CommandLanes, Queued
+from shaobing.agent.command_once import ExecuteOnce, Replayed
 from shaobing.agent.command_replies import Incoming, Replies
 from shaobing.agent.config import ControlConfig
 from shaobing.agent.config_commands import LIVE_SECTIONS, ConfigEditor
+from shaobing.agent.inbound_acks import Ack
 from shaobing.agent.replay_cache import ReplayCache
 
 __all__ = [
@@ -60,12 +66,20 @@ def load_key(config: ControlConfig) -> bytes | None:
     return None
 
 
+def _echoable_id(body: dict) -> str | None:
+    # Echo the id only when it is a well-formed one: never reflect junk.
+    raw_id = body.get("id")
+    return raw_id if isinstance(raw_id, str) and re.fullmatch(COMMAND_ID, raw_id) else None
+
+
 @dataclass
 class ControlStats:
+    replies_redirected: int = 0  # ResponseTopic outside the reply lane (agent/reply_lane.py)
     received: int = 0
     executed: int = 0
     rejected: int = 0
-    dropped: int = 0  # queue full
+    busy: int = 0  # refused for load, answered `busy`
+    dropped: int = 0  # not even a `busy` answer: the broker ignored its in-flight limit
 
 
 class ControlChannel:
@@ -77,25 +91,37 @@ class ControlChannel:
         self._device = deps.device
         self._now = deps.now
         self.stats = ControlStats()
-        self._seen = ReplayCache(
+        seen = ReplayCache(
             deps.state_dir / "commands-seen.json", deps.now, lambda: self.config.max_clock_skew_s
         )
-        self._handlers = CommandHandlers(
-            deps, ConfigEditor(deps.target, deps.config_path, deps.now)
-        ).table
+        effects = CommandEffects(
+            deps.arming,
+            deps.config_path,
+            lambda zones, cid: deps.linkage.arming_changed(zones, by="command", command=cid),
+        )
+        self._once = ExecuteOnce(seen, effects)
+        editor = deps.editor or ConfigEditor(deps.target, deps.config_path, deps.now)
+        self._handlers = CommandHandlers(deps, editor).table
         self._replies = Replies(deps)
-        self._queue: queue.Queue[Incoming | None] = queue.Queue(maxsize=32)
+        self._lanes = CommandLanes()
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
+        self._replies.keep_in_lane(lambda: self.config.reply_prefix, self._reply_redirected)
 
     def reconfigure(self, config: ControlConfig) -> None:
         self.config = config
         self._key = load_key(config)
 
+    def _reply_redirected(self) -> None:
+        self.stats.replies_redirected += 1
+
     # ---- paho network thread -------------------------------------------
-    def on_message(self, msg: mqtt.MQTTMessage) -> None:
-        """Runs on paho's thread: copy, bound, queue. No parsing here."""
+    def on_message(self, msg: mqtt.MQTTMessage, ack: Ack) -> None:
+        """Runs on paho's thread: copy, bound, queue. No parsing here.
+
+        ``ack`` PUBACKs the message; the worker calls it when it takes it."""
         if msg.topic == self._topics.responses:
-            return  # our own answers match cmd/+ too
+            ack()
+            return  # our own answers (MQTT 3.1.1) match cmd/+ too
         props = getattr(msg, "properties", None)
         raw = bytes(msg.payload)
         item = Incoming(
@@ -105,13 +131,8 @@ class ControlChannel:
             response_topic=getattr(props, "ResponseTopic", None) if props else None,
             correlation=getattr(props, "CorrelationData", None) if props else None,
         )
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
+        if not self._lanes.offer(item, ack):
             self.stats.dropped += 1
-            log.warning(
-                "command queue full; command dropped", extra={"fields": {"topic": msg.topic}}
-            )
 
     # ---- worker ----------------------------------------------------------
     def start(self) -> None:
@@ -122,19 +143,32 @@ class ControlChannel:
         return self._thread.ident is None or self._thread.is_alive()
 
     def stop(self, timeout: float = 3.0) -> None:
+        self._lanes.close()
         if self._thread.is_alive():
-            self._queue.put(None)
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
+        while (queued := self._lanes.take()) is not None:
             try:
-                self.handle(item)
+                self._serve(queued)
             except Exception:
                 log.exception("command handling failed")
+
+    def _serve(self, queued: Queued) -> None:
+        if not queued.busy:
+            queued.ack()  # taken in: the broker may send the next one while this runs
+            self.handle(queued.item)
+            return
+        # Answered before acknowledged: the platform always learns the outcome.
+        self.stats.received += 1
+        self.stats.busy += 1
+        item, command_id = queued.item, None
+        command = item.topic.rsplit("/", 1)[-1]
+        with contextlib.suppress(CommandError):
+            command_id = _echoable_id(parse_body(item.payload)) if item.payload else None
+        error = {"code": "busy", "message": "too many commands waiting; retry later"}
+        self._replies.send(item, command, command_id, ok=False, error=error)
+        queued.ack()
 
     def handle(self, item: Incoming) -> dict:
         """Check and execute one command; publishes and returns the response body."""
@@ -147,10 +181,7 @@ class ControlChannel:
                     "too_large", f"{item.size} bytes; the limit is {self.config.max_payload_bytes}"
                 )
             body = parse_body(item.payload)
-            raw_id = body.get("id")
-            # Echo the id only when it is a well-formed one: never reflect junk.
-            if isinstance(raw_id, str) and re.fullmatch(COMMAND_ID, raw_id):
-                command_id = raw_id
+            command_id = _echoable_id(body)
             if command not in ARGS:
                 raise CommandError(
                     "unknown_command", f"{command[:64]!r} is not one of {', '.join(ARGS)}"
@@ -164,14 +195,7 @@ class ControlChannel:
                 self.config.max_clock_skew_s,
             )
             args = validated(ARGS[command], envelope.args, "bad_args", ("args",))
-            if envelope.id in self._seen:
-                raise CommandError("replayed", f"command {envelope.id} was already executed")
-            undo = self._seen.remember(envelope.id, envelope.expires_ms)
-            try:
-                result = self._handlers[command](args, envelope)
-            except CommandError:
-                self._seen.forget(undo)
-                raise
+            result = self._once.run(command, self._handlers[command], args, envelope)
         except CommandError as exc:
             self.stats.rejected += 1
             error = {"code": exc.code, "message": exc.message}
@@ -181,7 +205,9 @@ class ControlChannel:
                 "command rejected",
                 extra={"fields": {"cmd": command[:64], "id": command_id, **error}},
             )
-            return self._replies.send(item, command, command_id, ok=False, error=error)
+            # A replayed id is answered with what it really did (agent/command_once.py).
+            extra = {"original": exc.original} if isinstance(exc, Replayed) else None
+            return self._replies.send(item, command, command_id, False, error=error, extra=extra)
         except Exception as exc:
             self.stats.rejected += 1
             log.exception("command failed", extra={"fields": {"cmd": command, "id": command_id}})

@@ -24,14 +24,14 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from shaobing.core.model import Strict
 
 RESET_SENSOR = "reset"
 
 
-class LatchingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class LatchingConfig(Strict):
     enabled: bool = Field(
         default=True,
         description="alarms stay open until acknowledged (GB 50394); false: until restored",

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,6 +35,7 @@ from shaobing.agent.config import LinkageConfig, LinkageRuleConfig, ZoneConfig
 from shaobing.agent.latching import RESET_SENSOR, Latches, LatchingConfig, OpenAlarm
 from shaobing.agent.verification import VerificationWorker
 from shaobing.core.events import Event, EventSink, Severity, Source
+from shaobing.core.worker import LoopWorker
 
 log = logging.getLogger("shaobing.linkage")
 
@@ -120,11 +121,12 @@ class LinkageSink:
         self._buckets: dict[tuple[str, str, str], _Bucket] = {}
         self._muted: set[tuple] = set()  # see _mute_key
         self.stats = LinkageStats()
+        self._observers: tuple[Callable[[str, Source, str | None, Any], None], ...] = ()
         self._configure(config, zones)
         self._known: dict[str, str] = {}
-        self._watch_s = watch_s
-        self._stop = threading.Event()
-        self._watch = threading.Thread(target=self._watch_arming, name="arming-watch", daemon=True)
+        # Schedules and lapsing overrides change the state with no event of
+        # their own: look every few seconds and report the transitions.
+        self.watch = LoopWorker("arming-watch", self._watch_arming, watch_s, run_first=False)
 
     def _configure(self, config: LinkageConfig, zones: list[ZoneConfig]) -> None:
         self.config = config
@@ -133,6 +135,12 @@ class LinkageSink:
         # A zone without a rule still gets verification by its cameras, but no outputs.
         self._rules = {z.id: explicit.get(z.id) or LinkageRuleConfig(zone=z.id) for z in zones}
 
+    def observe(self, observer: Callable[[str, Source, str | None, Any], None]) -> None:
+        """See every driver emission first, before arming and cooldown (the walk test).
+
+        Register before ``start()``; observers run on the driver's thread and must be quick."""
+        self._observers = (*self._observers, observer)
+
     def reconfigure(self, config: LinkageConfig, zones: list[ZoneConfig]) -> None:
         with self._lock:
             self._configure(config, zones)
@@ -140,16 +148,14 @@ class LinkageSink:
     def start(self) -> None:
         # The state at start is in every status.health ("arming"); events mark changes only.
         self._known = {z: s.state for z, s in self._arming.states().items()}
-        self._watch.start()
+        self.watch.start()
 
     def alive(self) -> bool:
-        return self._watch.ident is None or self._watch.is_alive() or self._stop.is_set()
+        return self.watch.alive()
 
     def stop(self) -> None:
         """Flush the open summaries while the outbox is still open."""
-        self._stop.set()
-        if self._watch.is_alive():
-            self._watch.join(2)
+        self.watch.stop()
         with self._lock:
             buckets = list(self._buckets.values())
             self._buckets.clear()
@@ -170,6 +176,11 @@ class LinkageSink:
         attachment: bytes | None = None,
     ) -> Event | None:
         """As ``EventSink.emit``; returns None when the alarm was suppressed or folded."""
+        for observer in self._observers:
+            try:
+                observer(type, source, zone, data)
+            except Exception:  # a watcher (the console's walk test) must not cost an alarm
+                log.exception("emission observer failed")
         kwargs = {"zone": zone, "data": data, "severity": severity, "attachment": attachment}
         if source.kind == "gpio" and (data or {}).get("sensor") == RESET_SENSOR:
             # The local reset key: its turn acknowledges every open alarm of the box.
@@ -394,21 +405,15 @@ class LinkageSink:
             self._emit_arming(changed, by=by, command=command)
 
     def _watch_arming(self) -> None:
-        # Schedules and lapsing overrides change the state with no event of
-        # their own: look every few seconds and report the transitions.
-        while not self._stop.wait(self._watch_s):
-            try:
-                now = self._arming.states()
-                changed = {}
-                with self._lock:
-                    for zone, state in now.items():
-                        if self._known.get(zone) != state.state:
-                            self._known[zone] = state.state
-                            changed[zone] = state.as_dict()
-                if changed:
-                    self._emit_arming(changed, by="schedule", command=None)
-            except Exception:
-                log.exception("arming watch failed")
+        now = self._arming.states()
+        changed = {}
+        with self._lock:
+            for zone, state in now.items():
+                if self._known.get(zone) != state.state:
+                    self._known[zone] = state.state
+                    changed[zone] = state.as_dict()
+        if changed:
+            self._emit_arming(changed, by="schedule", command=None)
 
     def _emit_arming(self, zones: Mapping[str, Mapping], by: str, command: str | None) -> None:
         for zone, info in zones.items():

@@ -155,7 +155,6 @@ class Outbox:
         self._closing = False
         self._last_age_check = 0.0
         self.pending_after_close: int | None = None
-        self.commits = 0
         self._writer = threading.Thread(target=self._write_loop, name="outbox-writer", daemon=True)
         self._writer.start()
 
@@ -311,7 +310,6 @@ class Outbox:
                     p.name.lower(): self._meta(f"dropped.{p.name.lower()}") for p in Priority
                 }
                 raise
-            self.commits += 1
 
     def _insert(self, batch: list[_Pending], now_ms: int) -> None:
         rows = []
@@ -467,6 +465,14 @@ class Outbox:
         """Rows waiting per class, as the writer last committed them."""
         with self._cond:
             return {p.name.lower(): self._rows[p] for p in Priority}
+
+    def holds(self, event_id: str) -> bool:
+        """The event is still waiting for its PUBACK (the self-tests ask this)."""
+        with self._db_lock:
+            row = self._db.execute(
+                "SELECT 1 FROM outbox WHERE event_id = ? LIMIT 1", (event_id,)
+            ).fetchone()
+        return row is not None
 
     def stored_bytes(self) -> int:
         return sum(self._bytes.values())

@@ -12,28 +12,28 @@ import time
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpiozero.pins import Factory
 
 from shaobing.agent.arming import Arming
 from shaobing.agent.config import Config, ZoneConfig
-from shaobing.agent.config_commands import LIVE_SECTIONS
+from shaobing.agent.config_commands import LIVE_SECTIONS, ConfigEditor
 from shaobing.agent.control import ControlChannel, ControlDeps
+from shaobing.agent.detection.config import cameras_change_live
 from shaobing.agent.health import HealthReporter
 from shaobing.agent.linkage import LinkageSink
-from shaobing.agent.outbox import Budget, Outbox
-from shaobing.agent.recorder import Recorder
 from shaobing.agent.sdnotify import Notifier
+from shaobing.agent.spine import build_spine
 from shaobing.agent.status_file import certificate_expiry, status_path, write_status
-from shaobing.agent.topics import Topics
-from shaobing.agent.uplink import Uplink
 from shaobing.agent.verification import VerificationWorker, Verifier
-from shaobing.core.clock import Clock
 from shaobing.core.events import Source
 from shaobing.core.watchdog import Liveness
 from shaobing.drivers.gpio import GpioInputs, GpioOutputs, make_pin_factory
 from shaobing.drivers.serial_runtime import SerialDrivers
+
+if TYPE_CHECKING:  # OpenCV loads only on posts with cameras
+    from shaobing.drivers.camera import SourceSchemes
 
 log = logging.getLogger("shaobing.agent")
 
@@ -72,6 +72,7 @@ class Agent:
         pin_factory: Factory | None = None,
         verifier: Verifier | None = None,
         config_path: Path | None = None,
+        camera_schemes: SourceSchemes | None = None,
     ):
         self.config = config
         self.started_at = time.monotonic()
@@ -80,28 +81,10 @@ class Agent:
         self._stopped = False
         # Every worker registers here; the systemd watchdog is fed only while all pass.
         self.liveness = Liveness()
-        self.clock = Clock(config.clock.trust)
-        storage = config.storage
-        self.outbox = Outbox(
-            storage.path,
-            Budget(
-                max_bytes=storage.max_bytes,
-                max_rows=storage.max_rows,
-                max_age_s=storage.max_age_h * 3600 if storage.max_age_h else None,
-            ),
-            batch_delay_s=storage.batch_delay_s,
-        )
-        self.recorder = Recorder(config, self.outbox, self.clock)
+        spine = build_spine(config, agent_version())
+        self.clock, self.outbox, self.recorder = spine.clock, spine.outbox, spine.recorder
+        self.topics, self.uplink, self._identity = spine.topics, spine.uplink, spine.identity
         self.clock.on_sync(self._clock_synchronised)
-        self.topics = Topics(config.mqtt.topic_prefix, config.site.village_code, config.device.id)
-        self.uplink = Uplink(
-            config.mqtt,
-            config.device.id,
-            self.topics,
-            self.outbox,
-            self._identity,
-            correct_ts=self.clock.corrected_ts,
-        )
         factory = pin_factory if pin_factory is not None else make_pin_factory(config.gpio)
         self.outputs = GpioOutputs(config.outputs, factory)
         state_dir = config.storage.path.parent
@@ -123,7 +106,7 @@ class Agent:
             latching=config.latching,
         )
         self.detection = None
-        self._detector_fault: str | None = None
+        self.detector_fault: str | None = None
         if any(cam.enabled for cam in config.cameras):
             # Imported here: OpenCV and the TFLite runtime load only on posts with cameras.
             from shaobing.agent.detection.pipeline import DetectionPipeline
@@ -131,12 +114,12 @@ class Agent:
 
             try:
                 self.detection = DetectionPipeline.from_config(
-                    config.detector, config.cameras, self.sink
+                    config.detector, config.cameras, self.sink, camera_schemes
                 )
                 self.liveness.register("inference", self.detection.alive)
             except ModelError as exc:
                 # GPIO and serial alarms keep working without the detector.
-                self._detector_fault = str(exc)
+                self.detector_fault = str(exc)
                 log.error("detector unavailable: %s", exc)
         if verifier is None and self.detection is not None:
             from shaobing.agent.camera_verifier import PipelineVerifier
@@ -146,6 +129,8 @@ class Agent:
             self.verification.verifier = verifier
         self.serial = SerialDrivers(config.serial, self.sink)
         self.liveness.register("serial", self.serial.alive)
+        # The one config-write path: platform commands and the console share it.
+        self.config_editor = ConfigEditor(self, config_path)
         self.control: ControlChannel | None = None
         if config.control.enabled:
             self.control = ControlChannel(
@@ -162,9 +147,10 @@ class Agent:
                     state_dir=state_dir,
                     config_path=config_path,
                     v5=config.mqtt.protocol == "5",
+                    editor=self.config_editor,
                 ),
             )
-            self.uplink.subscribe(self.topics.commands, self.control.on_message)
+            self.uplink.subscribe_deferred(self.topics.commands, self.control.on_message)
             self.liveness.register("control", self.control.alive)
         self.inputs = GpioInputs(config.inputs, self.sink, factory)
         self.liveness.register("verification", self.verification.alive)
@@ -179,6 +165,13 @@ class Agent:
         self.liveness.register("health", self.health.alive)
         self.liveness.register("uplink", self.uplink.healthy)
         self.liveness.register("outbox-writer", self.outbox.alive)
+        self.console = None
+        if config.console.enabled:
+            # Imported here: the web stack loads only on boxes that serve the console.
+            from shaobing.agent.console.service import Console
+
+            self.console = Console(self, config.console)
+            self.liveness.register("console", self.console.alive)
 
     def identity(self) -> dict[str, Any]:
         return {**self._identity(), "uptime_s": round(time.monotonic() - self.started_at, 1)}
@@ -193,21 +186,21 @@ class Agent:
             self.sink.reconfigure(new.linkage, zones_with_cameras(self.config))
         if "control" in applied and self.control is not None:
             self.control.reconfigure(new.control)
+        if new.cameras != self.config.cameras and cameras_change_live(
+            self.config.cameras, new.cameras
+        ):
+            if self.detection is not None:
+                running = set(self.detection.camera_ids())
+                for cam in new.cameras:
+                    if cam.id in running and cam not in self.config.cameras:
+                        self.detection.reconfigure_camera(cam)
+            applied.append("cameras")
         self.config = self.config.model_copy(update={s: getattr(new, s) for s in applied})
         return applied
 
     def request_restart(self) -> None:
         self.restart_requested.set()
         self._wake.set()
-
-    def _identity(self) -> dict[str, Any]:
-        return {
-            "device": self.config.device.id,
-            "village_code": self.config.site.village_code,
-            "boot_id": self.clock.boot_id,
-            "run": self.outbox.run,
-            "version": agent_version(),
-        }
 
     def _clock_synchronised(self, anchor) -> None:
         # The platform re-times this boot's earlier events with this anchor;
@@ -236,6 +229,8 @@ class Agent:
                 "inflight": stats.inflight,
                 "endpoint": stats.endpoint,
                 "failovers": stats.failovers,
+                "connected_since": stats.connected_since,
+                "acked_by_class": dict(stats.by_class),
             },
             "drivers": {
                 "gpio_inputs": self.inputs.state,
@@ -303,14 +298,16 @@ class Agent:
         self.inputs.start()
         if self.detection is not None:
             self.detection.start()
-        elif self._detector_fault:
+        elif self.detector_fault:
             self.recorder.emit(
                 "fault.detector",
                 Source(kind="agent", id="detector"),
-                data={"reason": self._detector_fault},
+                data={"reason": self.detector_fault},
             )
         self.serial.start()
         self.health.start()
+        if self.console is not None:
+            self.console.start()
         log.info("agent started", extra={"fields": {"device": self.config.device.id}})
 
     def healthy(self) -> bool:
@@ -320,6 +317,8 @@ class Agent:
         if self._stopped:
             return  # tests and signal handlers may both stop it
         self._stopped = True
+        if self.console is not None:
+            self.console.stop()
         self.health.stop()
         if self.detection is not None:
             self.detection.stop()

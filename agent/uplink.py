@@ -10,7 +10,8 @@ GIL hand-off sits between reading a PUBACK and publishing the next message
 (a second "pump" thread cost ~40% of paho's rate in lock traffic).
 
 Other threads only: append rows to the outbox (the writer wakes us), call
-``publish_direct`` (paho queues the packet; we are woken to write it), or
+``publish_direct`` (paho queues the packet; we are woken to write it), call
+the ack of a message they took in (agent/inbound_acks.py; we send it), or
 ``stop``.
 """
 
@@ -32,15 +33,18 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 from tenacity import Retrying, retry_if_exception_type
 
 from shaobing.agent import tls as tls_words
 from shaobing.agent.config import MqttConfig
+from shaobing.agent.inbound_acks import RECEIVE_MAXIMUM, Ack, InboundAcks
 from shaobing.agent.outbox import Outbox, Row
 from shaobing.agent.pacing import Endpoints, TokenBucket, first_retry_delay, reconnect_wait
 from shaobing.agent.topics import Topics
 from shaobing.core.events import Priority
 from shaobing.core.watchdog import Heartbeat
+from shaobing.core.worker import ThreadWorker
 
 log = logging.getLogger("shaobing.uplink")
 
@@ -123,8 +127,9 @@ class Uplink:
         # pause each time, so a refusing broker is not hammered in a loop.
         self._held_until: dict[Priority, float] = {}
         self._refusal_pause: dict[Priority, float] = {}
-        self._threads: list[threading.Thread] = []
         self._subscriptions: dict[str, Callable[[mqtt.MQTTMessage], None]] = {}
+        # Subscribers that acknowledge their messages themselves (flow control).
+        self._deferring: dict[str, Callable[[mqtt.MQTTMessage, Ack], None]] = {}
         self._tls_error: str | None = None
         self._socket_error: str | None = None  # paho reports read errors only to on_log
         self._accepted = False  # CONNACK success on the current connection
@@ -135,11 +140,15 @@ class Uplink:
         self._replay_bucket = TokenBucket(config.replay_rate) if config.replay_rate else None
         # The uplink thread beats at least every 1 s (select and backoff sleep in
         # slices); 30 s without a beat means it is stuck.
-        self.beats = {"uplink": Heartbeat(30.0)}
+        self.heartbeat = Heartbeat(30.0)
+        self.worker = ThreadWorker(
+            "uplink", self._network, self._stop, heartbeat=self.heartbeat, wake=self._kick
+        )
         # Any thread wakes the uplink's select() by writing one byte here.
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        self._inbound = InboundAcks(self._kick)
         self.client = self._make_client(client_id)
         self._urgent = threading.Event()
         outbox.on_append(self._appended)
@@ -152,6 +161,9 @@ class Uplink:
             client_id=client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             clean_session=None if v5 else True,
+            # A command is PUBACKed once the control channel has taken it in
+            # (agent/inbound_acks.py); other subscriptions right after their handler.
+            manual_ack=True,
         )
         # The outbox is the queue; paho only ever holds the window.
         client.max_inflight_messages_set(self.config.inflight_window)
@@ -189,6 +201,13 @@ class Uplink:
         """
         self._subscriptions[topic_filter] = handler
 
+    def subscribe_deferred(
+        self, topic_filter: str, handler: Callable[[mqtt.MQTTMessage, Ack], None]
+    ) -> None:
+        """As ``subscribe``, but a QoS 1 message is PUBACKed only when ``handler``
+        (or whoever it hands the ack to, on any thread) calls the ack it is given."""
+        self._deferring[topic_filter] = handler
+
     def publish_direct(
         self,
         topic: str,
@@ -208,14 +227,24 @@ class Uplink:
             self._wake_w.send(b"\0")
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
-        for topic_filter, handler in self._subscriptions.items():
-            if mqtt.topic_matches_sub(topic_filter, msg.topic):
-                try:
+        ack = self._inbound.later(msg)
+        deferred = False
+        plain = [(f, h, False) for f, h in self._subscriptions.items()]
+        for topic_filter, handler, defers in plain + [
+            (f, h, True) for f, h in self._deferring.items()
+        ]:
+            if not mqtt.topic_matches_sub(topic_filter, msg.topic):
+                continue
+            try:
+                if defers:
+                    handler(msg, ack)
+                    deferred = True
+                else:
                     handler(msg)
-                except Exception:
-                    log.exception(
-                        "subscription handler failed", extra={"fields": {"topic": msg.topic}}
-                    )
+            except Exception:
+                log.exception("subscription handler failed", extra={"fields": {"topic": msg.topic}})
+        if not deferred:
+            ack()  # as paho would have, after the handlers; a failed one gets no retry
 
     def _state_payload(self, state: str) -> bytes:
         body = {"v": 1, "state": state, "ts": int(time.time() * 1000), **self._state_info()}
@@ -223,9 +252,7 @@ class Uplink:
 
     # ---- lifecycle ----------------------------------------------------
     def start(self) -> None:
-        thread = threading.Thread(target=self._network, name="uplink", daemon=True)
-        thread.start()
-        self._threads.append(thread)
+        self.worker.start()
 
     def stop(self, timeout: float = 3.0) -> None:
         """Say 'stopped' (retained) and disconnect cleanly so the will is not sent.
@@ -241,8 +268,7 @@ class Uplink:
             self._closed.wait(timeout)
         self._stop.set()
         self._kick()
-        for thread in self._threads:
-            thread.join(timeout)
+        self.worker.join(timeout)
         self._flush_acks()
         self._wake_r.close()
         self._wake_w.close()
@@ -258,11 +284,7 @@ class Uplink:
             self.client.disconnect()
 
     def healthy(self) -> bool:
-        return (
-            all(t.is_alive() for t in self._threads)
-            and not self._stop.is_set()
-            and all(beat.alive() for beat in self.beats.values())
-        )
+        return self.worker.is_running() and not self._stop.is_set() and self.heartbeat.alive()
 
     # ---- network thread ----------------------------------------------
     def _network(self) -> None:
@@ -298,7 +320,7 @@ class Uplink:
     def _backoff_sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
-            self.beats["uplink"].beat()
+            self.heartbeat.beat()
             self._stop.wait(min(left, 1.0))
 
     def _connect_failed(self, state) -> None:
@@ -330,6 +352,7 @@ class Uplink:
         if cfg.protocol == "5":
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = 0
+            props.ReceiveMaximum = RECEIVE_MAXIMUM
             self.client.connect(node.host, node.port, cfg.keepalive_s, properties=props)
         else:
             self.client.connect(node.host, node.port, cfg.keepalive_s)
@@ -346,9 +369,14 @@ class Uplink:
         if self._last_endpoint not in (None, node):
             self.stats.failovers += 1
         self._last_endpoint = self.stats.endpoint = node
+        self._inbound.connected()
         client.publish(self.topics.state, self._state_payload("online"), qos=1, retain=True)
-        for topic_filter in self._subscriptions:
-            client.subscribe(topic_filter, qos=1)
+        for topic_filter in [*self._subscriptions, *self._deferring]:
+            if self.config.protocol == "5":
+                # noLocal: our own replies on .../cmd/response match .../cmd/+ too.
+                client.subscribe(topic_filter, options=SubscribeOptions(qos=1, noLocal=True))
+            else:
+                client.subscribe(topic_filter, qos=1)
         self.connected.set()
         self._urgent.set()
         log.info("connected", extra={"fields": {"endpoint": node}})
@@ -386,7 +414,7 @@ class Uplink:
         sock = client.socket()
         stale_checked = 0.0
         while not self._stop.is_set() and sock is not None:
-            self.beats["uplink"].beat()
+            self.heartbeat.beat()
             # TLS may hold decrypted bytes that select() cannot see.
             if getattr(sock, "pending", None) and sock.pending():
                 readable, writable = [sock], []
@@ -402,6 +430,7 @@ class Uplink:
                 return
             if self._closing.is_set():
                 self._close_turn()
+            self._inbound.flush(client)
             try:
                 self._flush_acks()
                 if self.connected.is_set() and not self._closing.is_set():

@@ -25,6 +25,7 @@ from typing import Protocol
 
 from shaobing.agent.config import VerifyConfig
 from shaobing.core.events import Event, EventSink, Severity, Source
+from shaobing.core.worker import ThreadWorker
 
 log = logging.getLogger("shaobing.verification")
 
@@ -105,17 +106,18 @@ class VerificationWorker:
         self.verifier = verifier
         self.stats = VerificationStats()
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
-        self._thread = threading.Thread(target=self._run, name="verification", daemon=True)
-        self._started = False
+        self._stopping = threading.Event()
+        self.worker = ThreadWorker(
+            "verification", self._run, self._stopping, wake=lambda: self._queue.put(None)
+        )
         self._current: _Job | None = None
 
     def start(self) -> None:
-        self._started = True
-        self._thread.start()
+        self.worker.start()
 
     def alive(self) -> bool:
         # Not a heartbeat: a job may legitimately block until its deadline.
-        return not self._started or self._thread.is_alive()
+        return self.worker.alive()
 
     def stop(self, timeout: float = 3.0) -> None:
         """Answer every waiting job with ``shutdown`` so no alarm is left without a verdict."""
@@ -128,9 +130,7 @@ class VerificationWorker:
                 self._finish(job, None, "shutdown")
         if self._current is not None:
             self._finish(self._current, None, "shutdown")
-        if self._started:
-            self._queue.put(None)
-            self._thread.join(timeout)
+        self.worker.stop(timeout)
 
     def submit(self, alarm: Event, cameras: Sequence[str], config: VerifyConfig) -> None:
         """Called on the driver's thread: never blocks."""
@@ -155,10 +155,10 @@ class VerificationWorker:
         self._finish(job, None, "timeout")
 
     def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             job = self._queue.get()
             if job is None:
-                return
+                continue
             if job.done:
                 continue
             self._current = job

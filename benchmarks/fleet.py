@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 from dataclasses import asdict
@@ -37,6 +38,9 @@ def main() -> int:
     p.add_argument("--duration", type=float)
     p.add_argument("--outage-min", type=float, default=30)
     p.add_argument("--replay-rate", type=float, default=100)
+    p.add_argument(
+        "--processes", type=int, default=os.cpu_count() or 1, help="worker processes for the boxes"
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.ERROR)
@@ -55,6 +59,7 @@ def main() -> int:
                     duration_s=args.duration or 60,
                     platform_host=cluster.mqtt_hosts[0],
                     replay_rate=args.replay_rate,
+                    processes=args.processes,
                 )
 
                 def kill() -> str:
@@ -76,6 +81,7 @@ def main() -> int:
                     outage_min=args.outage_min,
                     replay_rate=args.replay_rate,
                     drain_timeout_s=600,
+                    processes=args.processes,
                 )
                 report = run_fleet(options, base, Path(tmp))
             finally:

@@ -20,6 +20,7 @@ COMMANDS = (
     "bench",
     "provision",
     "fleet",
+    "console",
 )
 
 

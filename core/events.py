@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from enum import IntEnum, StrEnum
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from shaobing.core.gb28181 import Code as Gb28181Code
+from shaobing.core.model import Strict
 
 SCHEMA_VERSION = 1
 
@@ -51,41 +52,37 @@ def default_severity(event_type: str) -> Severity:
     return {"alarm": Severity.MAJOR, "fault": Severity.MINOR}.get(head, Severity.INFO)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Source(_Strict):
+class Source(Strict):
     kind: str = Field(description="driver kind: gpio, modbus, contact_id, camera, agent, ...")
     id: str = Field(description="driver instance id from the config")
 
 
-class Site(_Strict):
+class Site(Strict):
     village_code: str
     code_year: int
     village_name: str
 
 
-class Gps(_Strict):
+class Gps(Strict):
     lat: float
     lon: float
 
 
-class RailwayPlace(_Strict):
+class RailwayPlace(Strict):
     line: str
     start: str = Field(description="K-mileage, e.g. K123+450")
     end: str | None = None
     side: str = Field(description="上行, 下行 or 双线")
 
 
-class ZoneRef(_Strict):
+class ZoneRef(Strict):
     id: str
     name: str | None = None
     railway: RailwayPlace | None = None
     gps: Gps | None = None
 
 
-class Event(_Strict):
+class Event(Strict):
     v: int = SCHEMA_VERSION
     id: str = Field(description="ULID: unique and time-sortable")
     seq: int = Field(description="per-device monotonic, persisted across restarts")

@@ -20,7 +20,9 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from shaobing.core.model import Strict
 
 # AlarmMethod (报警方式), GB/T 28181-2016 A.2.6.
 PHONE, DEVICE, SMS, GPS, VIDEO, DEVICE_FAULT, OTHER = 1, 2, 3, 4, 5, 6, 7
@@ -57,10 +59,8 @@ OUTPUT_TYPE = 135  # alarm output device (报警输出设备)
 CAMERA_TYPES = (131, 132)  # camera, network camera (IPC)
 
 
-class Code(BaseModel):
+class Code(Strict):
     """One event's GB/T 28181 alarm code, as carried in ``Event.gb28181``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: int = Field(ge=1, le=7, description="AlarmMethod: 2 device, 5 video, 6 device fault")
     type: int | None = Field(default=None, ge=1, description="AlarmType within the method")
@@ -144,9 +144,7 @@ def check_code(method: int | None, alarm_type: int | None) -> None:
         raise ValueError(f"AlarmType {alarm_type} is not defined for method {method} ({codes})")
 
 
-class Gb28181RuleConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Gb28181RuleConfig(Strict):
     zone: str | None = Field(default=None, description="only events of this zone")
     source: str | None = Field(
         default=None, description="only events of this input, camera or serial device id"
@@ -177,9 +175,7 @@ class Gb28181RuleConfig(BaseModel):
         )
 
 
-class Gb28181Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Gb28181Config(Strict):
     device_id: str | None = Field(
         default=None,
         description="20-digit GB/T 28181 id of this box (type code 111..130, e.g. 117)",

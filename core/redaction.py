@@ -15,7 +15,9 @@ MASK = "***"
 
 # Field names whose value is a secret wherever they appear in the config.
 # ("pin" is a GPIO pin number here, not a PIN code.)
-SECRET_NAMES = frozenset({"password", "passwd", "secret", "token", "api_key", "private_key"})
+SECRET_NAMES = frozenset(
+    {"password", "passwd", "secret", "token", "api_key", "private_key", "pin_hash"}
+)
 SECRET_SUFFIXES = ("_password", "_secret", "_token")
 
 # scheme://userinfo@ ... The userinfo runs to the LAST '@' of the token, so a

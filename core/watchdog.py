@@ -46,10 +46,6 @@ class Liveness:
         with self._lock:
             self._checks[name] = check
 
-    def unregister(self, name: str) -> None:
-        with self._lock:
-            self._checks.pop(name, None)
-
     def failing(self) -> list[str]:
         with self._lock:
             checks = list(self._checks.items())

@@ -1,11 +1,19 @@
-"""One lifecycle for the agent's periodic worker threads.
+"""One lifecycle for every thread the agent owns.
 
 A worker thread that dies on an unexpected exception, or stops turning while
 its thread is still alive, used to go unnoticed: `status.health` stopped and
-the systemd watchdog kept being fed. `LoopWorker` guards every turn (an
-exception is logged and counted, the loop goes on), beats a heartbeat per
-turn, and answers `alive()` for the agent's liveness checks, so a new periodic
-worker only writes its `turn()`.
+the systemd watchdog kept being fed. Two shapes, one contract (``Worker``):
+
+- ``LoopWorker`` runs a ``turn()`` every interval (health, the arming watch):
+  each turn is guarded (an exception is logged and counted, the loop goes on)
+  and beats a heartbeat, so a new periodic worker only writes its ``turn()``.
+- ``ThreadWorker`` runs a loop that waits on its own queue or socket (uplink,
+  outbox writer, control, verification, cameras, serial buses, inference): an
+  exception that escapes the loop is logged and counted and the loop is entered
+  again after a pause, and ``alive()`` also asks the owner's heartbeat when it
+  has one, so a wedged loop makes the agent unhealthy.
+
+docs/architecture.md has the table of workers.
 """
 
 from __future__ import annotations
@@ -95,3 +103,73 @@ class LoopWorker:
         finally:
             self.state.turns += 1
             self._beat.beat()
+
+
+class ThreadWorker:
+    """``run()`` on a named thread until ``stop_event`` is set; re-entered if it raises.
+
+    ``run`` must return once ``stop_event`` is set; ``stop()`` sets it, calls
+    ``wake`` (so a loop blocked on a queue or socket notices), then joins.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        run: Callable[[], None],
+        stop_event: threading.Event,
+        *,
+        heartbeat: Heartbeat | None = None,
+        wake: Callable[[], None] | None = None,
+        restart_pause_s: float = 1.0,
+    ):
+        self.name = name
+        self.state = WorkerState()
+        self._run_loop = run
+        self._stop = stop_event
+        self._heartbeat = heartbeat
+        self._wake = wake
+        self._pause = restart_pause_s
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+
+    @property
+    def started(self) -> bool:
+        return self._thread.ident is not None
+
+    def start(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.beat()
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._wake is not None:
+            self._wake()
+        self.join(timeout)
+
+    def join(self, timeout: float = 2.0) -> None:
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def is_running(self) -> bool:
+        return self._thread.is_alive()
+
+    def alive(self) -> bool:
+        if self._stop.is_set() or not self.started:
+            return True  # not started yet, or stopping: not a failure
+        beating = self._heartbeat is None or self._heartbeat.alive()
+        return self._thread.is_alive() and beating
+
+    def _main(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._run_loop()
+                return
+            except Exception as exc:  # a loop that escapes its own guards is restarted
+                self.state.errors += 1
+                self.state.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception(
+                    "worker loop failed; restarting it",
+                    extra={"fields": {"worker": self.name, "error": str(exc)}},
+                )
+                if self._stop.wait(self._pause):
+                    return

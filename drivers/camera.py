@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -106,15 +106,31 @@ class PacedVideo:
         self.cap.release()
 
 
+# Sources served by a layer above the drivers, by URL scheme: the simulator's
+# "sim:person-crossing" scenes. The command line passes them in (drivers never
+# import the simulator), so a box's `shaobing run` opens only what it was given.
+SourceSchemes = Mapping[str, Callable[[str], Callable[[], FrameSource]]]
+
+
 def source_opener(
-    source: str | int, *, fps: float = 5.0, loop: bool = True, timeout_s: float = 5.0
+    source: str | int,
+    *,
+    fps: float = 5.0,
+    loop: bool = True,
+    timeout_s: float = 5.0,
+    schemes: SourceSchemes | None = None,
 ) -> Callable[[], FrameSource]:
     """Turn a configured source into a function that opens it (called on every retry)."""
     text = str(source)
-    if text.startswith("sim:"):
-        from shaobing.simulator.camera import VirtualCameraFactory
+    scheme = text.split(":", 1)[0] if ":" in text else ""
+    if schemes and scheme in schemes:
+        return schemes[scheme](text)
+    if scheme == "sim":
+        # Opened, and failing, like any camera: a fault event names it, the agent runs on.
+        def unavailable() -> FrameSource:
+            raise ValueError(f"{text}: simulated cameras exist only under the simulator")
 
-        return VirtualCameraFactory(text)
+        return unavailable
     if text.isdigit() or text.startswith("/dev/video"):
         dev: str | int = int(text) if text.isdigit() else text
         return lambda: cv2.VideoCapture(dev, cv2.CAP_V4L2)

@@ -18,8 +18,8 @@ from typing import Any
 from gpiozero import DigitalInputDevice, DigitalOutputDevice
 from gpiozero.pins import Factory
 
-from shaobing.agent.config import GpioConfig, InputConfig, OutputConfig
 from shaobing.core.events import EventSink, Source
+from shaobing.drivers.gpio_config import GpioConfig, InputConfig, OutputConfig
 
 log = logging.getLogger("shaobing.gpio")
 
@@ -124,10 +124,6 @@ class GpioOutputs:
     def set(self, output_id: str, on: bool) -> None:
         device = self._devices[output_id]
         device.on() if on else device.off()
-
-    def pulse(self, output_id: str, seconds: float) -> None:
-        """On for ``seconds`` then off, timed by gpiozero's background thread."""
-        self._devices[output_id].blink(on_time=seconds, off_time=0, n=1, background=True)
 
     def blink(self, output_id: str, on_s: float, off_s: float, n: int) -> None:
         """``n`` cycles of on/off, timed by gpiozero's background thread; ends off.

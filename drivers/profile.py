@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from shaobing.core.model import Strict
 
 Table = Literal["coil", "discrete_input", "holding_register", "input_register"]
 BIT_TABLES: tuple[Table, ...] = ("coil", "discrete_input")
@@ -32,11 +34,7 @@ ValueType = Literal["uint16", "int16", "uint32", "int32", "float32"]
 _WORDS = {"uint16": 1, "int16": 1, "uint32": 2, "int32": 2, "float32": 2}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BitPoint(_Strict):
+class BitPoint(Strict):
     kind: BitKind = Field(
         description="what the bit means: zone_alarm (intrusion in a zone), tamper (box opened), "
         "cable_cut (断纤 / broken fence wire), fault, low_voltage, armed"
@@ -68,7 +66,7 @@ class BitPoint(_Strict):
         return self
 
 
-class ValuePoint(_Strict):
+class ValuePoint(Strict):
     name: str = Field(description="name in event data, e.g. voltage, sensitivity, fence_kv")
     table: Literal["holding_register", "input_register"] = Field(description="register table")
     address: int = Field(ge=0, le=65535, description="0-based address of the first register")
@@ -97,7 +95,7 @@ class ValuePoint(_Strict):
         return _WORDS[self.type]
 
 
-class ArmingSpec(_Strict):
+class ArmingSpec(Strict):
     table: Literal["coil", "holding_register"] = Field(description="where arming is written")
     address: int = Field(ge=0, le=65535, description="0-based address (zone 1 if per_zone)")
     per_zone: bool = Field(default=False, description="one coil/register per zone")
@@ -105,7 +103,7 @@ class ArmingSpec(_Strict):
     disarm_value: int = Field(default=0, ge=0, le=65535, description="value written to disarm")
 
 
-class DeviceProfile(_Strict):
+class DeviceProfile(Strict):
     model: str = Field(description="short model id, also the file name without .yaml")
     description: str = Field(description="what the device is, for installers")
     vendor: str | None = Field(default=None, description="maker, if the profile is vendor-specific")

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from shaobing.core.model import Strict
 
 from .profile import DeviceProfile, load_profile
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SerialBusConfig(_Strict):
+class SerialBusConfig(Strict):
     id: str = Field(description="bus id, referenced by detectors")
     url: str = Field(
         description="any pyserial URL: /dev/ttyUSB0, /dev/ttyAMA0, socket://host:port "
@@ -33,12 +31,12 @@ class SerialBusConfig(_Strict):
     )
 
 
-class ZoneMap(_Strict):
+class ZoneMap(Strict):
     device_zone: int = Field(ge=1, description="zone number on the device (1-based)")
     zone: str = Field(description="shaobing zone id (from the root zones: list)")
 
 
-class ModbusDetectorConfig(_Strict):
+class ModbusDetectorConfig(Strict):
     id: str = Field(description="detector id, the event source id")
     bus: str = Field(description="id of the SerialBusConfig it hangs on")
     unit: int = Field(ge=1, le=247, description="Modbus unit (slave) id on the bus")
@@ -78,7 +76,7 @@ class ModbusDetectorConfig(_Strict):
         return self
 
 
-class ContactIdZoneMap(_Strict):
+class ContactIdZoneMap(Strict):
     group: int | None = Field(
         default=None, ge=0, le=99, description="partition (GG); unset matches any group"
     )
@@ -86,7 +84,7 @@ class ContactIdZoneMap(_Strict):
     zone: str = Field(description="shaobing zone id")
 
 
-class ContactIdConfig(_Strict):
+class ContactIdConfig(Strict):
     id: str = Field(description="alarm host id, the event source id")
     bus: str = Field(description="id of the SerialBusConfig the host's serial output is on")
     accounts: list[str] | None = Field(
@@ -120,7 +118,7 @@ class ContactIdConfig(_Strict):
     )
 
 
-class SerialConfig(_Strict):
+class SerialConfig(Strict):
     buses: list[SerialBusConfig] = Field(default_factory=list, description="serial lines")
     modbus: list[ModbusDetectorConfig] = Field(
         default_factory=list, description="Modbus RTU detectors"

@@ -14,14 +14,12 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from shaobing.core.model import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PypiSource(_Strict):
+class PypiSource(Strict):
     kind: Literal["pypi"] = Field(description="the model ships inside a PyPI package")
     package: str = Field(description="distribution name on PyPI")
     version: str = Field(description="exact pinned version")
@@ -35,13 +33,13 @@ class PypiSource(_Strict):
     license: str = Field(description="licence of the model weights")
 
 
-class LocalSource(_Strict):
+class LocalSource(Strict):
     kind: Literal["local"] = Field(description="installed by hand (site provisioning, shared dir)")
     note: str = Field(description="where the file comes from")
     license: str = Field(description="licence of the model weights")
 
 
-class InputSpec(_Strict):
+class InputSpec(Strict):
     width: int = Field(gt=0, description="model input width in pixels")
     height: int = Field(gt=0, description="model input height in pixels")
     color: Literal["rgb", "bgr"] = Field(default="rgb", description="channel order")
@@ -53,7 +51,7 @@ class InputSpec(_Strict):
     )
 
 
-class AnchorSpec(_Strict):
+class AnchorSpec(Strict):
     """MediaPipe-style SSD anchor geometry (SsdAnchorsCalculatorOptions)."""
 
     num_layers: int = Field(gt=0, description="number of feature-map layers")
@@ -75,7 +73,7 @@ class AnchorSpec(_Strict):
         return self
 
 
-class DecodeSpec(_Strict):
+class DecodeSpec(Strict):
     """How raw regressors become boxes (TensorsToDetectionsCalculatorOptions)."""
 
     num_coords: int = Field(gt=3, description="values per anchor in the regressor tensor")
@@ -103,7 +101,7 @@ class DecodeSpec(_Strict):
     )
 
 
-class ModelManifest(_Strict):
+class ModelManifest(Strict):
     name: str = Field(description="short id used in config and on the command line")
     description: str = Field(description="what the model detects")
     file: str = Field(description="model file name in the model cache or beside the manifest")

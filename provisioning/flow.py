@@ -56,6 +56,8 @@ class Options:
     factories: tuple[CheckFactory, ...] = DEFAULT_FACTORIES
     say: Callable[[str], None] = print
     register: bool = True
+    # Camera sources served from above (the simulator's sim: scenes); see cli/schemes.py.
+    camera_schemes: Any = None
 
 
 @dataclass
@@ -221,6 +223,7 @@ def selftest(config: Config, st: A.SelftestAnswers, opts: Options, version: str)
         say=opts.say,
         version=version,
         model_dir=None if os.environ.get(ENV_MODEL_DIR) else opts.state_dir / "models",
+        camera_schemes=opts.camera_schemes,
     )
     checks = build_checks(config, ctx, opts.factories)
 

@@ -23,6 +23,7 @@ from shaobing.agent.config import (
     OutputConfig,
     RailwayConfig,
     SiteConfig,
+    plain_message,
 )
 from shaobing.provisioning import answers as A
 from shaobing.provisioning.identity import IdentityError, load_ca, load_cert, load_key
@@ -35,14 +36,13 @@ class Aborted(Exception):
 
 
 def _messages(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
-    """pydantic's words, plus the field's own description for the bare range errors."""
+    """The value and what is expected, with the field's own description (agent/config.py)."""
     out = []
     for e in exc.errors():
-        msg = e["msg"].removeprefix("Value error, ")
-        name = str(e["loc"][0]) if e["loc"] else ""
-        info = model.model_fields.get(name) if model and name else None
-        if e["type"] != "value_error" and info is not None and info.description:
-            msg = f"{name}: {msg} ({info.description})"
+        loc = tuple(e["loc"])
+        msg = plain_message(e, loc, root=model)
+        if e["type"] != "value_error" and loc:
+            msg = f"{loc[0]}: {msg}"
         out.append(msg)
     return "; ".join(out)
 

@@ -12,7 +12,6 @@ factory there, or a caller passes its own list to ``build_checks``.
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -23,13 +22,10 @@ from typing import Any, Protocol
 from gpiozero import DigitalInputDevice, DigitalOutputDevice
 from gpiozero.pins import Factory
 
-from shaobing.agent.config import Config, InputConfig, OutputConfig
-from shaobing.agent.outbox import Outbox
-from shaobing.agent.recorder import Recorder
-from shaobing.agent.topics import Topics
-from shaobing.agent.uplink import Uplink
-from shaobing.core.clock import Clock
+from shaobing.agent.config import Config
+from shaobing.agent.spine import build_spine
 from shaobing.core.events import Source
+from shaobing.drivers.gpio_config import InputConfig, OutputConfig
 
 PASS, FAIL, SKIP, WARN = "pass", "fail", "skip", "warn"
 
@@ -78,6 +74,8 @@ class Context:
     # Where the service will look for a model named by manifest (its unit sets
     # SHAOBING_MODEL_DIR), so a model found only in root's cache fails here too.
     model_dir: Path | None = None
+    # Camera sources served from above (the simulator's sim: scenes), as the daemon gets them.
+    camera_schemes: Any = None
 
 
 class Check(Protocol):
@@ -293,7 +291,11 @@ class CameraCheck:
         started = time.monotonic()
         try:
             source = source_opener(
-                cfg.source, fps=cfg.fps, loop=cfg.loop, timeout_s=cfg.open_timeout_s
+                cfg.source,
+                fps=cfg.fps,
+                loop=cfg.loop,
+                timeout_s=cfg.open_timeout_s,
+                schemes=ctx.camera_schemes,
             )()
         except Exception as exc:
             return Outcome(FAIL, f"cannot open {self.name}: {exc}")
@@ -385,34 +387,20 @@ class BrokerSession:
 
     def __init__(self, config: Config, version: str):
         self.config = config
-        self.clock = Clock(config.clock.trust)
-        self.outbox = Outbox(config.storage.path)
-        self.recorder = Recorder(config, self.outbox, self.clock)
-        self.topics = Topics(config.mqtt.topic_prefix, config.site.village_code, config.device.id)
-        self.uplink = Uplink(
-            config.mqtt,
-            config.device.id,
-            self.topics,
-            self.outbox,
-            lambda: {
-                "device": config.device.id,
-                "village_code": config.site.village_code,
-                "boot_id": self.clock.boot_id,
-                "run": self.outbox.run,
-                "version": version,
-            },
-        )
+        spine = build_spine(config, version)
+        self.spine, self.outbox, self.recorder = spine, spine.outbox, spine.recorder
+        self.topics, self.uplink = spine.topics, spine.uplink
 
     def publish_retained(self, topic: str, payload: bytes, timeout: float) -> bool:
-        info = self.uplink.client.publish(topic, payload, qos=1, retain=True)
+        # publish_direct wakes the uplink thread; a bare client.publish waits for its idle turn.
+        info = self.uplink.publish_direct(topic, payload, qos=1, retain=True)
         deadline = time.monotonic() + timeout
         while not info.is_published() and time.monotonic() < deadline:
             time.sleep(0.02)
         return info.is_published()
 
     def close(self) -> None:
-        self.uplink.stop()
-        self.outbox.close()
+        self.spine.close()
 
 
 @dataclass
@@ -457,7 +445,7 @@ class BrokerCheck:
         connected_s = time.monotonic() - started
         while time.monotonic() < deadline:
             session.outbox.flush(1.0)  # acknowledgements are committed in batches too
-            if not _pending(session.outbox, event.id):
+            if not session.outbox.holds(event.id):
                 tls = "mutual TLS" if cfg.tls and cfg.tls.cert else "TLS" if cfg.tls else "plain"
                 return Outcome(
                     PASS,
@@ -473,16 +461,6 @@ class BrokerCheck:
             f"for {session.topics.base}/#",
             {"event_id": event.id},
         )
-
-
-def _pending(outbox: Outbox, event_id: str) -> bool:
-    # The uplink deletes the row on PUBACK. A read-only connection of our own
-    # asks the file, not the Outbox object's internals.
-    with contextlib.closing(
-        sqlite3.connect(f"file:{outbox.path}?mode=ro", uri=True, timeout=5)
-    ) as db:
-        row = db.execute("SELECT 1 FROM outbox WHERE event_id = ?", (event_id,)).fetchone()
-    return row is not None
 
 
 def broker_checks(config: Config, ctx: Context) -> Iterable[Check]:

@@ -58,7 +58,7 @@ def _median_ms(samples: list[float]) -> float:
 
 
 def run(model: str, threads: int, iterations: int, seconds: float, runtime: str) -> dict:
-    from shaobing.simulator.camera import Scene, SceneSpec
+    from shaobing.simulator.camera import Scene, SceneSpec, VirtualCameraFactory
 
     detector = Detector(model, num_threads=threads, runtime=runtime)
     scene = Scene(SceneSpec(width=1280, height=720, loop=True))
@@ -115,7 +115,13 @@ def run(model: str, threads: int, iterations: int, seconds: float, runtime: str)
     live_cam = CameraConfig(
         id="live", source="sim:person-crossing?fps=200&width=1280&height=720", zones=[zone]
     )
-    live = DetectionPipeline(detector, [live_cam], sink, DetectorConfig(num_threads=threads))
+    live = DetectionPipeline(
+        detector,
+        [live_cam],
+        sink,
+        DetectorConfig(num_threads=threads),
+        schemes={"sim": VirtualCameraFactory},
+    )
     live.start()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

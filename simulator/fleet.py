@@ -16,8 +16,10 @@ every box's outbox is pre-filled with T minutes of telemetry before its uplink
 starts, then live traffic runs during the replay); ``storm`` (alarms at 20x).
 
 Every box runs the agent's own uplink thread (plus its outbox writer), so the
-fleet costs two mostly idle threads per box: fine for hundreds of boxes, and
-~1,000 on a 2-core machine is the practical limit (see docs/benchmarks.md).
+fleet costs two mostly idle threads per box. In one process, past ~300 boxes
+the threads queue for one GIL and alarm latency is the GIL's, not the
+broker's; ``processes`` spreads the boxes over worker processes
+(simulator/fleet_processes.py) with the platform in the parent.
 """
 
 from __future__ import annotations
@@ -35,10 +37,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from shaobing.agent.config import Config, DeviceConfig, MqttConfig
-from shaobing.agent.outbox import Outbox
-from shaobing.agent.recorder import Recorder
-from shaobing.agent.topics import Topics
-from shaobing.agent.uplink import Uplink
+from shaobing.agent.spine import build_spine
 from shaobing.core.clock import Clock
 from shaobing.core.events import Source
 from shaobing.simulator.county import County, Received
@@ -78,6 +77,11 @@ class FleetOptions:
     platform_host: str | None = None  # default: the first of ``hosts``
     drain_timeout_s: float = 120.0
     seed: int = 16
+    # Worker processes sharing the boxes (simulator/fleet_processes.py): one
+    # process's GIL is the bottleneck well before the broker is, past ~300 boxes.
+    processes: int = 1
+    fleet_size: int | None = None  # mqtt.fleet_size; default: boxes (a process runs a share)
+    first_index: int = 0  # device names run from fleet-<first_index>
 
 
 @dataclass
@@ -140,12 +144,17 @@ class Box:
 
     def __init__(self, base: Config, index: int, mqtt_cfg: MqttConfig, data_dir: Path):
         device = f"fleet-{index:05d}"
-        self.config = base.model_copy(update={"device": DeviceConfig(id=device)})
+        storage = base.storage.model_copy(
+            update={"path": data_dir / f"{device}.db", "batch_delay_s": 1.0}
+        )
+        self.config = base.model_copy(
+            update={"device": DeviceConfig(id=device), "mqtt": mqtt_cfg, "storage": storage}
+        )
         self.device = device
-        self.outbox = Outbox(data_dir / f"{device}.db", batch_delay_s=1.0)
-        self.recorder = Recorder(self.config, self.outbox, Clock(trust="always"))
-        topics = Topics(mqtt_cfg.topic_prefix, self.config.site.village_code, device)
-        self.uplink = Uplink(mqtt_cfg, device, topics, self.outbox, lambda: {"device": device})
+        spine = build_spine(
+            self.config, "fleet", clock=Clock(trust="always"), state_info=lambda: {"device": device}
+        )
+        self.outbox, self.recorder, self.uplink = spine.outbox, spine.recorder, spine.uplink
         self.emitted: dict[str, int] = {}  # event id -> seq
 
     def emit(self, type_: str, **kw) -> str:
@@ -208,6 +217,68 @@ class Platform:
         self.alarms.close()
 
 
+def open_platform(options: FleetOptions) -> Platform:
+    host = options.platform_host or options.hosts[0]
+    phost, _, pport = host.rpartition(":")
+    protocol = mqtt.MQTTv5 if options.protocol == "5" else mqtt.MQTTv311
+    return Platform(phost, int(pport), protocol)
+
+
+def build_report(
+    options: FleetOptions,
+    p: Platform,
+    emitted: dict[str, dict[str, int]],
+    alarm_emitted: dict[str, float],
+    failover_s: list[float],
+    replay_s: float | None,
+    wall_s: float,
+) -> FleetReport:
+    """What the boxes recorded against what the platform received (CLOCK_MONOTONIC is
+    system-wide, so alarm times taken in worker processes compare with the platform's)."""
+    per_box = []
+    for device, ids in emitted.items():
+        got = [i for i in ids if i in p.first_seen]
+        seqs = p.seqs.get(device, set())
+        # A seq gap the platform would see: a hole below the highest seq it has.
+        gaps = (max(seqs) - min(seqs) + 1 - len(seqs)) if seqs else 0
+        per_box.append(
+            BoxReport(
+                device=device,
+                emitted=len(ids),
+                delivered=len(got),
+                lost=len(ids) - len(got),
+                duplicates=sum(p.copies[i] - 1 for i in got),
+                seq_gaps=gaps,
+            )
+        )
+    latencies = [
+        (p.alarm_seen[i] - t) * 1000 for i, t in alarm_emitted.items() if i in p.alarm_seen
+    ]
+    busy = [r for r in p.per_second.values() if r]
+    return FleetReport(
+        scenario=options.scenario,
+        boxes=len(emitted),
+        emitted=sum(b.emitted for b in per_box),
+        delivered=sum(b.delivered for b in per_box),
+        lost=sum(b.lost for b in per_box),
+        duplicates=sum(b.duplicates for b in per_box),
+        seq_gaps=sum(b.seq_gaps for b in per_box),
+        alarms=len(alarm_emitted),
+        alarm_p50_ms=statistics.median(latencies) if latencies else 0.0,
+        alarm_p99_ms=percentile(latencies, 0.99),
+        alarm_max_ms=max(latencies, default=0.0),
+        replay_s=replay_s,
+        failover_p50_s=statistics.median(failover_s) if failover_s else None,
+        failover_p99_s=percentile(failover_s, 0.99) if failover_s else None,
+        failover_max_s=max(failover_s) if failover_s else None,
+        broker_msgs_per_s=statistics.mean(busy) if busy else 0.0,
+        broker_peak_msgs_per_s=max(busy, default=0),
+        snapshots=p.snapshots,
+        wall_s=wall_s,
+        per_box=per_box,
+    )
+
+
 class _Discard(list):
     def append(self, item) -> None:
         pass
@@ -228,7 +299,7 @@ class Fleet:
         self.mqtt = MqttConfig(
             hosts=options.hosts,
             protocol=options.protocol,
-            fleet_size=options.boxes,
+            fleet_size=options.fleet_size or options.boxes,
             replay_rate=options.replay_rate,
             keepalive_s=30,
         )
@@ -242,13 +313,13 @@ class Fleet:
         self._actions: list[threading.Thread] = []
 
     # ---- set-up -------------------------------------------------------
-    def open(self) -> None:
-        host = self.options.platform_host or self.options.hosts[0]
-        phost, _, pport = host.rpartition(":")
-        protocol = mqtt.MQTTv5 if self.options.protocol == "5" else mqtt.MQTTv311
-        self.platform = Platform(phost, int(pport), protocol)
+    def open(self, platform: bool = True) -> None:
+        """``platform=False``: a worker process's share, the platform runs in the parent."""
+        if platform:
+            self.platform = open_platform(self.options)
+        first = self.options.first_index
         for i in range(self.options.boxes):
-            self.boxes.append(Box(self.base, i, self.mqtt, self.data_dir))
+            self.boxes.append(Box(self.base, first + i, self.mqtt, self.data_dir))
             self.on_progress("opening boxes", (i + 1) / self.options.boxes)
 
     def prefill(self, minutes: float) -> None:
@@ -381,51 +452,33 @@ class Fleet:
             time.sleep(0.5)
         return False
 
+    def drain_outboxes(self) -> bool:
+        """A worker process's drain: every row acknowledged by the broker (PUBACK)."""
+        for worker in self._actions:
+            worker.join(self.options.drain_timeout_s)
+        deadline = time.monotonic() + self.options.drain_timeout_s
+        while time.monotonic() < deadline:
+            for box in self.boxes:
+                box.outbox.flush()
+            if all(b.backlog() == 0 for b in self.boxes):
+                return True
+            time.sleep(0.2)
+        return False
+
+    def emitted(self) -> dict[str, dict[str, int]]:
+        """Per device, the event ids it recorded and their seq."""
+        return {b.device: dict(b.emitted) for b in self.boxes}
+
     def report(self, wall_s: float) -> FleetReport:
         assert self.platform is not None
-        p = self.platform
-        per_box = []
-        for box in self.boxes:
-            got = [i for i in box.emitted if i in p.first_seen]
-            seqs = p.seqs.get(box.device, set())
-            # A seq gap the platform would see: a hole below the highest seq it has.
-            gaps = (max(seqs) - min(seqs) + 1 - len(seqs)) if seqs else 0
-            per_box.append(
-                BoxReport(
-                    device=box.device,
-                    emitted=len(box.emitted),
-                    delivered=len(got),
-                    lost=len(box.emitted) - len(got),
-                    duplicates=sum(p.copies[i] - 1 for i in got),
-                    seq_gaps=gaps,
-                )
-            )
-        latencies = [
-            (p.alarm_seen[i] - t) * 1000 for i, t in self.alarm_emitted.items() if i in p.alarm_seen
-        ]
-        rates = list(p.per_second.values())
-        busy = [r for r in rates if r]
-        return FleetReport(
-            scenario=self.options.scenario,
-            boxes=len(self.boxes),
-            emitted=sum(b.emitted for b in per_box),
-            delivered=sum(b.delivered for b in per_box),
-            lost=sum(b.lost for b in per_box),
-            duplicates=sum(b.duplicates for b in per_box),
-            seq_gaps=sum(b.seq_gaps for b in per_box),
-            alarms=len(self.alarm_emitted),
-            alarm_p50_ms=statistics.median(latencies) if latencies else 0.0,
-            alarm_p99_ms=percentile(latencies, 0.99),
-            alarm_max_ms=max(latencies, default=0.0),
-            replay_s=self.replay_s,
-            failover_p50_s=statistics.median(self.failover_s) if self.failover_s else None,
-            failover_p99_s=percentile(self.failover_s, 0.99) if self.failover_s else None,
-            failover_max_s=max(self.failover_s) if self.failover_s else None,
-            broker_msgs_per_s=statistics.mean(busy) if busy else 0.0,
-            broker_peak_msgs_per_s=max(busy, default=0),
-            snapshots=p.snapshots,
-            wall_s=wall_s,
-            per_box=per_box,
+        return build_report(
+            self.options,
+            self.platform,
+            self.emitted(),
+            self.alarm_emitted,
+            self.failover_s,
+            self.replay_s,
+            wall_s,
         )
 
     def close(self) -> None:
@@ -454,6 +507,10 @@ def run_fleet(
         raise ValueError(f"unknown scenario {options.scenario!r}; one of {', '.join(SCENARIOS)}")
     if options.scenario == "node-kill" and kill_node is None:
         raise ValueError("the node-kill scenario needs a way to kill a broker node")
+    if options.processes > 1:
+        from shaobing.simulator.fleet_processes import run_in_processes
+
+        return run_in_processes(options, base, data_dir, kill_node, restart_node, on_progress)
     started = time.monotonic()
     fleet = Fleet(options, base, data_dir, on_progress)
     try:

@@ -10,7 +10,7 @@ import time
 
 from gpiozero.pins.mock import MockFactory
 
-from shaobing.agent.config import InputConfig, OutputConfig
+from shaobing.drivers.gpio_config import InputConfig, OutputConfig
 
 
 class VirtualWiring:

@@ -8,6 +8,7 @@ the tests need (expired certificates, certificates paired with the wrong key).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,6 +140,25 @@ class CountyCA:
             _name(device), key.public_key(), server=False, days=days, start_days_ago=start_days_ago
         )
         return Issued(cert, key)
+
+    def crl(self, revoked: Iterable[x509.Certificate] = (), days: float = 30) -> bytes:
+        """A CRL (PEM) revoking ``revoked`` (a stolen box's certificate), valid ``days``:
+        a broker checking it refuses every client once it is past its next update."""
+        now = dt.datetime.now(dt.UTC)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.cert.subject)
+            .last_update(now - dt.timedelta(hours=1))
+            .next_update(now + dt.timedelta(days=days))
+        )
+        for cert in revoked:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(cert.serial_number)
+                .revocation_date(now - dt.timedelta(minutes=5))
+                .build()
+            )
+        return builder.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
     def sign_csr(self, csr_pem: bytes, days: float = 365) -> x509.Certificate:
         csr = x509.load_pem_x509_csr(csr_pem)

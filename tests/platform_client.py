@@ -1,7 +1,8 @@
 """The county platform's side of the command channel: a separate paho client.
 
-MQTT 5: each command carries a ResponseTopic (a per-client reply topic outside
-the device tree) and CorrelationData; the answer is matched by correlation.
+MQTT 5: each command carries a ResponseTopic (a per-client reply topic in the
+device's reply lane, ``.../cmd/response/{client}``) and CorrelationData; the
+answer is matched by correlation.
 MQTT 3.1.1: the answer comes on .../cmd/response and is matched by the id.
 """
 
@@ -36,7 +37,7 @@ class Platform:
         self.v5 = protocol == mqtt.MQTTv5
         self.reply_topic = f"{base}/cmd/response"
         if self.v5:
-            self.reply_topic = f"county/replies/{uuid.uuid4().hex}"
+            self.reply_topic = f"{base}/cmd/response/{uuid.uuid4().hex}"
         self.responses: list[tuple[dict, bytes | None, str]] = []
         self.sent: list[tuple[str, dict, dict]] = []
         self._cond = threading.Condition()
@@ -118,6 +119,19 @@ class Platform:
 
     def command(self, command: str, args: dict | None = None, **kw) -> dict:
         return self.send(command, self.body(command, args, **kw))
+
+    def publish(self, command: str, body: dict) -> bytes:
+        """Publish without waiting (floods); returns the CorrelationData to match."""
+        correlation = uuid.uuid4().bytes
+        props = None
+        if self.v5:
+            props = Properties(PacketTypes.PUBLISH)
+            props.ResponseTopic = self.reply_topic
+            props.CorrelationData = correlation
+        self.client.publish(
+            f"{self.base}/cmd/{command}", json.dumps(body).encode(), qos=1, properties=props
+        )
+        return correlation
 
     def close(self) -> None:
         self.client.disconnect()

@@ -64,7 +64,9 @@ def test_every_option_has_help_with_its_default_and_one_placeholder_style():
                 metavar = action.metavar or (action.dest.upper() if action.option_strings else "")
                 assert PLACEHOLDER.match(metavar), f"{parser.prog} {name}: placeholder {metavar}"
         if parser.prog == "shaobing demo":
-            assert "how long the demo runs (default: 30.0)" in " ".join(text.split())
+            assert "how long the demo runs; 0: until Ctrl-C (default: 30.0)" in " ".join(
+                text.split()
+            )
 
 
 def test_models_list_has_a_header(capsys):

@@ -20,6 +20,8 @@ def test_demo_delivers_everything(broker, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     out = run.stdout
     assert ("MQTT 3.1.1" if broker == "embedded" else "MQTT 5") in out
+    # The commissioning console is up for the simulated post, with this run's PIN.
+    assert re.search(r"^console: http://127\.0\.0\.1:\d+/  PIN: \d{6}$", out, re.M), out
     # Each alarm names the sensor that raised it, and its place.
     assert re.search(
         r"\[county\] seq=\d+ +alarm\.(intrusion|panic) +alarm from gpio:\S+ (pir|panic)"

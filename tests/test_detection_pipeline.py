@@ -26,6 +26,7 @@ from shaobing.agent.detection.tracker import IouTracker
 from shaobing.agent.detection.types import Box, Detection
 from shaobing.agent.detection.zones import CameraZones
 from shaobing.agent.verification import CameraDown
+from shaobing.cli.schemes import CAMERA_SCHEMES
 from shaobing.simulator.camera import Scene, SceneSpec
 
 TRACK_ZONE = CameraZone(
@@ -74,7 +75,7 @@ def test_detection_person_crossing_zone_gives_one_start_and_one_end(which, reque
         snapshot_max_bytes=20_000,
     )
     cfg = DetectorConfig(tracker=TrackerConfig(update_interval_s=None))
-    pipe = DetectionPipeline(detector, [cam], sink, cfg, clock=clock)
+    pipe = DetectionPipeline(detector, [cam], sink, cfg, clock=clock, schemes=CAMERA_SCHEMES)
     scene = Scene(SceneSpec(loop=False))
     c = pipe.camera("cam-rail")
     for i in range(scene.length):
@@ -99,7 +100,7 @@ def test_detection_person_crossing_zone_gives_one_start_and_one_end(which, reque
 def test_detection_ir_scene_still_alarms(v1):
     sink, clock = ListSink(), FakeClock()
     cam = CameraConfig(id="ir", source="sim:empty", zones=[TRACK_ZONE])
-    pipe = DetectionPipeline(v1, [cam], sink, DetectorConfig(), clock=clock)
+    pipe = DetectionPipeline(v1, [cam], sink, DetectorConfig(), clock=clock, schemes=CAMERA_SCHEMES)
     scene = Scene(SceneSpec(ir=True, loop=False))
     for i in range(scene.length):
         pipe.process(pipe.camera("ir"), scene.frame(i))
@@ -114,7 +115,9 @@ def test_detection_threaded_pipeline_with_sim_cameras(v1):
         CameraConfig(id="rail", source="sim:person-crossing?fps=25", zones=[TRACK_ZONE]),
         CameraConfig(id="yard", source="sim:empty?fps=25", zones=[TRACK_ZONE]),
     ]
-    pipe = DetectionPipeline(v1, cams, sink, DetectorConfig(stats_interval_s=0.5))
+    pipe = DetectionPipeline(
+        v1, cams, sink, DetectorConfig(stats_interval_s=0.5), schemes=CAMERA_SCHEMES
+    )
     pipe.start()
     try:
         sink.wait_for(
@@ -146,7 +149,7 @@ def test_detection_scheduler_is_fair_and_counts_drops(v1):
         CameraConfig(id=f"c{i}", source="sim:traffic?fps=200", motion=MotionConfig(enabled=False))
         for i in range(2)
     ]
-    pipe = DetectionPipeline(v1, cams, sink, DetectorConfig())
+    pipe = DetectionPipeline(v1, cams, sink, DetectorConfig(), schemes=CAMERA_SCHEMES)
     pipe.start_cameras()
     try:
         while min(s.inferences for s in pipe.stats()) < 15:

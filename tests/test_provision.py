@@ -86,7 +86,7 @@ def wired_options(tmp_path: Path, data: dict, **kw) -> tuple[Options, VirtualWir
     """Options on a MockFactory whose sensors rest as wired sensors do."""
     factory = wired_factory()
     config_like = A.parse_answers(data)
-    from shaobing.agent.config import InputConfig, OutputConfig
+    from shaobing.drivers.gpio_config import InputConfig, OutputConfig
 
     inputs = [InputConfig(zone="post", **i) for i in config_like.inputs]
     outputs = [OutputConfig(**o) for o in config_like.outputs]

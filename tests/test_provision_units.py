@@ -97,7 +97,7 @@ def test_field_checks_say_what_the_config_says():
     assert CHECKS["pin"]("17") == 17
     with pytest.raises(
         ValueError,
-        match=r"pin: Input should be less than or equal to 27 \(BCM GPIO number, 2\.\.27\)",
+        match=r"pin: '40' is out of range: it must be at most 27 \(BCM GPIO number, 2\.\.27\)",
     ):
         CHECKS["pin"]("40")
     with pytest.raises(ValueError, match="lies before start"):

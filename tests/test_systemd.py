@@ -224,7 +224,7 @@ def test_a_stuck_uplink_makes_the_agent_unhealthy(tmp_path, mosquitto):
     """The uplink thread is alive but blocked (e.g. on a wedged SQLite read): no pings."""
     agent = Agent(config_for(tmp_path, mosquitto.port), pin_factory=MockFactory())
     # An idle uplink beats at least every IDLE_WAKE_S; three missed wakes mean stuck.
-    agent.uplink.beats["uplink"].max_age_s = 3 * IDLE_WAKE_S
+    agent.uplink.heartbeat.max_age_s = 3 * IDLE_WAKE_S
     release = threading.Event()
     real_flush = agent.uplink._flush_acks
     stuck = threading.Event()
@@ -246,7 +246,7 @@ def test_a_stuck_uplink_makes_the_agent_unhealthy(tmp_path, mosquitto):
             time.sleep(0.05)
         assert not agent.healthy()
         assert agent.liveness.failing() == ["uplink"]
-        assert all(t.is_alive() for t in agent.uplink._threads)  # alive, yet stuck
+        assert agent.uplink.worker.is_running()  # alive, yet stuck
     finally:
         release.set()
         stuck.clear()

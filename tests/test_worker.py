@@ -7,7 +7,8 @@ import threading
 from agent_harness import SimulatedPost
 from conftest import config_for, wait_for
 
-from shaobing.core.worker import LoopWorker
+from shaobing.core.watchdog import Heartbeat
+from shaobing.core.worker import LoopWorker, ThreadWorker
 
 
 def test_health_keeps_reporting_when_a_driver_state_raises(tmp_path, mosquitto, county_factory):
@@ -79,3 +80,40 @@ def test_a_wedged_worker_makes_the_agent_unhealthy(tmp_path, mosquitto):
         release.set()
         wedged.stop()
         post.stop()
+
+
+def test_a_thread_worker_whose_loop_raises_is_restarted_and_counted():
+    stop = threading.Event()
+    entered = []
+
+    def loop():
+        entered.append(1)
+        if len(entered) < 3:
+            raise OSError("socket went away")
+        stop.wait()
+
+    worker = ThreadWorker("flaky", loop, stop, restart_pause_s=0.01)
+    worker.start()
+    try:
+        assert wait_for(lambda: len(entered) == 3, 10)
+        assert worker.state.errors == 2
+        assert worker.state.last_error == "OSError: socket went away"
+        assert worker.alive() and worker.is_running()
+    finally:
+        worker.stop(2)
+    assert not worker.is_running()
+
+
+def test_a_thread_worker_with_a_stale_heartbeat_is_not_alive():
+    stop = threading.Event()
+    beat = Heartbeat(max_age_s=0.05)
+    worker = ThreadWorker("wedged", stop.wait, stop, heartbeat=beat)
+    assert worker.alive()  # not started: not a failure
+    worker.start()
+    try:
+        assert wait_for(lambda: not worker.alive(), 10), "a loop that stopped beating looks alive"
+        beat.beat()
+        assert worker.alive()
+    finally:
+        worker.stop(2)
+    assert worker.alive()  # stopping is not a failure

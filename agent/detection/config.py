@@ -6,15 +6,12 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from shaobing.core.model import Strict
 from shaobing.models.manifest import DEFAULT_MODEL
 
 Point = tuple[float, float]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _check_polygon(points: list[Point]) -> list[Point]:
@@ -26,7 +23,7 @@ def _check_polygon(points: list[Point]) -> list[Point]:
     return points
 
 
-class LabelFilter(_Strict):
+class LabelFilter(Strict):
     min_score: float = Field(default=0.5, ge=0, le=1, description="minimum detection score")
     min_area: float = Field(
         default=0.0, ge=0, le=1, description="minimum box area as a fraction of the frame"
@@ -36,7 +33,7 @@ class LabelFilter(_Strict):
     )
 
 
-class CameraZone(_Strict):
+class CameraZone(Strict):
     id: str = Field(description="zone id; also the 'zone' of the events raised in it")
     name: str | None = Field(default=None, description="human name, e.g. 'K123 bridge'")
     polygon: list[Point] = Field(
@@ -53,7 +50,7 @@ class CameraZone(_Strict):
         return _check_polygon(points)
 
 
-class MotionConfig(_Strict):
+class MotionConfig(Strict):
     enabled: bool = Field(default=True, description="skip inference on frames without motion")
     width: int = Field(default=160, ge=16, description="width the frame is shrunk to for the test")
     pixel_delta: int = Field(
@@ -69,7 +66,7 @@ class MotionConfig(_Strict):
 _LEGACY_FPS = 5.0
 
 
-class TrackerConfig(_Strict):
+class TrackerConfig(Strict):
     iou_match: float = Field(default=0.2, gt=0, le=1, description="IoU to continue a track")
     confirm_s: float = Field(
         default=0.3,
@@ -152,7 +149,7 @@ class TrackerConfig(_Strict):
         return data
 
 
-class CameraConfig(_Strict):
+class CameraConfig(Strict):
     id: str = Field(description="camera id, the source id of its events")
     source: str = Field(
         description="V4L2 index ('0') or device ('/dev/video0'), rtsp/http URL, video file, "
@@ -189,7 +186,7 @@ class CameraConfig(_Strict):
         return [_check_polygon(m) for m in masks]
 
 
-class DetectorConfig(_Strict):
+class DetectorConfig(Strict):
     model: str = Field(
         default=DEFAULT_MODEL, description="manifest name (in the model cache) or .tflite path"
     )
@@ -209,4 +206,19 @@ class DetectorConfig(_Strict):
     tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="object tracker")
     stats_interval_s: float = Field(
         default=300.0, gt=0, description="period of the status.detection statistics event"
+    )
+
+
+# What a running pipeline takes over without reopening a camera (the console's zone editor).
+LIVE_CAMERA_FIELDS = ("zones", "masks", "filters")
+
+
+def cameras_change_live(old: list[CameraConfig], new: list[CameraConfig]) -> bool:
+    """The same cameras, differing at most in zones, masks and filters."""
+    if [c.id for c in old] != [c.id for c in new]:
+        return False
+    blank = dict.fromkeys(LIVE_CAMERA_FIELDS)
+    return all(
+        a.model_copy(update=blank) == b.model_copy(update=blank)
+        for a, b in zip(old, new, strict=True)
     )

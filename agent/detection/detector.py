@@ -63,6 +63,19 @@ def read_labels(path: Path) -> list[str]:
         raise ModelError(f"labels file {path} cannot be read: {exc}") from exc
 
 
+def model_labels(path: Path, manifest: ModelManifest | None, labels: Path | None) -> list[str]:
+    """The label map: a configured file, the manifest's list, or labels.txt beside the model.
+
+    Needs no interpreter, so `config check` can check the labels a config names."""
+    if labels is not None:
+        return read_labels(labels)
+    if manifest and manifest.labels:
+        return list(manifest.labels)
+    name = manifest.labels_file if manifest else "labels.txt"
+    beside = path.parent / (name or "labels.txt")
+    return read_labels(beside) if beside.is_file() else []
+
+
 def _input_spec_from_tensor(model: LoadedModel) -> InputSpec:
     detail = model.inputs[0]
     shape = [int(d) for d in detail["shape"]]
@@ -141,13 +154,7 @@ class Detector:
         raise ModelError(f"unknown adapter {layout!r} (expected ssd_postprocess or anchor_ssd)")
 
     def _labels(self, path: Path, labels: Path | None) -> list[str]:
-        if labels is not None:
-            return read_labels(labels)
-        if self.manifest and self.manifest.labels:
-            return list(self.manifest.labels)
-        name = self.manifest.labels_file if self.manifest else "labels.txt"
-        beside = path.parent / (name or "labels.txt")
-        return read_labels(beside) if beside.is_file() else []
+        return model_labels(path, self.manifest, labels)
 
     def label(self, class_id: int) -> str:
         if 0 <= class_id < len(self.labels):

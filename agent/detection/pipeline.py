@@ -24,7 +24,7 @@ import numpy as np
 
 from shaobing.core.events import EventSink, Severity, Source
 from shaobing.core.watchdog import Heartbeat
-from shaobing.drivers.camera import Camera, FrameSource, source_opener
+from shaobing.drivers.camera import Camera, FrameSource, SourceSchemes, source_opener
 
 from .config import CameraConfig, DetectorConfig
 from .detector import Detector
@@ -32,6 +32,7 @@ from .motion import MotionGate
 from .preprocess import Prepared
 from .snapshot import snapshot
 from .tracker import IouTracker, Track
+from .types import Box
 from .zones import CameraZones
 
 log = logging.getLogger(__name__)
@@ -54,12 +55,31 @@ class CameraPipelineStats:
     stationary_tracks: int  # parked, re-checked only at an interval (docs/inference.md)
 
 
+@dataclass(frozen=True, slots=True)
+class TrackView:
+    id: int
+    label: str
+    score: float
+    box: Box
+    alarm_zone: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CameraView:
+    """What the commissioning console shows of one camera (``DetectionPipeline.view``)."""
+
+    cfg: CameraConfig
+    image: np.ndarray | None  # the newest frame; never written to, shared with the pipeline
+    tracks: tuple[TrackView, ...]
+
+
 class _Cam:
     """Everything the inference thread keeps for one camera."""
 
     def __init__(self, cfg: CameraConfig, camera: Camera, det_cfg: DetectorConfig) -> None:
         self.cfg = cfg
         self.camera = camera
+        self.det_cfg = det_cfg
         self.zones = CameraZones(cfg, det_cfg.score_threshold)
         self.gate = MotionGate(cfg.motion, self.zones.motion_mask())
         self.tracker = IouTracker(det_cfg.tracker)
@@ -93,6 +113,7 @@ class DetectionPipeline:
         cfg: DetectorConfig,
         *,
         openers: Mapping[str, Callable[[], FrameSource]] | None = None,
+        schemes: SourceSchemes | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.detector = detector
@@ -116,7 +137,11 @@ class DetectionPipeline:
             if not cam_cfg.enabled:
                 continue
             opener = (openers or {}).get(cam_cfg.id) or source_opener(
-                cam_cfg.source, fps=cam_cfg.fps, loop=cam_cfg.loop, timeout_s=cam_cfg.open_timeout_s
+                cam_cfg.source,
+                fps=cam_cfg.fps,
+                loop=cam_cfg.loop,
+                timeout_s=cam_cfg.open_timeout_s,
+                schemes=schemes,
             )
             camera = Camera(
                 cam_cfg.id,
@@ -133,10 +158,14 @@ class DetectionPipeline:
 
     @classmethod
     def from_config(
-        cls, det_cfg: DetectorConfig, cameras: Sequence[CameraConfig], sink: EventSink
+        cls,
+        det_cfg: DetectorConfig,
+        cameras: Sequence[CameraConfig],
+        sink: EventSink,
+        schemes: SourceSchemes | None = None,
     ) -> DetectionPipeline:
         detector = Detector.from_config(det_cfg)
-        return cls(detector, cameras, sink, det_cfg)
+        return cls(detector, cameras, sink, det_cfg, schemes=schemes)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -265,7 +294,36 @@ class DetectionPipeline:
     # -- per frame ---------------------------------------------------------------
 
     def camera(self, cam_id: str) -> _Cam:
-        return next(c for c in self._cams if c.cfg.id == cam_id)
+        for c in self._cams:
+            if c.cfg.id == cam_id:
+                return c
+        raise KeyError(f"no camera {cam_id!r} in the pipeline")
+
+    # -- public views (the console reads these; nothing here waits for inference) --
+
+    def camera_ids(self) -> list[str]:
+        return [c.cfg.id for c in self._cams]
+
+    def view(self, cam_id: str) -> CameraView:
+        c = self.camera(cam_id)
+        frame = c.camera.slot.latest()
+        tracks = tuple(
+            TrackView(t.id, t.det.label, t.det.score, t.det.box, t.alarm_zone)
+            for t in list(c.tracker.tracks)
+        )
+        return CameraView(c.cfg, None if frame is None else frame.image, tracks)
+
+    def reconfigure_camera(self, cfg: CameraConfig) -> None:
+        """New zones, masks and filters for a running camera, without a restart.
+
+        Each attribute is swapped whole (one reference assignment), so the
+        inference thread sees either the old or the new object in each place;
+        a frame served during the swap may mix them, which is harmless."""
+        c = self.camera(cfg.id)
+        zones = CameraZones(cfg, c.det_cfg.score_threshold)
+        gate = MotionGate(cfg.motion, zones.motion_mask())
+        c.cfg, c.zones, c.gate = cfg, zones, gate
+        c.floor = min([c.det_cfg.score_threshold] + [f.min_score for f in cfg.filters.values()])
 
     def process(self, c: _Cam, image: np.ndarray, prepared: Prepared | None = None) -> None:
         """Detect, track and raise events for one frame of camera ``c``."""

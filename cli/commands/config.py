@@ -16,19 +16,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def check_files(args: argparse.Namespace) -> int:
+    from shaobing.agent.config_check import deep_problems, summary
+
     failed = 0
     for path in args.files:
         try:
             config = load_config(path)
         except ConfigError as exc:
             failed += 1
-            print(f"{path}: {len(exc.problems)} problem(s)", file=sys.stderr)
-            for problem in exc.problems:
-                print(f"  {problem}", file=sys.stderr)
+            _report(path, exc.problems)
             continue
-        print(
-            f"{path}: ok (device {config.device.id}, village {config.site.village_code} "
-            f"{config.site.village_name}, {len(config.zones)} zone(s), "
-            f"{len(config.inputs)} input(s), {len(config.outputs)} output(s))"
-        )
+        problems = deep_problems(config)
+        if problems:
+            failed += 1
+            _report(path, problems)
+            continue
+        print(summary(config, path))
     return 1 if failed else 0
+
+
+def _report(path: Path, problems: list) -> None:
+    print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)

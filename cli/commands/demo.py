@@ -6,7 +6,9 @@ import argparse
 import contextlib
 import logging
 import os
+import secrets
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -16,6 +18,7 @@ import paho.mqtt.client as mqtt
 
 from shaobing.agent import logs
 from shaobing.agent.config import ConfigError, load_config
+from shaobing.cli.schemes import CAMERA_SCHEMES
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "village-post.yaml"
 
@@ -24,7 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the agent on the hardware simulator")
     p.add_argument("--broker", metavar="HOST:PORT", help="publish there; default: a local broker")
     p.add_argument(
-        "--duration", type=float, default=30.0, metavar="SECONDS", help="how long the demo runs"
+        "--duration",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long the demo runs; 0: until Ctrl-C",
     )
     p.add_argument(
         "--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE", help="config to simulate"
@@ -36,6 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="save the JPEG snapshots here (default: a new shaobing-demo-snapshots-* "
         "directory in the system's temporary directory; kept after the demo)",
+    )
+    p.add_argument(
+        "--console-port",
+        type=int,
+        default=8080,
+        metavar="PORT",
+        help="serve the commissioning console on 127.0.0.1:PORT (another free port if taken); "
+        "0: no console",
     )
     p.add_argument(
         "--embedded-broker",
@@ -151,6 +166,31 @@ def demo(args: argparse.Namespace) -> int:
             broker.close()
 
 
+def _free_port(wanted: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", wanted))
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _with_console(config, wanted_port: int):
+    """The simulated post's console on loopback, with a fresh PIN printed for this run."""
+    from shaobing.agent.console.auth import hash_pin
+
+    pin = f"{secrets.randbelow(10**6):06d}"
+    console = config.console.model_copy(
+        update={
+            "enabled": True,
+            "listen": ["127.0.0.1"],
+            "port": _free_port(wanted_port),
+            "pin_hash": hash_pin(pin),
+        }
+    )
+    return config.model_copy(update={"console": console}), pin
+
+
 def _run(args, config, host, port, protocol, name, workdir, snapshots) -> int:
     from gpiozero.pins.mock import MockFactory
 
@@ -172,6 +212,9 @@ def _run(args, config, host, port, protocol, name, workdir, snapshots) -> int:
     )
     cameras, note = _demo_camera(config)
     config = config.model_copy(update={"cameras": cameras})
+    pin = None
+    if args.console_port:
+        config, pin = _with_console(config, args.console_port)
     if note:
         print(note)
     print(f"broker: {name} at {host}:{port} (MQTT {protocol}); outbox: {workdir / 'outbox.db'}")
@@ -185,17 +228,19 @@ def _run(args, config, host, port, protocol, name, workdir, snapshots) -> int:
         on_message=view.on_message,
     )
     factory = MockFactory()
-    agent = Agent(config, pin_factory=factory)
+    agent = Agent(config, pin_factory=factory, camera_schemes=CAMERA_SCHEMES)
     wiring = VirtualWiring(factory, config.inputs, config.outputs)
     wiring.rest()
     agent.start()
+    if agent.console is not None and agent.console.urls:
+        print(f"console: {agent.console.urls[0]}  PIN: {pin}")
     stop = threading.Event()
     scenario = threading.Thread(
         target=village_scenario, args=(wiring, stop, print), name="scenario", daemon=True
     )
     scenario.start()
     with contextlib.suppress(KeyboardInterrupt):
-        stop.wait(args.duration)
+        stop.wait(args.duration if args.duration > 0 else None)
     stop.set()
     scenario.join(5)
     agent.stop()

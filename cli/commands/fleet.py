@@ -44,6 +44,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="outbox files; default: a temporary directory",
     )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=d.processes,
+        metavar="N",
+        help="worker processes sharing the boxes (past ~300 boxes one process's GIL, not the "
+        "broker, sets the latency)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
 
@@ -79,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         alarm_rate=args.alarm_rate,
         outage_min=args.outage_min,
         replay_rate=args.replay_rate or None,
+        processes=max(1, args.processes),
     )
     if args.scenario == "node-kill" and broker is None:
         print("node-kill needs a broker this command can kill: omit --hosts", file=sys.stderr)

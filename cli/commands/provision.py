@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from shaobing.agent import logs
+from shaobing.cli.schemes import CAMERA_SCHEMES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -105,7 +106,10 @@ def provision(args: argparse.Namespace) -> int:
         print(f"provisioning abandoned ({exc}); nothing was written", file=sys.stderr)
         return 3
     opts = Options(
-        config_dir=args.config_dir, state_dir=args.state_dir, register=not args.no_register
+        config_dir=args.config_dir,
+        state_dir=args.state_dir,
+        register=not args.no_register,
+        camera_schemes=CAMERA_SCHEMES,
     )
     try:
         outcome = run_provision(answers, opts)

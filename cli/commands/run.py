@@ -6,6 +6,7 @@ from pathlib import Path
 
 from shaobing.agent import logs
 from shaobing.agent.config import ConfigError, load_config
+from shaobing.cli.schemes import CAMERA_SCHEMES
 
 # sysexits.h EX_CONFIG: the unit's RestartPreventExitStatus= stops systemd looping on it.
 EX_CONFIG = 78
@@ -54,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     from gpiozero.exc import BadPinFactory
 
     try:
-        restart = Agent(config, config_path=args.config).run_until_signalled()
+        restart = Agent(
+            config, config_path=args.config, camera_schemes=CAMERA_SCHEMES
+        ).run_until_signalled()
     except BadPinFactory as exc:
         print(NO_PIN_FACTORY.format(backend=config.gpio.backend, reason=exc), file=sys.stderr)
         return EX_CONFIG
