@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from shaobing.core.model import Strict
 from shaobing.models.manifest import DEFAULT_MODEL
@@ -60,20 +61,92 @@ class MotionConfig(Strict):
     )
 
 
+# Old frame-counted tracker keys, mapped at this inference rate (the default
+# detection rate, detect.fps): behaviour must not depend on a camera's fps.
+_LEGACY_FPS = 5.0
+
+
 class TrackerConfig(Strict):
     iou_match: float = Field(default=0.2, gt=0, le=1, description="IoU to continue a track")
-    max_missed: int = Field(
-        default=3, ge=0, description="inferences a track may go unseen before it ends"
+    confirm_s: float = Field(
+        default=0.3,
+        ge=0,
+        description="seconds a track must be seen (at least twice) before it may raise an "
+        "alarm (noise guard)",
     )
-    min_hits: int = Field(
-        default=2, ge=1, description="detections before a track may raise an alarm (noise guard)"
+    lost_after_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="seconds a track may go unseen (a post or a passing train hides it, a "
+        "missed detection) before it ends",
     )
-    exit_inferences: int = Field(
-        default=2, ge=1, description="inferences outside every zone before an alarm ends"
+    exit_after_s: float = Field(
+        default=0.5,
+        ge=0,
+        description="seconds a track must stand outside every zone before its alarm ends",
+    )
+    duplicate_overlap: float = Field(
+        default=0.6,
+        gt=0,
+        le=1,
+        description="a new box of the same label covering this fraction of a tracked box "
+        "(or covered by it) is a duplicate, not a second object",
+    )
+    stationary_after_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="an object whose box has not moved for this long is stationary",
+    )
+    stationary_move: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="movement, as a fraction of the box size, that counts as moving",
+    )
+    stationary_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="how often a stationary object that can alarm is re-checked without motion",
     )
     update_interval_s: float | None = Field(
         default=60.0, description="'update' event for an alarm still active this long; None: never"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_frame_keys(cls, data: Any) -> Any:
+        """min_hits / max_missed / exit_inferences counted inferences: map them to seconds."""
+        if not isinstance(data, dict):
+            return data
+        legacy = {
+            "min_hits": "confirm_s",
+            "max_missed": "lost_after_s",
+            "exit_inferences": "exit_after_s",
+        }
+        found = [k for k in legacy if k in data]
+        if not found:
+            return data
+        data = dict(data)
+        for key in found:
+            value, new = data.pop(key), legacy[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(
+                    f"tracker.{key} must be a whole number of inferences, got {value!r}"
+                )
+            if key == "min_hits":
+                seconds = max(0, value - 1) / _LEGACY_FPS
+            elif key == "max_missed":
+                seconds = (value + 1) / _LEGACY_FPS
+            else:
+                seconds = value / _LEGACY_FPS
+            data.setdefault(new, seconds)
+            warnings.warn(
+                f"tracker.{key} (inferences) is deprecated: use tracker.{new} (seconds); "
+                f"{key}: {value} is read as {new}: {seconds:g}",
+                FutureWarning,
+                stacklevel=2,
+            )
+        return data
 
 
 class DetectStream(Strict):

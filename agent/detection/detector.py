@@ -20,7 +20,7 @@ from shaobing.models.manifest import (
 )
 
 from .adapters import Adapter, AnchorSsdAdapter, SsdPostprocessAdapter, detect_layout
-from .preprocess import prepare
+from .preprocess import Prepared, prepare
 from .runtime import LoadedModel, ModelError, RuntimeName, load_model
 from .types import Box, Detection
 
@@ -186,9 +186,22 @@ class Detector:
             self.model.interpreter.invoke()
             return time.perf_counter() - start
 
-    def detect(self, frame: np.ndarray, score_threshold: float | None = None) -> DetectResult:
+    def prepare(self, frame: np.ndarray) -> Prepared:
+        """Resize and normalise a frame for the model: thread-safe, needs no interpreter.
+
+        The pipeline runs this for the next frame on another thread while
+        ``invoke()`` works on the current one (see docs/inference.md).
+        """
+        return prepare(frame, self.input_spec, self.model.inputs[0])
+
+    def detect(
+        self,
+        frame: np.ndarray,
+        score_threshold: float | None = None,
+        prepared: Prepared | None = None,
+    ) -> DetectResult:
         threshold = self.score_threshold if score_threshold is None else score_threshold
-        prepared = prepare(frame, self.input_spec, self.model.inputs[0])
+        prepared = prepared or self.prepare(frame)
         outputs, took = self._run(prepared.tensor)
         raw = self.adapter.decode(outputs, threshold)
         h, w = frame.shape[:2]

@@ -1,7 +1,9 @@
 """Cameras -> motion gate -> shared detector -> zones -> tracker -> intrusion events.
 
-Threads: one capture thread per camera (``drivers.camera``) and ONE inference
-thread that owns the interpreter and every tracker. The interpreter is the
+Threads: one capture thread per camera (``drivers.camera``), ONE inference
+thread that owns the interpreter and every tracker, and one preprocessing
+thread that gates and prepares the next round's frames while ``invoke()``
+runs on this round's (so preprocessing overlaps inference). The interpreter is the
 scarce resource and runs its own ``num_threads`` worker threads inside
 ``invoke()`` with the GIL released, so a second inference thread would only
 contend for the same cores; capture threads meanwhile decode frames (OpenCV
@@ -15,17 +17,19 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from shaobing.core.events import EventSink, Severity, Source
 from shaobing.core.watchdog import Heartbeat
-from shaobing.drivers.camera import Camera, Frame, FrameSource, SourceSchemes, source_opener
+from shaobing.drivers.camera import Camera, FrameSource, SourceSchemes, source_opener
 
 from .config import CameraConfig, DetectorConfig
 from .detector import Detector
 from .motion import MotionGate
+from .preprocess import Prepared
 from .snapshot import snapshot
 from .tracker import IouTracker, Track
 from .types import Box, Detection
@@ -48,6 +52,7 @@ class CameraPipelineStats:
     infer_fps: float
     last_infer_ms: float
     active_tracks: int
+    stationary_tracks: int  # parked, re-checked only at an interval (docs/inference.md)
     grabbed: int = 0  # frames read from the detect stream (captured: converted at detect.fps)
     snapshot_state: str | None = None  # the snapshot stream's, when the camera has one
 
@@ -95,6 +100,18 @@ class _Cam:
         self.inferences = 0
         self.last_infer_ms = 0.0
         self.infer_times: deque[float] = deque(maxlen=20)
+        # Written by the inference thread after each inference, read by the
+        # preprocessing thread: do this camera's tracks need inference even
+        # without motion? (A bool swap; one round of lag is harmless.)
+        self.tracks_need_inference = False
+        self.recheck_at: float | None = None  # a stationary alarm's next check
+
+
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    cam: _Cam
+    image: np.ndarray
+    prepared: Prepared | None
 
 
 class DetectionPipeline:
@@ -115,6 +132,10 @@ class DetectionPipeline:
         self.clock = clock
         self._wake = threading.Event()
         self._stop = threading.Event()
+        # Poked by every new frame and at the end of each round: the
+        # preprocessing thread waits on it for the next round's frames.
+        self._poke = threading.Event()
+        self._round_done = threading.Event()
         self._thread: threading.Thread | None = None
         # One round is (cameras with motion) x (one inference), seconds at most
         # on a Pi; a minute without a beat means an invoke() that never returns.
@@ -123,6 +144,8 @@ class DetectionPipeline:
         self.faults = 0  # inference steps in a row that raised
         self.recent_ms: deque[float] = deque(maxlen=64)
         self._cams: list[_Cam] = []
+        self._ahead: ThreadPoolExecutor | None = None
+        self._next_round: Future[list[_Ready]] | None = None
         for cam_cfg in cameras:
             if not cam_cfg.enabled:
                 continue
@@ -140,7 +163,7 @@ class DetectionPipeline:
                 describe=cam_cfg.source,
                 backoff_min_s=cam_cfg.backoff_min_s,
                 backoff_max_s=cam_cfg.backoff_max_s,
-                on_frame=self._wake.set,
+                on_frame=self._frame_arrived,
                 # Reads come back near the read timeout only with pre-stall buffered frames.
                 stale_read_s=0.9 * cam_cfg.open_timeout_s,
                 detect_fps=cam_cfg.detect.fps,
@@ -180,8 +203,12 @@ class DetectionPipeline:
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
+        self._poke.set()
         if self._thread:
             self._thread.join(timeout)
+        if self._ahead is not None:
+            self._ahead.shutdown(wait=True, cancel_futures=True)
+            self._ahead, self._next_round = None, None
         for c in self._cams:
             c.camera.stop()
             if c.snap is not None:
@@ -209,34 +236,84 @@ class DetectionPipeline:
     # -- scheduling -------------------------------------------------------------
 
     def step(self) -> int:
-        """Serve every camera whose newest frame has motion (or live tracks), once.
+        """Serve every camera whose newest frame has motion (or tracks that need it), once.
 
         Cameras are served least-recently-served first, so a busy camera cannot
         starve a quiet one that just saw something: each gets one inference per
         round, and a round lasts about (cameras with motion) x (inference time).
+        While this round infers, the preprocessing thread gates and prepares the
+        next round's frames as soon as they arrive; when none arrived before the
+        round ended (an idle scene), the next round gathers on this thread.
         """
-        ready: list[tuple[_Cam, Frame]] = []
         for c in self._cams:
             c.camera.check_stall(c.cfg.stall_timeout_s)
             if c.snap is not None:
                 c.snap.check_stall(c.cfg.stall_timeout_s)
+        ready: list[_Ready] = []
+        if self._next_round is not None:
+            pending, self._next_round = self._next_round, None
+            ready = pending.result()  # a failed round (a bad frame) is not retried
+        if not ready:
+            ready = self.gather(prepare=False)
+        if ready:
+            if self._ahead is None:  # created here so that step() alone (tests, bench) overlaps too
+                self._ahead = ThreadPoolExecutor(1, thread_name_prefix="preprocess")
+            self._round_done.clear()
+            self._next_round = self._ahead.submit(self._gather_ahead)
+        try:
+            for r in ready:
+                self.process(r.cam, r.image, r.prepared)
+        finally:
+            self._round_done.set()
+            self._poke.set()
+        return len(ready)
+
+    def _frame_arrived(self) -> None:
+        self._wake.set()
+        self._poke.set()
+
+    def _gather_ahead(self) -> list[_Ready]:
+        """Preprocessing thread: the next round's frames, prepared while this round infers."""
+        while True:
+            self._poke.clear()  # before gathering: a frame arriving after it pokes again
+            ready = self.gather(prepare=True)
+            if ready or self._round_done.is_set() or self._stop.is_set():
+                return ready
+            self._poke.wait(1.0)
+
+    def gather(self, *, prepare: bool) -> list[_Ready]:
+        """Take every camera's newest frame, gate it, and prepare it for the model."""
+        ready: list[_Ready] = []
+        now = self.clock()
+        for c in self._cams:
             frame = c.camera.take()
             if frame is None:
                 continue
-            if c.gate.check(frame.image) or c.tracker.tracks:
+            if self.wants_inference(c, frame.image, now):
                 if c.snap is not None:
                     c.snap.wake()  # an on-demand main stream opens while the track confirms
-                ready.append((c, frame))
+                prepared = self.detector.prepare(frame.image) if prepare else None
+                ready.append(_Ready(c, frame.image, prepared))
             else:
                 c.idle += 1
-        ready.sort(key=lambda item: item[0].last_served)
-        for c, frame in ready:
-            newer = c.camera.take()
-            if newer is not None:
-                c.superseded += 1
-                frame = newer
-            self.process(c, frame.image)
-        return len(ready)
+        ready.sort(key=lambda r: r.cam.last_served)
+        return ready
+
+    def wants_inference(self, c: _Cam, image: np.ndarray, now: float) -> bool:
+        """The motion gate, or tracks that must be followed without motion."""
+        moved = c.gate.check(image)  # always: the gate compares with the last tested frame
+        if moved or c.tracks_need_inference:
+            return True
+        return c.recheck_at is not None and now >= c.recheck_at
+
+    def offer(self, c: _Cam, image: np.ndarray) -> bool:
+        """One frame of camera ``c`` as the scheduler sees it (gate, then infer); tests and
+        benchmarks drive a camera frame by frame with this. True when inferred."""
+        if not self.wants_inference(c, image, self.clock()):
+            c.idle += 1
+            return False
+        self.process(c, image)
+        return True
 
     # -- per frame ---------------------------------------------------------------
 
@@ -288,10 +365,10 @@ class DetectionPipeline:
         c.cfg, c.zones, c.gate = cfg, zones, gate
         c.floor = min([c.det_cfg.score_threshold] + [f.min_score for f in cfg.filters.values()])
 
-    def process(self, c: _Cam, image: np.ndarray) -> None:
+    def process(self, c: _Cam, image: np.ndarray, prepared: Prepared | None = None) -> None:
         """Detect, track and raise events for one frame of camera ``c``."""
         now = self.clock()
-        result = self.detector.detect(image, c.floor)
+        result = self.detector.detect(image, c.floor, prepared)
         c.last_served = now
         c.inferences += 1
         c.last_infer_ms = result.invoke_s * 1000
@@ -311,23 +388,49 @@ class DetectionPipeline:
         for track in ended:
             if track.alarm_zone is not None:
                 self._emit(c, track, "end", None, reason="lost")
+        self._plan(c, now)
+
+    def _plan(self, c: _Cam, now: float) -> None:
+        """Which of this camera's tracks need inference when nothing moves?
+
+        A moving track that holds an alarm does (its alarm follows it, and ends
+        when it is gone), and so does one standing where its label alarms but
+        not yet confirmed; a stationary alarm only every
+        ``stationary_interval_s`` (is it still there?). Every other object
+        (parked cars in a people-only zone, a person outside every zone) waits
+        for the motion gate: an idle scene with parked cars then costs what an
+        empty one costs.
+        """
+        need, recheck = False, False
+        for t in c.tracker.tracks:
+            if t.alarm_zone is not None:
+                if t.stationary:
+                    recheck = True
+                else:
+                    need = True
+            elif not t.stationary and c.zones.zone_of(t.det) is not None:
+                need = True
+        c.tracks_need_inference = need
+        c.recheck_at = now + self.cfg.tracker.stationary_interval_s if recheck else None
 
     def _lifecycle(self, c: _Cam, t: Track, now: float) -> None:
-        if t.hits < self.cfg.tracker.min_hits:
+        tcfg = self.cfg.tracker
+        if not t.confirmed(now, tcfg.confirm_s):
             return
         zone = c.zones.zone_of(t.det)
         if t.alarm_zone is None:
             if zone is not None:
-                t.alarm_zone, t.alarm_since, t.outside = zone.id, now, 0
+                t.alarm_zone, t.alarm_since, t.outside_since = zone.id, now, None
                 self._emit(c, t, "start", t.extra.get("image"), reason="entered")
             return
         if zone is None:
-            t.outside += 1
-            if t.outside >= self.cfg.tracker.exit_inferences:
+            if t.outside_since is None:
+                t.outside_since = now
+            if now - t.outside_since >= tcfg.exit_after_s:
                 self._emit(c, t, "end", None, reason="left_zone")
-                t.alarm_zone = None
+                t.alarm_zone, t.outside_since = None, None
             return
-        t.outside = 0
+        t.outside_since = None
         interval = self.cfg.tracker.update_interval_s
         if zone.id != t.alarm_zone:
             t.alarm_zone = zone.id
@@ -406,6 +509,7 @@ class DetectionPipeline:
                     active_tracks=len(c.tracker.tracks),
                     grabbed=cs.grabbed,
                     snapshot_state=c.snap.state if c.snap is not None else None,
+                    stationary_tracks=sum(t.stationary for t in c.tracker.tracks),
                 )
             )
         return out

@@ -30,6 +30,10 @@ class CameraZones:
     def masked(self, point: tuple[float, float]) -> bool:
         return any(cv2.pointPolygonTest(c, point, False) >= 0 for c in self._mask_contours)
 
+    def can_alarm(self, label: str) -> bool:
+        """Does some zone of this camera raise alarms for ``label``?"""
+        return any(z.labels is None or label in z.labels for z in self.zones)
+
     def zone_of(self, det: Detection) -> CameraZone | None:
         """First zone whose polygon holds the object's bottom centre (where it stands)."""
         point = det.box.bottom_centre
