@@ -32,8 +32,10 @@ def tflite_runtime_path(tmp_path_factory) -> str:
         pass
     target = tmp_path_factory.mktemp("tflite-runtime")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target)]
-        + ["tflite-runtime>=2.14,<3"],
+        [
+            *(sys.executable, "-m", "pip", "install", "-q", "--no-deps"),
+            *("--target", str(target), "tflite-runtime>=2.14,<3"),
+        ],
         check=True,
         timeout=300,
     )
@@ -71,8 +73,15 @@ def test_detection_runtime_tflite_runtime_works_or_says_the_fix_in_one_line(
     need_shared()
     env = {**os.environ, "PYTHONPATH": tflite_runtime_path}
     proc = subprocess.run(
-        [str(SHAOBING), "detect", "--model", str(V1), "--runtime", "tflite-runtime"]
-        + [str(MEDIA / "squat.bmp")],
+        [
+            str(SHAOBING),
+            "detect",
+            "--model",
+            str(V1),
+            "--runtime",
+            "tflite-runtime",
+            str(MEDIA / "squat.bmp"),
+        ],
         env=env,
         capture_output=True,
         text=True,

@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
+from .flatbuffer_check import FlatbufferError, check_tflite_bounds
+
 log = logging.getLogger(__name__)
 
 RuntimeName = Literal["auto", "ai-edge-litert", "tflite-runtime"]
@@ -171,6 +173,14 @@ def load_model(path: Path, runtime: RuntimeName = "auto", num_threads: int = 2) 
             f"model file {path} is not a TFLite flatbuffer (expected identifier 'TFL3' at "
             f"byte 4, found {head[4:8]!r}); the file is corrupt or of another format"
         )
+    try:
+        check_tflite_bounds(path)
+    except FlatbufferError as exc:
+        # tflite-runtime would crash the process on such a file (no verifier of its own).
+        raise ModelError(
+            f"model file {path} could not be loaded: it is cut short or corrupt ({exc}); "
+            "copy it again"
+        ) from exc
     errors: list[str] = []
     for name in _candidates(runtime):
         try:
