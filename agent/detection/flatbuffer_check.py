@@ -67,7 +67,10 @@ class _Reader:
 
 def check_tflite_bounds(path: Path) -> None:
     """Raise FlatbufferError when the model file references bytes it does not have."""
-    data = Path(path).read_bytes()
+    check_tflite_bytes(Path(path).read_bytes())
+
+
+def check_tflite_bytes(data: bytes) -> None:
     r = _Reader(data)
     model = r.table(r._unpack("<I", 0))
     subgraphs = r.field(model, _MODEL_SUBGRAPHS)
