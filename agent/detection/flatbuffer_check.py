@@ -26,7 +26,7 @@ class _Reader:
     def __init__(self, data: bytes) -> None:
         self.data = data
 
-    def _unpack(self, fmt: str, pos: int) -> int:
+    def unpack(self, fmt: str, pos: int) -> int:
         size = struct.calcsize(fmt)
         if pos < 0 or pos + size > len(self.data):
             raise FlatbufferError(f"reference to byte {pos} past the end ({len(self.data)} bytes)")
@@ -34,24 +34,24 @@ class _Reader:
 
     def table(self, pos: int) -> tuple[int, int, int]:
         """(table position, vtable position, vtable size)."""
-        vtable = pos - self._unpack("<i", pos)
-        return pos, vtable, self._unpack("<H", vtable)
+        vtable = pos - self.unpack("<i", pos)
+        return pos, vtable, self.unpack("<H", vtable)
 
     def field(self, table: tuple[int, int, int], index: int) -> int | None:
         pos, vtable, vsize = table
         slot = 4 + 2 * index
         if slot + 2 > vsize:
             return None
-        offset = self._unpack("<H", vtable + slot)
+        offset = self.unpack("<H", vtable + slot)
         return pos + offset if offset else None
 
     def ref(self, pos: int) -> int:
-        return pos + self._unpack("<I", pos)
+        return pos + self.unpack("<I", pos)
 
     def vector(self, pos: int, element_size: int) -> tuple[int, int]:
         """(first element position, length), checked to lie inside the file."""
         start = self.ref(pos)
-        length = self._unpack("<I", start)
+        length = self.unpack("<I", start)
         end = start + 4 + length * element_size
         if end > len(self.data):
             raise FlatbufferError(
@@ -72,7 +72,7 @@ def check_tflite_bounds(path: Path) -> None:
 
 def check_tflite_bytes(data: bytes) -> None:
     r = _Reader(data)
-    model = r.table(r._unpack("<I", 0))
+    model = r.table(r.unpack("<I", 0))
     subgraphs = r.field(model, _MODEL_SUBGRAPHS)
     if subgraphs is None:
         raise FlatbufferError("the model has no subgraphs")
@@ -90,7 +90,7 @@ def check_tflite_bytes(data: bytes) -> None:
         offset_field = r.field(buffer, _BUFFER_OFFSET)
         size_field = r.field(buffer, _BUFFER_SIZE)
         if offset_field is not None and size_field is not None:
-            offset, size = r._unpack("<Q", offset_field), r._unpack("<Q", size_field)
+            offset, size = r.unpack("<Q", offset_field), r.unpack("<Q", size_field)
             if offset > 1 and offset + size > len(data):
                 raise FlatbufferError(
                     f"weights at bytes {offset}..{offset + size} lie past the end "

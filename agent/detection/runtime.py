@@ -28,7 +28,7 @@ _MODULES = {
     "tflite-runtime": "tflite_runtime.interpreter",
 }
 
-# What an installer types when a runtime cannot be imported.
+# What an installer does when a runtime cannot run here (missing, wrong NumPy ABI).
 _FIX = {
     "tflite-runtime": "pip install 'shaobing[tflite-runtime]' in a fresh venv (Python 3.11), "
     "or use --runtime ai-edge-litert",
@@ -52,7 +52,7 @@ class LoadedModel:
 
 
 class RuntimeUnavailable(ModelError):
-    """A TFLite runtime that cannot be imported; the message is one line naming the fix."""
+    """A TFLite runtime that cannot run here; the message is one line naming the fix."""
 
 
 def _version(dist: str) -> str | None:
