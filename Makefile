@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: system-packages demo test lint format bench clean models
+.PHONY: system-packages demo test test-tflite lint format bench clean models
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,22 @@ test: system-packages $(STAMP) models
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The detection tests again on the tflite-runtime alternative: its own venv, since
+# tflite-runtime 2.14 needs NumPy 1.x (the extra pins it) while .venv has NumPy 2.
+TFLITE_VENV := .venv-tflite
+TFLITE_STAMP := $(TFLITE_VENV)/.installed
+TFLITE_TESTS := tests/test_detection_runtime.py tests/test_detection_models.py \
+	tests/test_detection_pipeline.py
+
+$(TFLITE_STAMP): pyproject.toml
+	@test -x $(TFLITE_VENV)/bin/python || $(PYTHON) -m venv $(TFLITE_VENV)
+	$(TFLITE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(TFLITE_VENV)/bin/python -m pip install -q -e '.[dev,tflite-runtime]'
+	@touch $(TFLITE_STAMP)
+
+test-tflite: $(TFLITE_STAMP) models
+	SHAOBING_TEST_RUNTIME=tflite-runtime $(TFLITE_VENV)/bin/python -m pytest $(TFLITE_TESTS)
+
 lint:
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
@@ -42,4 +58,4 @@ format:
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TFLITE_VENV) build *.egg-info .pytest_cache .ruff_cache

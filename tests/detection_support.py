@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ SHARED = REPO.parent / "shared"
 MEDIA = SHARED / "media"
 V1 = SHARED / "models" / "coco-ssd-mobilenet-v1-quant" / "detect.tflite"
 V2 = SHARED / "models" / "ssd-mobilenet-v2-fpnlite-320-float" / "model.tflite"
+# The TFLite runtime the detection tests run on: CI runs them once per runtime, the
+# second time in .venv-tflite (NumPy 1.x) with SHAOBING_TEST_RUNTIME=tflite-runtime.
+RUNTIME = os.environ.get("SHAOBING_TEST_RUNTIME", "auto")
 
 
 def need_shared() -> None:

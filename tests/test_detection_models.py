@@ -7,7 +7,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from detection_support import MEDIA, V1, V2, default_model_path, need_shared
+from detection_support import MEDIA, RUNTIME, V1, V2, default_model_path, need_shared
 
 from shaobing.agent.detection.adapters import detect_layout
 from shaobing.agent.detection.detector import Detector
@@ -24,7 +24,7 @@ def boxes_of(dets, label):
 @pytest.fixture(scope="module", params=["v1", "v2"])
 def coco(request):
     need_shared()
-    return Detector(V1 if request.param == "v1" else V2, num_threads=2)
+    return Detector(V1 if request.param == "v1" else V2, num_threads=2, runtime=RUNTIME)
 
 
 @pytest.mark.parametrize("name", ["traffic_0001.bmp", "traffic_0002.bmp", "traffic_0003.bmp"])
@@ -51,8 +51,8 @@ def test_detection_shared_models_find_the_person(coco):
 def test_detection_both_models_agree_on_boxes():
     need_shared()
     frame = cv2.imread(str(MEDIA / "traffic_0002.bmp"))
-    a = Detector(V1).detect(frame).detections
-    b = Detector(V2).detect(frame).detections
+    a = Detector(V1, runtime=RUNTIME).detect(frame).detections
+    b = Detector(V2, runtime=RUNTIME).detect(frame).detections
     # Same cars whatever order the model's outputs come in.
     best = iou_matrix(boxes_of(a, "car"), boxes_of(b, "car")).max(axis=1)
     assert (best > 0.6).all()
@@ -74,7 +74,7 @@ def test_detection_default_model_fetched_and_detects_person():
     path = default_model_path()
     manifest = get_manifest("blazepose-person")
     verify(path, manifest.sha256)
-    det = Detector("blazepose-person", model_dir=path.parent)
+    det = Detector("blazepose-person", model_dir=path.parent, runtime=RUNTIME)
     assert det.adapter.name == "anchor_ssd"
     if not MEDIA.is_dir():
         pytest.skip(f"no media at {MEDIA}")
@@ -113,32 +113,32 @@ def test_detection_corrupt_and_missing_model_errors(tmp_path):
     need_shared()
     missing = tmp_path / "none.tflite"
     with pytest.raises(ModelError, match=r"none\.tflite does not exist"):
-        Detector(missing)
+        Detector(missing, runtime=RUNTIME)
     notflite = tmp_path / "photo.tflite"
     shutil.copy(MEDIA / "owl.jpg", notflite)
     with pytest.raises(ModelError, match=r"photo\.tflite is not a TFLite flatbuffer"):
-        load_model(notflite)
+        load_model(notflite, RUNTIME)
     truncated = tmp_path / "truncated.tflite"
     truncated.write_bytes(V1.read_bytes()[:4096])
     with pytest.raises(ModelError, match=r"truncated\.tflite could not be loaded"):
-        Detector(truncated)
+        Detector(truncated, runtime=RUNTIME)
 
 
 def test_detection_wrong_layout_errors(tmp_path):
     need_shared()
     # A post-processed SSD forced through the raw-anchor decoder has no anchors.
     with pytest.raises(ModelError, match="manifest with anchor geometry"):
-        Detector(V1, adapter="anchor_ssd")
+        Detector(V1, adapter="anchor_ssd", runtime=RUNTIME)
     pose = default_model_path()
     with pytest.raises(ModelError, match="not a post-processed SSD"):
-        Detector(pose, adapter="ssd_postprocess")
+        Detector(pose, adapter="ssd_postprocess", runtime=RUNTIME)
     # Raw anchor outputs with no manifest (the hash no longer matches one) cannot be
     # decoded: the error says what is missing instead of producing nonsense boxes.
     unknown = tmp_path / "unknown.tflite"
     unknown.write_bytes(pose.read_bytes() + b"\0" * 16)
-    assert detect_layout(load_model(unknown)) == "anchor_ssd"
+    assert detect_layout(load_model(unknown, RUNTIME)) == "anchor_ssd"
     with pytest.raises(ModelError, match=r"unknown\.tflite has raw SSD outputs"):
-        Detector(unknown)
+        Detector(unknown, runtime=RUNTIME)
 
 
 def test_detection_manifests_are_valid():
@@ -159,6 +159,8 @@ def test_detection_cli_prints_json_and_annotates(tmp_path, capsys):
             "detect",
             "--model",
             str(V1),
+            "--runtime",
+            RUNTIME,
             "--annotate",
             str(tmp_path),
             str(MEDIA / "traffic_0001.bmp"),
@@ -173,7 +175,9 @@ def test_detection_cli_prints_json_and_annotates(tmp_path, capsys):
     bad = parser.parse_args(["detect", "--model", str(tmp_path / "x.tflite"), "a.jpg"])
     assert bad.func(bad) == 2
     assert "x.tflite does not exist" in capsys.readouterr().err
-    noimg = parser.parse_args(["detect", "--model", str(V1), str(tmp_path / "nope.jpg")])
+    noimg = parser.parse_args(
+        ["detect", "--model", str(V1), "--runtime", RUNTIME, str(tmp_path / "nope.jpg")]
+    )
     assert noimg.func(noimg) == 1
     assert "cannot read image" in capsys.readouterr().err
 

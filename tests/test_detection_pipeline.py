@@ -5,7 +5,7 @@ import time
 import cv2
 import numpy as np
 import pytest
-from detection_support import V1, default_model_path, need_shared
+from detection_support import RUNTIME, V1, default_model_path, need_shared
 from fake_camera import ScriptedSource, scripted_opener
 from sinks import ListSink
 
@@ -49,14 +49,14 @@ def det(label="person", score=0.9, box=(0.1, 0.1, 0.3, 0.9)) -> Detection:
 @pytest.fixture(scope="module")
 def v1():
     need_shared()
-    return Detector(V1)
+    return Detector(V1, runtime=RUNTIME)
 
 
 @pytest.fixture(scope="module")
 def default_detector():
     path = default_model_path()
     need_shared()
-    return Detector("blazepose-person", model_dir=path.parent)
+    return Detector("blazepose-person", model_dir=path.parent, runtime=RUNTIME)
 
 
 def intrusions(sink: ListSink):
