@@ -49,6 +49,7 @@ from pathlib import Path
 from shaobing.agent.conditions import Change, Key, OpenCondition
 from shaobing.core.atomic import atomic_write, owner_only_database
 from shaobing.core.events import DeviceFrame, Event, FrameMark, NotYetDurable, Priority
+from shaobing.core.worker import ThreadWorker
 
 log = logging.getLogger("shaobing.outbox")
 
@@ -223,8 +224,9 @@ class Outbox:
         self._closing = False
         self._last_age_check = 0.0
         self.pending_after_close: int | None = None
-        self._writer = threading.Thread(target=self._write_loop, name="outbox-writer", daemon=True)
-        self._writer.start()
+        self._stopping = threading.Event()
+        self.writer = ThreadWorker("outbox-writer", self._write_loop, self._stopping)
+        self.writer.start()
 
     # ---- opening and recovery -------------------------------------------
     def _open(self) -> sqlite3.Connection:
@@ -651,7 +653,7 @@ class Outbox:
 
     def alive(self) -> bool:
         """The writer thread runs (the agent's liveness check; see core/watchdog.py)."""
-        return self._writer.is_alive()
+        return self.writer.is_running()
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far is committed (tests, shutdown)."""
@@ -675,12 +677,13 @@ class Outbox:
         with self._cond:
             self._closing = True
             self._cond.notify()
-        self._writer.join(30)
+        self.writer.join(30)
+        self._stopping.set()
         self.pending_after_close = sum(self.depth().values())
         with self._db_lock:
             committed = self._meta("seq")
             self._db.close()
-        clean = not self._writer.is_alive() and committed == self._seq
+        clean = not self.writer.is_running() and committed == self._seq
         if clean and self._read_seq_file() == self._seq_reserved:
             # A clean stop: every seq handed out is committed, so the next run
             # starts right after it and reports nothing skipped. (Not if another

@@ -24,6 +24,7 @@ from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from shaobing.core.events import EventSink, Severity, Source, opened_before
 from shaobing.core.redaction import redact_text
+from shaobing.core.worker import ThreadWorker
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -263,18 +264,18 @@ class Camera:
         self._framed_once = False
         self.reconnects = 0
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.worker: ThreadWorker | None = None
         self._fps_window: deque[float] = deque(maxlen=30)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"camera-{self.id}", daemon=True)
-        self._thread.start()
+        self.worker = ThreadWorker(f"camera-{self.id}", self._run, self._stop, wake=self._woken.set)
+        self.worker.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self._woken.set()
-        if self._thread:
-            self._thread.join(timeout)
+        if self.worker is not None:
+            self.worker.join(timeout)
 
     def take(self) -> Frame | None:
         return self.slot.take()

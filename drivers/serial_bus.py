@@ -15,6 +15,8 @@ import threading
 
 import serial
 
+from shaobing.core.worker import ThreadWorker
+
 from .serial_config import SerialBusConfig
 
 log = logging.getLogger(__name__)
@@ -82,17 +84,21 @@ class BusWorker:
     def __init__(self, bus: SerialBus) -> None:
         self.bus = bus
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.worker: ThreadWorker | None = None
 
     def start(self) -> None:
+        # A worker per start: a bus may be stopped and started again (its port reopened).
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
-        self._thread.start()
+        self.worker = ThreadWorker(self.thread_name, self._run, self._stop)
+        self.worker.start()
+
+    def alive(self) -> bool:
+        return self.worker is None or self.worker.alive()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        if self.worker is not None:
+            self.worker.stop(timeout)
         self.bus.close()
 
     def _run(self) -> None:

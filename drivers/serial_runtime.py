@@ -47,8 +47,7 @@ class SerialDrivers:
         Serial reads have timeouts, so a thread cannot hang in I/O; a dead one
         (a bug past the loop's own exception guard) is what this catches.
         """
-        threads = [w._thread for w in (*self.pollers, *self.lines)]
-        return all(t.is_alive() for t in threads if t is not None)
+        return all(w.alive() for w in (*self.pollers, *self.lines))
 
     def detector(self, detector_id: str) -> ModbusDetector:
         return next(d for d in self.detectors if d.cfg.id == detector_id)

@@ -24,6 +24,7 @@ import numpy as np
 
 from shaobing.core.events import EventSink, Severity, Source
 from shaobing.core.watchdog import Heartbeat
+from shaobing.core.worker import ThreadWorker
 from shaobing.drivers.camera import Camera, FrameSource, SourceSchemes, source_opener
 
 from .config import CameraConfig, DetectorConfig
@@ -136,7 +137,7 @@ class DetectionPipeline:
         # preprocessing thread waits on it for the next round's frames.
         self._poke = threading.Event()
         self._round_done = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.worker: ThreadWorker | None = None
         # One round is (cameras with motion) x (one inference), seconds at most
         # on a Pi; a minute without a beat means an invoke() that never returns.
         self.heartbeat = Heartbeat(60.0)
@@ -191,21 +192,19 @@ class DetectionPipeline:
 
     def start(self) -> None:
         self.start_cameras()
-        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
-        self._thread.start()
+        self.worker = ThreadWorker("inference", self._run, self._stop, heartbeat=self.heartbeat)
+        self.worker.start()
 
     def alive(self) -> bool:
         """The agent's liveness check: the inference thread runs and is not stuck."""
-        if self._thread is None:
-            return True
-        return self._thread.is_alive() and self.heartbeat.alive()
+        return self.worker is None or self.worker.alive()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
         self._poke.set()
-        if self._thread:
-            self._thread.join(timeout)
+        if self.worker is not None:
+            self.worker.join(timeout)
         if self._ahead is not None:
             self._ahead.shutdown(wait=True, cancel_futures=True)
             self._ahead, self._next_round = None, None
