@@ -138,7 +138,7 @@ class Agent:
             except ModelError as exc:
                 # GPIO and serial alarms keep working without the detector.
                 self.detector_fault = str(exc)
-                log.error("detector unavailable: %s", exc)
+                log.error("detector unavailable", extra={"fields": {"error": str(exc)}})
         if verifier is None and self.detection is not None:
             from shaobing.agent.camera_verifier import PipelineVerifier
 

@@ -402,7 +402,7 @@ class ContactIdReceiver:
     def _reject(self, why: str) -> bytes:
         self.stats.rejected += 1
         self.stats.last_error = why
-        log.info("%s: rejected frame: %s", self.cfg.id, why)
+        log.info("rejected frame", extra={"fields": {"source": self.cfg.id, "why": why}})
         if not self.cfg.ack:
             return b""
         self.stats.naks += 1
@@ -461,7 +461,7 @@ class ContactIdReceiver:
             return b""
         except Exception as exc:
             # Not acknowledged: the host sends it again, and we retry then.
-            log.exception("%s: sink refused a message", self.cfg.id)
+            log.exception("sink refused a message", extra={"fields": {"source": self.cfg.id}})
             st.last_error = f"sink: {exc}"
             return b""
         st.valid += 1
@@ -587,7 +587,10 @@ class ContactIdLine(BusWorker):
                 # Once per outage, not once per retry: a device server can be
                 # down for hours.
                 if self._port_ok:
-                    log.warning("%s: %s", self.receiver.cfg.id, exc)
+                    log.warning(
+                        "line error",
+                        extra={"fields": {"source": self.receiver.cfg.id, "error": str(exc)}},
+                    )
                 self._port_ok = False
                 self.port_errors += 1
                 self.bus.close()
@@ -595,4 +598,6 @@ class ContactIdLine(BusWorker):
             try:
                 self.receiver.check_heartbeat()
             except Exception:
-                log.exception("%s: heartbeat check", self.receiver.cfg.id)
+                log.exception(
+                    "heartbeat check failed", extra={"fields": {"source": self.receiver.cfg.id}}
+                )

@@ -73,7 +73,7 @@ class _BusClient(ModbusSerialClient):
             try:
                 port = self._bus.open()
             except serial.SerialException as exc:
-                log.warning("%s", exc)
+                log.warning("modbus error", extra={"fields": {"error": str(exc)}})
                 self.socket = None
                 return False
         if port is not self.socket:
@@ -227,7 +227,7 @@ class ModbusDetector:
     def _missed(self, why: str) -> None:
         self.stats.missed += 1
         self._missed_in_row += 1
-        log.debug("%s: missed poll (%s)", self.cfg.id, why)
+        log.debug("missed poll", extra={"fields": {"source": self.cfg.id, "why": why}})
         if not self.offline and self._missed_in_row >= self.cfg.offline_after_missed:
             for zone in self._device_zones():
                 self._emit(
@@ -291,7 +291,9 @@ class ModbusDetector:
                         data = self._data(dz, snap) | {"state": "arm" if on else "disarm"}
                         self._emit("status.arming", zone, data | {"armed": on})
                 except Exception:
-                    log.exception("%s: sink refused status.arming", self.cfg.id)
+                    log.exception(
+                        "sink refused status.arming", extra={"fields": {"source": self.cfg.id}}
+                    )
                     return
             self._bits[key] = on
             return
@@ -342,7 +344,9 @@ class ModbusDetector:
             for zone in self._targets(dz) if zones is None else zones:
                 self._emit(t, zone, self._data(dz, snap) | extra | {"state": state}, severity)
         except Exception:
-            log.exception("%s: sink refused %s", self.cfg.id, t)
+            log.exception(
+                "sink refused an event", extra={"fields": {"source": self.cfg.id, "type": t}}
+            )
             return False
         return True
 
@@ -419,7 +423,7 @@ class ModbusBusPoller(BusWorker):
                     try:
                         d.poll_once()
                     except Exception:  # a bug must not end supervision of the bus
-                        log.exception("%s: poll crashed", d.cfg.id)
+                        log.exception("poll crashed", extra={"fields": {"source": d.cfg.id}})
                     # Keep the schedule, but never try to catch up a backlog.
                     due[id(d)] = max(due[id(d)] + d.cfg.poll_period_s, time.monotonic())
             self._stop.wait(max(0.0, min(due.values()) - time.monotonic()))

@@ -62,7 +62,7 @@ class SerialBus:
                 self._port = None
                 raise serial.SerialException(f"bus {c.id}: cannot open {c.url}: {exc}") from exc
             self.opens += 1
-            log.info("bus %s: opened %s", c.id, c.url)
+            log.info("bus opened", extra={"fields": {"bus": c.id, "url": c.url}})
             return self._port
 
     def close(self) -> None:
@@ -71,7 +71,10 @@ class SerialBus:
                 try:
                     self._port.close()
                 except (serial.SerialException, OSError) as exc:
-                    log.debug("bus %s: close: %s", self.cfg.id, exc)
+                    log.debug(
+                        "bus close failed",
+                        extra={"fields": {"bus": self.cfg.id, "error": str(exc)}},
+                    )
             self._port = None
 
 
