@@ -152,3 +152,19 @@ def test_problems_say_the_value_and_what_is_expected():
     assert "'abc' is not a whole number (BCM GPIO number, 2..27)" in text
     assert "70000 is out of range: it must be at most 65535" in text
     assert "Input should be" not in text and "String should match" not in text
+
+
+@pytest.mark.parametrize("name", ["village-post", "railway-post", "railway-camera"])
+def test_every_example_passes_config_check(tmp_path, name):
+    """Examples are secure as written and consistent with the default model's labels."""
+    from county_key import example_in
+
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(example_in(tmp_path / "etc", EXAMPLE.parent / f"{name}.yaml"), "utf-8")
+    run = subprocess.run(
+        [sys.executable, "-m", "shaobing.cli.main", "--lang", "en", "config", "check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
