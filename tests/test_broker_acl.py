@@ -24,11 +24,15 @@ import paho.mqtt.client as mqtt
 import pytest
 from agent_harness import SimulatedPost
 from conftest import ROOT, config_for, wait_for
+from county_key import COUNTY
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from shaobing.agent.command_envelope import sign as sign_hmac
+from shaobing.agent.command_signature import sign_ed25519
 from shaobing.agent.config import TlsConfig
+from shaobing.core.signing import generate
 from shaobing.simulator.broker import Mosquitto, free_port
 from shaobing.simulator.pki import CountyCA
 
@@ -309,15 +313,45 @@ def test_a_real_agent_delivers_and_answers_through_the_county_broker(
         props.ResponseTopic, props.CorrelationData = f"{TREE_B}/event/alarm/panic", b"k-2"
         assert platform.publish(f"{TREE_A}/cmd/ping", _command("ping"), props) == "Success"
         wait_for(lambda: f"{TREE_A}/cmd/response" in platform.seen.topics(), 15, "the lane")
+
+        # Through this broker too, only the county's signature opens the box (docs/security.md):
+        # a forged one under the county's kid, a per-box HMAC where Ed25519 is required, and
+        # a county-signed ping.
+        def signed(key) -> bytes:
+            return json.dumps(sign_ed25519(json.loads(_command("ping")), "ping", BOX_A, key))
+
+        forged = json.loads(signed(generate()))
+        forged["kid"] = COUNTY.kid
+        hmac_body = json.loads(_command("ping"))
+        hmac_body["sig"] = sign_hmac(hmac_body, "ping", BOX_A, b"a-box-key")
+        for k, payload in (
+            (b"k-3", json.dumps(forged)),
+            (b"k-4", json.dumps(hmac_body)),
+            (b"k-5", signed(COUNTY)),
+        ):
+            props.ResponseTopic, props.CorrelationData = f"{TREE_A}/cmd/response/desk-1", k
+            assert platform.publish(f"{TREE_A}/cmd/ping", payload.encode(), props) == "Success"
+        wait_for(
+            lambda: len([m for m in platform.seen.messages if "/cmd/response" in m.topic]) >= 5,
+            15,
+            "the signed answers",
+        )
     finally:
         post.stop()
     answers = [m for m in platform.seen.messages if m.topic.startswith(f"{TREE_A}/cmd/response")]
-    # The lane is what is tested here, not the signature policy (tests/test_control.py):
-    # each command has one answer, from box A, in box A's lane.
+    # Each command has one answer, from box A, in box A's lane.
     assert [(m.topic, m.properties.CorrelationData) for m in answers] == [
         (f"{TREE_A}/cmd/response/desk-1", b"k-1"),
         (f"{TREE_A}/cmd/response", b"k-2"),
+        (f"{TREE_A}/cmd/response/desk-1", b"k-3"),
+        (f"{TREE_A}/cmd/response/desk-1", b"k-4"),
+        (f"{TREE_A}/cmd/response/desk-1", b"k-5"),
     ]
+    verdicts = [json.loads(m.payload) for m in answers]
+    assert [v["ok"] for v in verdicts] == [False, False, False, False, True], verdicts
+    assert verdicts[0]["error"]["code"] == "unsigned"
+    assert verdicts[2]["error"]["code"] == "bad_signature"
+    assert verdicts[3]["error"]["code"] in ("unsigned", "bad_signature")
     assert {(json.loads(m.payload)["device"], json.loads(m.payload)["cmd"]) for m in answers} == {
         (BOX_A, "ping")
     }

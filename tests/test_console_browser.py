@@ -136,6 +136,15 @@ def test_commission_a_post_from_the_page(tmp_path, mosquitto, county_factory, br
         wait_for(lambda: _text(browser, zone_state) == "撤防", 20, "disarmed")
         browser.find_element(By.ID, "lang-en").click()
         wait_for(lambda: _text(browser, "#tab-walk") == "Walk test", 20, "English page")
+
+        # Wrong PINs are refused, then the client is held off (console.max_attempts: 5),
+        # even with the right PIN.
+        for _ in range(5):
+            _login(browser, url, "000000")
+            assert browser.current_url.endswith("/login?e=pin")
+        _login(browser, url, PIN)
+        assert browser.current_url.endswith("/login?e=rate")
+        assert _text(browser, "#error") == "Too many attempts, try later"
     finally:
         post.stop()
     assert any(e["data"]["by"] == "console" for e in county.events("status.arming"))

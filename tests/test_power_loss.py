@@ -11,9 +11,9 @@ it. Then:
 - every alarm or fault the outbox accepted (committed: logged as "event"
   before the cut) reaches the platform, and none is published twice under
   another id;
-- every Contact ID message the alarm host got an ACK for is delivered (the
-  agent ACKs alarm- and fault-class messages only once committed; status
-  classes join when issue 11 item 1 lands: add their codes to HOST_CODES);
+- every Contact ID message the alarm host got an ACK for is delivered, whatever
+  its class (alarm, trouble, opening/closing, test report): the agent ACKs only
+  once the message's event is committed (issue 11 item 1);
 - the arm state, the replay cache and the config file are each the old or
   the new version, never broken (parse, are not set aside).
 
@@ -44,7 +44,7 @@ CUTS = 3
 DURABLE = ("alarm.", "fault.")
 # Contact ID codes the host sends during the cuts, each as new then restore:
 # 130 burglary (alarm class), 301 AC loss (fault class).
-HOST_CODES = (130, 301)
+HOST_CODES = (130, 301, 401, 602)  # alarm, trouble, opening/closing, test report
 
 
 def _set_wiring(path: Path, in_alarm: list[str]) -> None:
