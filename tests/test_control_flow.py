@@ -121,10 +121,13 @@ def test_the_broker_waits_for_deferred_acks_and_other_subscriptions_are_acked(tm
         # Deferred ones are not: the broker stops at Receive Maximum until they are.
         for i in range(3 * RECEIVE_MAXIMUM):
             sender.publish("county/held", b"%d" % i, qos=1)
-        wait_for(lambda: len(held) == RECEIVE_MAXIMUM, 30, "a full receive window")
+        wait_for(lambda: len(held) >= RECEIVE_MAXIMUM, 30, "a full receive window")
         # Anything more would be here by now: the broker has PUBACKed our probe after them.
         sender.publish("county/plain", b"after", qos=1).wait_for_publish(10)
-        assert len(held) == RECEIVE_MAXIMUM
+        # Mosquitto 2.0.11 refills its send quota from PUBACKs of the plain phase that
+        # arrive late, so a few more than Receive Maximum may come (33-49 seen); what
+        # matters is that it stops well short of all 96 until the held ones are acked.
+        assert RECEIVE_MAXIMUM <= len(held) < 2 * RECEIVE_MAXIMUM, len(held)
         # Acked (from this thread, as the control worker does), the rest follow.
         for _ in range(3 * RECEIVE_MAXIMUM):
             with lock:

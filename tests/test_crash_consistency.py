@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import yaml
 from conftest import EXAMPLE
+from county_key import local_test_config
 
 from shaobing.drivers.contact_id import format_raw
 from shaobing.simulator.alarm_host import SimulatedAlarmHost
@@ -44,7 +45,7 @@ HOST_ACK_WAIT_S = 2.5
 
 
 def config_file(tmp_path, port: int, line_url: str) -> str:
-    data = yaml.safe_load(EXAMPLE.read_text())
+    data = local_test_config(yaml.safe_load(EXAMPLE.read_text()), tmp_path)  # loopback broker
     data["mqtt"].update({"port": port, "reconnect_max_s": 1})
     data["storage"] = {"path": str(tmp_path / "outbox.db")}
     data["gpio"].update({"backend": "mock", "allow_mock": True})
