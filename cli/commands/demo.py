@@ -167,6 +167,13 @@ def demo(args: argparse.Namespace) -> int:
             broker.close()
 
 
+def _say(line: str) -> None:
+    # One write per line: print() writes the text and the newline separately, and the
+    # county view's thread printing between them glued two lines together.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def _free_port(wanted: int) -> int:
     with socket.socket() as s:
         try:
@@ -236,7 +243,7 @@ def _run(args, config, host, port, protocol, name, workdir, snapshots) -> int:
         f"mqtt.insecure_plaintext); outbox: {workdir / 'outbox.db'}"
     )
     print(f"snapshots are saved in {snapshots}")
-    view = CountyView(lambda line: print(line, flush=True), snapshots)
+    view = CountyView(_say, snapshots)
     county = County(
         host,
         port,
@@ -250,10 +257,10 @@ def _run(args, config, host, port, protocol, name, workdir, snapshots) -> int:
     wiring.rest()
     agent.start()
     if agent.console is not None and agent.console.urls:
-        print(f"console: {agent.console.urls[0]}  PIN: {pin}")
+        _say(f"console: {agent.console.urls[0]}  PIN: {pin}")
     stop = threading.Event()
     scenario = threading.Thread(
-        target=village_scenario, args=(wiring, stop, print), name="scenario", daemon=True
+        target=village_scenario, args=(wiring, stop, _say), name="scenario", daemon=True
     )
     scenario.start()
     with contextlib.suppress(KeyboardInterrupt):
