@@ -78,7 +78,7 @@ def test_commission_a_post_from_the_page(tmp_path, mosquitto, county_factory, br
     post, url, path = start_post(tmp_path, mosquitto.port)
     try:
         _login(browser, url, "000000")
-        assert browser.current_url.endswith("/login?e=pin")
+        wait_for(lambda: browser.current_url.endswith("/login?e=pin"), 20, "PIN refused")
         assert _text(browser, "#error") == "PIN 码错误"
         _shots(browser, out, "login")
         _login(browser, url, PIN)
@@ -141,10 +141,10 @@ def test_commission_a_post_from_the_page(tmp_path, mosquitto, county_factory, br
         # even with the right PIN.
         for _ in range(5):
             _login(browser, url, "000000")
-            assert browser.current_url.endswith("/login?e=pin")
+            wait_for(lambda: browser.current_url.endswith("/login?e=pin"), 20, "PIN refused")
         _login(browser, url, PIN)
-        assert browser.current_url.endswith("/login?e=rate")
-        assert _text(browser, "#error") == "Too many attempts, try later"
+        wait_for(lambda: browser.current_url.endswith("/login?e=rate"), 20, "client held off")
+        wait_for(lambda: _text(browser, "#error") == "Too many attempts, try later", 20, "why")
     finally:
         post.stop()
     assert any(e["data"]["by"] == "console" for e in county.events("status.arming"))
