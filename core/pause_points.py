@@ -13,6 +13,8 @@ installation) a pause point is one dictionary lookup.
 Points: ``command_started:{cmd}`` (the replay cache holds the id as
 started, the command has not run), ``command_applied:{cmd}`` (its effect is
 durable, its result not yet recorded); see agent/command_once.py.
+``frame_committed:{scope}`` (a device frame's event is committed, its ACK
+not yet sent; scope as ``contact_id:{id}``); see drivers/contact_id.py.
 """
 
 from __future__ import annotations

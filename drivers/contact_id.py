@@ -35,6 +35,7 @@ from shaobing.core.events import (
     Source,
     opened_before,
 )
+from shaobing.core.pause_points import pause_point
 
 from .serial_bus import BusWorker, SerialBus
 from .serial_config import ContactIdConfig
@@ -449,6 +450,7 @@ class ContactIdReceiver:
                 st.last_error = f"account {msg.account} not configured"
                 return self._ack()
             event_id = self._emit_message(msg)
+            pause_point(f"frame_committed:{self.scope}")
         except NotYetDurable as exc:
             st.events += 1  # queued all the same: it commits later
             st.not_durable += 1

@@ -7,6 +7,7 @@ GPIO pins driven through a file) for posts whose inputs a test must move.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -50,7 +51,8 @@ class AgentProcess:
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
-    def start(self) -> AgentProcess:
+    def start(self, env: dict[str, str] | None = None) -> AgentProcess:
+        """``env``: added to this process's environment (a pause point, say)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         if self.gpio_wiring is not None:
             cmd = [sys.executable, str(GPIO_POST), str(self.config), str(self.gpio_wiring)]
@@ -60,7 +62,9 @@ class AgentProcess:
         with open(self.log, "ab") as log:
             log.write(f"--- start {self.starts}\n".encode())
             log.flush()
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+            self.proc = subprocess.Popen(
+                cmd, stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, **(env or {})}
+            )
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
