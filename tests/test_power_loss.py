@@ -17,8 +17,14 @@ it. Then:
 - the arm state, the replay cache and the config file are each the old or
   the new version, never broken (parse, are not set aside).
 
-New cases (a Contact ID ACK, a replayed command's effect) plug into
-``PowerCutRun``: start the agent, drive it, ``cut()``, check what is left.
+The second test cuts around a command and a Contact ID message (issue 11
+items 11 and 12), at core/pause_points.py points and at random moments, then
+retries the same command id and has the host resend its last message: the
+retry runs or gets the answer it really had (and the arm state on disk agrees),
+and the resend is re-ACKed as the same event.
+
+New cases plug into ``PowerCutRun``: start the agent (optionally frozen at a
+pause point), drive it, ``cut()``, check what is left.
 """
 
 from __future__ import annotations
