@@ -18,6 +18,8 @@ Durability per class:
   card, and a power cut loses at most the last second of telemetry.
 - acknowledgements (deletes) commit with ``synchronous=NORMAL``: losing one in
   a power cut only causes a duplicate resend, which the platform drops by ``id``.
+  They never share a transaction with alarm/fault inserts: those commit first,
+  so a live alarm's fsync does not wait for a draining backlog's deletes.
 - an event that answers a device frame (``DeviceFrame``: a Contact ID message
   the host waits to have ACKed) is durable before accepted whatever its class,
   and its frame is written to the ``frames`` table in the same transaction, so
@@ -190,6 +192,8 @@ class Outbox:
         # The connection is shared by the writer and the uplink's reads;
         # the lock keeps a read from landing inside a write transaction.
         self._db_lock = threading.Lock()
+        # Held by the writer from taking a batch until all of it is committed.
+        self._turn = threading.Lock()
         with self._db:
             self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'run'")
         self.run = self._meta("run")
@@ -380,18 +384,31 @@ class Outbox:
                 batch, acks = self._next_batch()
                 if batch is None:
                     return
+                self._turn.acquire()  # taken before the queue looks empty to ``flush``
             try:
-                self._commit(batch, acks)
-            except Exception as exc:  # disk full, I/O error: tell the waiters, keep going
-                log.exception("outbox commit failed")
-                for pending in batch:
-                    pending.error = exc
+                if acks and any(p.durable for p in batch):
+                    # Durable events alone first: a live alarm's commit (and the uplink's
+                    # wake-up) does not wait for the deletes of a draining backlog's acks.
+                    self._commit_and_tell(batch, [])
+                    self._commit_and_tell([], acks)
+                else:
+                    self._commit_and_tell(batch, acks)
+            finally:
+                self._turn.release()
+
+    def _commit_and_tell(self, batch: list[_Pending], acks: list[Row]) -> None:
+        try:
+            self._commit(batch, acks)
+        except Exception as exc:  # disk full, I/O error: tell the waiters, keep going
+            log.exception("outbox commit failed")
             for pending in batch:
-                pending.done.set()
-            if batch:
-                urgent = any(p.durable for p in batch)
-                for wake in self._waiters:
-                    wake(urgent)
+                pending.error = exc
+        for pending in batch:
+            pending.done.set()
+        if batch:
+            urgent = any(p.durable for p in batch)
+            for wake in self._waiters:
+                wake(urgent)
 
     def _next_batch(self) -> tuple[list[_Pending] | None, list[Row]]:
         """Wait (holding the condition) until a batch is due; None when closed and empty."""
@@ -670,8 +687,8 @@ class Outbox:
                     p.enqueued = 0.0
                 self._cond.notify()
             time.sleep(0.005)
-        with self._db_lock:
-            pass  # a commit in progress finishes before we return
+        with self._turn:
+            pass  # the writer's turn in progress (one or two commits) ends before we return
 
     def close(self) -> None:
         with self._cond:

@@ -106,10 +106,12 @@ class Uplink:
         self._state_info = state_info
         self._correct_ts = correct_ts
         # Status and snapshot backlog may fill at most this much of the window,
-        # so a live alarm always finds room at once.
-        self._low_window = max(1, self.config.inflight_window // 2)
-        # Refill low classes in chunks: one query per few dozen acks, not per ack.
-        self._refill_at = max(1, self.config.inflight_window // 8)
+        # so a live alarm always finds room at once. A quarter: a live alarm's
+        # PUBACK comes after those already on their way (the broker answers in
+        # order), and 50 keep a local drain as fast as 100 did (docs/benchmarks.md).
+        self._low_window = max(1, self.config.inflight_window // 4)
+        # Refill low classes in chunks: one query per dozen acks, not per ack.
+        self._refill_at = max(1, self._low_window // 4)
         self._low_inflight = 0
         self._stop = threading.Event()
         # Clean stop: `_closing` asks the uplink thread to say goodbye, `_closed`
@@ -424,6 +426,10 @@ class Uplink:
                 with contextlib.suppress(BlockingIOError):
                     while self._wake_r.recv(4096):
                         pass
+            if self._urgent.is_set():
+                # A live alarm goes out before the backlog's PUBACKs are read (a
+                # window's worth of them takes milliseconds of Python).
+                self._feed(urgent_only=True)
             if sock in readable and client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return
             if client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -431,23 +437,31 @@ class Uplink:
             if self._closing.is_set():
                 self._close_turn()
             self._inbound.flush(client)
-            try:
-                self._flush_acks()
-                if self.connected.is_set() and not self._closing.is_set():
-                    if time.monotonic() - stale_checked > 1.0:
-                        stale_checked = time.monotonic()
-                        self._requeue_stale()
-                    self._fill_window()
-            except Exception:
-                # Keep draining: one bad row or a transient sqlite error must not
-                # end the only thread that empties the outbox.
-                log.exception("uplink outbox error")
-                self._stop.wait(1.0)
+            if time.monotonic() - stale_checked > 1.0:
+                stale_checked = time.monotonic()
+                self._feed(stale=True)
+            else:
+                self._feed()
             if (sock in writable or client.want_write()) and (
                 client.loop_write() != MQTTErrorCode.MQTT_ERR_SUCCESS
             ):
                 return
             sock = client.socket()
+
+    def _feed(self, urgent_only: bool = False, stale: bool = False) -> None:
+        """Apply the acks read so far and refill the window from the outbox."""
+        try:
+            if not urgent_only:
+                self._flush_acks()
+            if self.connected.is_set() and not self._closing.is_set():
+                if stale:
+                    self._requeue_stale()
+                self._fill_window(urgent_only)
+        except Exception:
+            # Keep draining: one bad row or a transient sqlite error must not
+            # end the only thread that empties the outbox.
+            log.exception("uplink outbox error")
+            self._stop.wait(1.0)
 
     def _flush_acks(self) -> None:
         done: list[int] = []
@@ -495,7 +509,7 @@ class Uplink:
                 self._low_inflight -= row.priority >= Priority.STATUS
                 self._rewind(row)
 
-    def _fill_window(self) -> None:
+    def _fill_window(self, urgent_only: bool = False) -> None:
         room = self.config.inflight_window - len(self._inflight)
         if room <= 0:
             return
@@ -509,7 +523,10 @@ class Uplink:
             )
             if len(urgent) == room:  # more may be waiting: look again at the next wake
                 self._urgent.set()
-        low_room = min(room - len(urgent), self._low_window - self._low_inflight)
+        if urgent_only:
+            low_room = 0
+        else:
+            low_room = min(room - len(urgent), self._low_window - self._low_inflight)
         threshold = min(self._refill_at, self._low_window - self._low_inflight)
         if self._replay_bucket is not None:
             allowed = self._replay_bucket.available()

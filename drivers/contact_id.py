@@ -440,6 +440,7 @@ class ContactIdReceiver:
                     st.duplicates += 1
                     return self._ack()
                 if self._landed(last):
+                    pause_point(f"frame_committed:{self.scope}")
                     return self._ack()
                 if last.pending is not None:
                     return b""  # still not durable: no ACK yet, the host tries again

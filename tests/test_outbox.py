@@ -167,3 +167,29 @@ def test_seq_keeps_rising_after_a_corrupt_outbox_is_set_aside(tmp_path):
     outbox, rec = _recorder(db)
     assert rec.emit("status.health", Source(kind="agent", id="h")).seq == after.seq + 1
     outbox.close()
+
+
+def test_an_alarm_commits_without_the_deletes_of_a_drain(tmp_path):
+    """A live alarm's transaction holds its insert only: the deletes of the PUBACKs
+    queued with it (a backlog draining) commit after it, so its fsync and the uplink's
+    wake-up do not wait for them (the live-alarm latency of docs/benchmarks.md)."""
+    outbox, rec = _recorder(tmp_path / "o.db")
+    src = Source(kind="test", id="t")
+    try:
+        for _ in range(200):
+            rec.emit("status.test", src)
+        outbox.flush()
+        rows = outbox.next_rows({}, 200)
+        statements: list[str] = []
+        outbox._db.set_trace_callback(lambda sql: statements.append(sql.split()[0].upper()))
+        for chunk in range(10):
+            outbox.ack(rows[chunk * 20 : (chunk + 1) * 20])
+            rec.emit("alarm.intrusion", src, zone="crossing")  # returns once committed
+        outbox.flush()
+        with outbox._db_lock:
+            outbox._db.set_trace_callback(None)
+        transactions = " ".join(statements).split("COMMIT")
+        assert not [t for t in transactions if "INSERT" in t and "DELETE" in t], transactions
+        assert outbox.depth()["status"] == 0 and outbox.depth()["alarm"] == 10
+    finally:
+        outbox.close()

@@ -302,13 +302,20 @@ class HostLine:
             return True
         return False
 
-    def resend_last(self, timeout: float = 60.0) -> None:
+    def send_until(self, raw: str, done=lambda: False, timeout: float = 60.0) -> bool:
+        """Send, resending as a host does, until ACKed (True) or ``done()`` (False)."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            if self.send_once(raw):
+                return True
+            assert time.monotonic() < deadline, f"{raw} never ACKed"
+        return False
+
+    def resend_last(self) -> None:
         """After a restart: the last message again, until ACKed (the host never saw
         its ACK, or it did and the ACK is resent as if lost on the line)."""
         assert self.last is not None
-        deadline = time.monotonic() + timeout
-        while not self.send_once(self.last):
-            assert time.monotonic() < deadline, f"{self.last} never re-ACKed after the cut"
+        self.send_until(self.last)
 
     def stream(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -365,13 +372,15 @@ def test_power_cuts_around_commands_and_acks_keep_their_answers(
             if cycle.pause and cycle.pause.startswith("frame_committed"):
                 assert run.platform.send(cycle.command, body, timeout=60)["ok"]
                 raw = line.next_frame()
-                sender = threading.Thread(target=line.send_once, args=(raw,), daemon=True)
+                sender = threading.Thread(
+                    target=line.send_until, args=(raw, run.paused.exists), daemon=True
+                )
                 sender.start()
                 wait_for(run.paused.exists, 60, f"commit of {raw}\n{run.agent.tail()}")
             elif cycle.pause:
                 run.platform.publish(cycle.command, body)
                 wait_for(run.paused.exists, 60, f"{cycle.pause}\n{run.agent.tail()}")
-                assert line.send_once(line.next_frame()), run.agent.tail()
+                line.send_until(line.next_frame())
                 time.sleep(rng.uniform(0, 0.2))  # when the cut comes after the ACK
             else:
                 run.platform.publish(cycle.command, body)
@@ -381,7 +390,7 @@ def test_power_cuts_around_commands_and_acks_keep_their_answers(
             run.cut()
             stop.set()
             if sender is not None:
-                sender.join(10)
+                sender.join(30)
             run.check_state_files()
             previous = (cycle, body)
         run.start()
