@@ -1,0 +1,160 @@
+"""Settings bundles in service: watch -> confirmed, or rollback (docs/mqtt.md#settings-bundles).
+
+The settings side of ``ModelUpdates.watch_turn`` (agent/model_updates.py):
+once a second, while a settings bundle is on probation (agent/config_watch.py)
+and the agent runs its settings, the faults the change can explain
+(agent/settings_faults.py) are compared with those open before it. A new one
+rolls the change back through ``ConfigEditor.rollback`` (the path
+``set_config {"rollback": true}`` takes) and reports ``status.update``
+``{"target": "config", "phase": "rolled_back", "verdict": "fault", "version",
+"reason"}``; a change that needed a restart is undone by a restart on the old
+file (the agent exits with EXIT_RESTART; systemd starts it again). A window
+that passes without one reports ``confirmed`` and ends the watch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from shaobing.agent.conditions import OpenCondition
+from shaobing.agent.config import Config
+from shaobing.agent.config_commands import ConfigChangeError, ConfigEditor
+from shaobing.agent.config_watch import ConfigWatch
+from shaobing.agent.settings_faults import new_faults, open_faults, scope_of
+from shaobing.agent.update_events import emit_update
+from shaobing.core.events import EventSink
+from shaobing.core.worker import LoopWorker
+
+log = logging.getLogger("shaobing.updates")
+
+WATCH_PERIOD_S = 1.0
+
+
+class SettingsProbation:
+    def __init__(
+        self,
+        watch: ConfigWatch,
+        editor: ConfigEditor,
+        sink: EventSink,
+        open_conditions: Callable[[], Iterable[OpenCondition]],
+        failing_workers: Callable[[], list[str]],
+        detector_fault: Callable[[], str | None],
+        request_restart: Callable[[], None],
+        now: Callable[[], float] = time.time,
+    ):
+        self.watch = watch
+        self._editor = editor
+        self._sink = sink
+        self._open_conditions = open_conditions
+        self._failing = failing_workers
+        self._detector_fault = detector_fault
+        self._restart = request_restart
+        self._now = now
+        self._lock = threading.Lock()  # a bundle taken while a turn judges the last one
+        self._done = False  # rolled back into a restart: nothing more to judge in this run
+        self.worker = LoopWorker("config-watch", self.turn, WATCH_PERIOD_S)
+
+    # ---- start-up --------------------------------------------------------------
+    def at_start(self) -> None:
+        """Before the drivers start: report a crash-loop rollback ``shaobing run`` made,
+        and take the baseline of a change that waited for this restart."""
+        report = self.watch.take_report()
+        if report is not None:
+            self._report("rolled_back", **report)
+        watch = self.watch.current()
+        if watch is not None and watch.get("baseline") is None and watch.get("until") is not None:
+            # Faults still open from the run on the old settings are not the change's.
+            faults = open_faults(watch["scope"], self._open_conditions(), [], None)
+            self.watch.update(baseline=list(faults))
+
+    def start(self) -> None:
+        self.worker.start()
+
+    def stop(self) -> None:
+        self.worker.stop()
+
+    def alive(self) -> bool:
+        return self.worker.alive()
+
+    # ---- a bundle taken ---------------------------------------------------------
+    def begin(self, version: int, old: Config, result: dict[str, Any], updates: Any) -> None:
+        """Put the change from ``old`` to the editor's config on probation."""
+        scope = scope_of(old, self._editor.effective)
+        restart = bool(result["restart_required"])
+        with self._lock:
+            baseline = None
+            if not restart:
+                now = open_faults(
+                    scope, self._open_conditions(), self._failing(), self._detector_fault()
+                )
+                baseline = list(now)
+            self.watch.begin(
+                version,
+                updates.watch_s,
+                updates.max_starts,
+                scope=scope,
+                restart=restart,
+                baseline=baseline,
+            )
+
+    # ---- the watch ---------------------------------------------------------------
+    def turn(self) -> None:
+        with self._lock:
+            watch = self.watch.current()
+            if self._done or watch is None or watch.get("until") is None:
+                return  # nothing on probation, or a change still waiting for its restart
+            if watch.get("baseline") is None:
+                return  # taken by at_start; a watch begun after it has its own
+            if self._now() >= watch["until"]:
+                self.watch.end()
+                self._report("confirmed", target="config", version=watch["version"])
+                return
+            faults = new_faults(
+                open_faults(
+                    watch["scope"],
+                    self._open_conditions(),
+                    self._failing(),
+                    self._detector_fault(),
+                ),
+                watch["baseline"],
+            )
+            if faults:
+                self._roll_back(watch, "; ".join(faults))
+
+    def _roll_back(self, watch: dict[str, Any], reason: str) -> None:
+        version = watch["version"]
+        try:
+            result = self._editor.rollback(f"the watch of settings bundle v{version}")
+        except ConfigChangeError as exc:
+            log.error(
+                "cannot roll a settings bundle back",
+                extra={"fields": {"version": version, "reason": reason, "error": str(exc)}},
+            )
+            self.watch.end()
+            return
+        self.watch.end()
+        self.watch.versions.rolled_back()
+        restart = bool(result["restart_required"])
+        message = f"settings bundle v{version} undone: {reason}" + (
+            "; restarting on the settings before it" if restart else ""
+        )
+        self._report(
+            "rolled_back",
+            target="config",
+            verdict="fault",
+            version=version,
+            reason=reason,
+            message=message,
+        )
+        if restart:
+            self._done = True
+            self._restart()
+
+    def _report(self, phase: str, **data: Any) -> None:
+        body = {"phase": phase, "update_id": None, **data}
+        log.info("settings update", extra={"fields": body})
+        emit_update(self._sink, body)
