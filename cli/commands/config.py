@@ -41,9 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--config",
         "-c",
         type=Path,
-        default=Path("/etc/shaobing/config.yaml"),
+        default=Path("/etc/shaobing/shaobing.yaml"),
         metavar="FILE",
-        help="the agent's config (default: /etc/shaobing/config.yaml)",
+        help="the agent's config (default: /etc/shaobing/shaobing.yaml, the file the unit runs)",
     )
     i.set_defaults(func=install_bundle)
 
