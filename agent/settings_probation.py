@@ -110,8 +110,9 @@ class SettingsProbation:
             if watch.get("baseline") is None:
                 return  # taken by at_start; a watch begun after it has its own
             if self._now() >= watch["until"]:
-                self.watch.end()
+                # Told before ended: a crash in between tells it twice, never not at all.
                 self._report("confirmed", target="config", version=watch["version"])
+                self.watch.end()
                 return
             faults = new_faults(
                 open_faults(
@@ -136,6 +137,8 @@ class SettingsProbation:
             )
             self.watch.end()
             return
+        # Ended before told: a crash in between must not judge the old settings by
+        # the bundle's scope (a second rollback would put the bundle back).
         self.watch.end()
         self.watch.versions.rolled_back()
         restart = bool(result["restart_required"])

@@ -10,6 +10,7 @@ import time
 import pytest
 import yaml
 from bundle_support import county_key
+from conftest import wait_for
 from gpiozero.pins.mock import MockFactory
 from linkage_helpers import linkage_config
 
@@ -147,5 +148,36 @@ def test_a_live_change_is_undone_when_a_camera_it_changed_goes_down(tmp_path):
         assert report["verdict"] == "fault" and report["version"] == 1
         assert "fault.camera on camera:cam-1" in report["reason"]
         assert agent._versions()["config_bundle"] is None
+    finally:
+        agent.stop()
+
+
+def test_a_change_that_waited_for_a_restart_is_confirmed_once_its_window_ran(post, tmp_path):
+    key, path = post
+    bundle = tmp_path / "settings-v2.json"
+    patch = {"health": {"interval_s": 120}, "updates": {"watch_s": 0.5}}
+    bundle.write_text(json.dumps(sign(patch, key, 2)))
+    assert main(["config", "install", str(bundle), "--config", str(path)]) == 0
+    watch = ConfigWatch(tmp_path)
+    assert not watch.on_start(path)  # `shaobing run`: the window begins with this start
+    agent = Agent(load_config(path), pin_factory=MockFactory(), config_path=path)
+    try:
+        agent.start()  # every worker runs; no broker is needed for this
+        assert watch.current() is None or watch.current()["baseline"] == []
+
+        def reports():
+            agent.outbox.flush()
+            return [
+                json.loads(row.payload)["data"]
+                for row in agent.outbox.next_rows({}, 500)
+                if row.event_type == "status.update"
+            ]
+
+        wait_for(reports, 30, "confirmed")
+        wait_for(lambda: watch.current() is None, 10, "the watch ended")
+        assert reports() == [
+            {"phase": "confirmed", "update_id": None, "target": "config", "version": 2}
+        ]
+        assert agent._versions()["config_bundle"] == 2
     finally:
         agent.stop()
