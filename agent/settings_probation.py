@@ -56,6 +56,9 @@ class SettingsProbation:
         self._now = now
         self._lock = threading.Lock()  # a bundle taken while a turn judges the last one
         self._done = False  # rolled back into a restart: nothing more to judge in this run
+        # A watch can only begin at start or by begin(): no need to read the file each
+        # second for the months between bundles (a USB install waits for the restart).
+        self._watching = False
         self.worker = LoopWorker("config-watch", self.turn, WATCH_PERIOD_S)
 
     # ---- start-up --------------------------------------------------------------
@@ -66,9 +69,10 @@ class SettingsProbation:
         if report is not None:
             self._report("rolled_back", **report)
         watch = self.watch.current()
+        self._watching = watch is not None
         if watch is not None and watch.get("baseline") is None and watch.get("until") is not None:
             # Faults still open from the run on the old settings are not the change's.
-            faults = open_faults(watch["scope"], self._open_conditions(), [], None)
+            faults = open_faults(watch.get("scope", {}), self._open_conditions(), [], None)
             self.watch.update(baseline=list(faults))
 
     def start(self) -> None:
@@ -100,13 +104,19 @@ class SettingsProbation:
                 restart=restart,
                 baseline=baseline,
             )
+            self._watching = True
 
     # ---- the watch ---------------------------------------------------------------
     def turn(self) -> None:
         with self._lock:
+            if self._done or not self._watching:
+                return
             watch = self.watch.current()
-            if self._done or watch is None or watch.get("until") is None:
-                return  # nothing on probation, or a change still waiting for its restart
+            if watch is None:
+                self._watching = False
+                return
+            if watch.get("until") is None:
+                return  # a change still waiting for its restart
             if watch.get("baseline") is None:
                 return  # taken by at_start; a watch begun after it has its own
             if self._now() >= watch["until"]:
@@ -116,7 +126,7 @@ class SettingsProbation:
                 return
             faults = new_faults(
                 open_faults(
-                    watch["scope"],
+                    watch.get("scope", {}),
                     self._open_conditions(),
                     self._failing(),
                     self._detector_fault(),
