@@ -137,12 +137,7 @@ def test_a_live_change_is_undone_when_a_camera_it_changed_goes_down(tmp_path):
         assert not agent.restart_requested.is_set()
         assert load_config(path).cameras[0].zones == old_zones
         assert ConfigWatch(tmp_path).current() is None
-        agent.outbox.flush()
-        reports = [
-            json.loads(row.payload)["data"]
-            for row in agent.outbox.next_rows({}, 500)
-            if row.event_type == "status.update"
-        ]
+        reports = _updates(agent)
         assert [r["phase"] for r in reports] == ["rolled_back"], reports
         report = reports[0]
         assert report["verdict"] == "fault" and report["version"] == 1
@@ -166,12 +161,7 @@ def test_a_change_that_waited_for_a_restart_is_confirmed_once_its_window_ran(pos
         assert watch.current() is None or watch.current()["baseline"] == []
 
         def reports():
-            agent.outbox.flush()
-            return [
-                json.loads(row.payload)["data"]
-                for row in agent.outbox.next_rows({}, 500)
-                if row.event_type == "status.update"
-            ]
+            return _updates(agent)
 
         wait_for(reports, 30, "confirmed")
         wait_for(lambda: watch.current() is None, 10, "the watch ended")
@@ -181,3 +171,35 @@ def test_a_change_that_waited_for_a_restart_is_confirmed_once_its_window_ran(pos
         assert agent._versions()["config_bundle"] == 2
     finally:
         agent.stop()
+
+
+def test_a_crash_loop_undone_at_start_is_reported_once_the_agent_runs(post, tmp_path):
+    key, path = post
+    bundle = tmp_path / "settings-v2.json"
+    bundle.write_text(json.dumps(sign({"health": {"interval_s": 120}}, key, 2)))
+    assert main(["config", "install", str(bundle), "--config", str(path)]) == 0
+    watch = ConfigWatch(tmp_path)
+    # `shaobing run` on each start: the fourth within the window is one too many.
+    assert [watch.on_start(path) for _ in range(4)] == [False, False, False, True]
+    config = load_config(path)
+    assert config.health.interval_s != 120
+    agent = Agent(config, pin_factory=MockFactory(), config_path=path)
+    try:
+        agent.start()
+        [report] = wait_for(lambda: _updates(agent), 30, "the rollback reported")
+        assert report["phase"] == "rolled_back" and report["verdict"] == "crash_loop"
+        assert report["target"] == "config" and report["version"] == 2
+        assert "shaobing.yaml.failed" in report["message"]
+        assert agent._versions()["config_bundle"] is None
+    finally:
+        agent.stop()
+
+
+def _updates(agent: Agent) -> list[dict]:
+    """The status.update events the agent recorded (no broker needed)."""
+    agent.outbox.flush()
+    return [
+        json.loads(row.payload)["data"]
+        for row in agent.outbox.next_rows({}, 500)
+        if row.event_type == "status.update"
+    ]

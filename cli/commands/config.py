@@ -158,6 +158,8 @@ def _refusal(_: Catalogue, bundle: Path, exc: Exception) -> str:
         "protected_key": _("it changes settings only the box may change"),
         "invalid_config": _("the settings it makes are invalid"),
     }.get(code, code)
+    if code == "bad_signature":  # the detail would only say it again
+        return _("{bundle}: refused, nothing was written: {why}").format(bundle=bundle, why=why)
     return _("{bundle}: refused, nothing was written: {why} ({detail})").format(
         bundle=bundle, why=why, detail=getattr(exc, "message", None) or exc
     )
