@@ -198,14 +198,14 @@ class CommandHandlers:
 
         running = self._deps.target.config
         versions = AppliedVersions(self._deps.state_dir / "config-bundle.json")
+        probation = self._deps.probation if self._deps.config_path is not None else None
+        before = probation.snapshot() if probation is not None else []
         try:
             keyring = Keyring.load(running.control.command_keys)
             header, result = take(args.bundle, keyring, self.editor, versions)
         except (BundleError, KeyFileError) as exc:
             raise CommandError(getattr(exc, "code", "unknown_key"), str(exc)) from None
-        if self._deps.config_path is not None and self._deps.probation is not None:
+        if probation is not None:
             # Watched in service, and across restarts (agent/settings_probation.py).
-            self._deps.probation.begin(
-                header.version, running, result, self._deps.target.config.updates
-            )
+            probation.begin(header.version, running, result, before)
         return {**result, "version": header.version}

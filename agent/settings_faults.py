@@ -104,6 +104,18 @@ def open_faults(
     return out
 
 
+def all_faults(
+    open_conditions: Iterable[OpenCondition],
+    failing_workers: Iterable[str],
+    detector_fault: str | None,
+) -> list[str]:
+    """Every fault open now, in ``open_faults``' ids: the baseline taken before a change
+    (before it, what the change will reach is not known yet)."""
+    ids = [key_text(c.key) for c in open_conditions]
+    ids += [f"worker {w}" for w in failing_workers]
+    return ids + (["detector"] if detector_fault else [])
+
+
 def new_faults(now: dict[str, str], baseline: Iterable[str]) -> list[str]:
     """What to tell of the faults in ``now`` that were not open before the change."""
     before = set(baseline)

@@ -24,7 +24,7 @@ from shaobing.agent.conditions import OpenCondition
 from shaobing.agent.config import Config
 from shaobing.agent.config_commands import ConfigChangeError, ConfigEditor
 from shaobing.agent.config_watch import ConfigWatch
-from shaobing.agent.settings_faults import new_faults, open_faults, scope_of
+from shaobing.agent.settings_faults import all_faults, new_faults, open_faults, scope_of
 from shaobing.agent.update_events import emit_update
 from shaobing.core.events import EventSink
 from shaobing.core.worker import LoopWorker
@@ -72,8 +72,8 @@ class SettingsProbation:
         self._watching = watch is not None
         if watch is not None and watch.get("baseline") is None and watch.get("until") is not None:
             # Faults still open from the run on the old settings are not the change's.
-            faults = open_faults(watch.get("scope", {}), self._open_conditions(), [], None)
-            self.watch.update(baseline=list(faults))
+            # (Workers are not started yet: none counts as failing before the change.)
+            self.watch.update(baseline=all_faults(self._open_conditions(), [], None))
 
     def start(self) -> None:
         self.worker.start()
@@ -85,24 +85,26 @@ class SettingsProbation:
         return self.worker.alive()
 
     # ---- a bundle taken ---------------------------------------------------------
-    def begin(self, version: int, old: Config, result: dict[str, Any], updates: Any) -> None:
-        """Put the change from ``old`` to the editor's config on probation."""
-        scope = scope_of(old, self._editor.effective)
+    def snapshot(self) -> list[str]:
+        """The faults open now: taken just before a change, its baseline."""
+        return all_faults(self._open_conditions(), self._failing(), self._detector_fault())
+
+    def begin(self, version: int, old: Config, result: dict[str, Any], before: list[str]) -> None:
+        """Put the change from ``old`` to the editor's config on probation, for the
+        ``updates`` settings that config has (a bundle may change them too); ``before``
+        is ``snapshot()`` from just before the change."""
+        new = self._editor.effective
+        scope, updates = scope_of(old, new), new.updates
+        # A change that waits for a restart gets its baseline at that start.
         restart = bool(result["restart_required"])
         with self._lock:
-            baseline = None
-            if not restart:
-                now = open_faults(
-                    scope, self._open_conditions(), self._failing(), self._detector_fault()
-                )
-                baseline = list(now)
             self.watch.begin(
                 version,
                 updates.watch_s,
                 updates.max_starts,
                 scope=scope,
                 restart=restart,
-                baseline=baseline,
+                baseline=None if restart else before,
             )
             self._watching = True
 
