@@ -104,7 +104,7 @@ json_values = st.recursive(
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(doc=json_values, signed_patch=st.dictionaries(st.text(max_size=8), json_values, max_size=3))
 def test_any_document_is_refused_with_a_code_and_never_written(box, doc, signed_patch):
