@@ -23,6 +23,14 @@ from shaobing.core.signing import Keyring
 from shaobing.models.bundle import BundleError
 
 
+class StaleVersion(BundleError):
+    def __init__(self, version: int, current: int):
+        super().__init__(
+            "stale_version", f"settings bundle version {version}; version {current} is in place"
+        )
+        self.version, self.current = version, current
+
+
 def take(
     doc: Any, keyring: Keyring, editor: ConfigEditor, versions: AppliedVersions
 ) -> tuple[ConfigBundleHeader, dict[str, Any]]:
@@ -31,10 +39,7 @@ def take(
         raise BundleError("bad_bundle", "a settings bundle is a JSON object")
     header = verify(doc, keyring)
     if header.version <= versions.last():
-        raise BundleError(
-            "stale_version",
-            f"settings bundle version {header.version}; version {versions.last()} is in place",
-        )
+        raise StaleVersion(header.version, versions.last())
     result = editor.change(header.patch, f"settings bundle v{header.version}")
     versions.record(header.version)
     return header, result

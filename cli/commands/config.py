@@ -5,8 +5,10 @@ import sys
 from pathlib import Path
 
 from shaobing.agent.config import ConfigError, load_config
+from shaobing.agent.config_commands import ConfigChangeError
 from shaobing.cli.text import translator
 from shaobing.core.i18n import Catalogue
+from shaobing.models.bundle import BundleError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -107,10 +109,8 @@ def install_bundle(args: argparse.Namespace) -> int:
     """One line for the installer: what was written, or why nothing was."""
     import json
 
-    from shaobing.agent.config_commands import ConfigChangeError
     from shaobing.agent.config_install import install
     from shaobing.core.signing import KeyFileError
-    from shaobing.models.bundle import BundleError
 
     _ = translator(args)
     where = args.bundle
@@ -130,8 +130,9 @@ def install_bundle(args: argparse.Namespace) -> int:
         return 1
     except (BundleError, ConfigChangeError) as exc:
         print(_refusal(_, where, exc), file=sys.stderr)
-        for detail in getattr(exc, "details", None) or []:
-            print(f"  {detail['path']}: {detail['message']}", file=sys.stderr)
+        if exc.code == "invalid_config":
+            for detail in exc.details or []:
+                print(f"  {detail['path']}: {detail['message']}", file=sys.stderr)
         return 1
     print(
         _(
@@ -148,18 +149,23 @@ def install_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refusal(_: Catalogue, bundle: Path, exc: Exception) -> str:
-    code = getattr(exc, "code", "")
-    why = {
-        "bad_signature": _("the signature does not match (not the county's, or changed since)"),
-        "unknown_key": _("signed by a key this box does not trust (control.command_keys)"),
-        "bad_bundle": _("not a settings bundle"),
-        "stale_version": _("its version is not newer than the settings version already taken"),
-        "protected_key": _("it changes settings only the box may change"),
-        "invalid_config": _("the settings it makes are invalid"),
-    }.get(code, code)
-    if code == "bad_signature":  # the detail would only say it again
-        return _("{bundle}: refused, nothing was written: {why}").format(bundle=bundle, why=why)
-    return _("{bundle}: refused, nothing was written: {why} ({detail})").format(
-        bundle=bundle, why=why, detail=getattr(exc, "message", None) or exc
-    )
+def _refusal(_: Catalogue, bundle: Path, exc: BundleError | ConfigChangeError) -> str:
+    """The installer's line: the why in their language; only what no words can say
+    (a key path, a version number, where a bundle is malformed) in between."""
+    from shaobing.agent.config_install import StaleVersion
+
+    if isinstance(exc, StaleVersion):
+        why = _("settings version {version} is not newer than version {current} already taken")
+        why = why.format(version=exc.version, current=exc.current)
+    elif exc.code == "protected_key":
+        keys = ", ".join(d["path"] for d in getattr(exc, "details", None) or [])
+        why = _("it changes settings only the box may change: {keys}").format(keys=keys)
+    elif exc.code == "bad_bundle":
+        why = _("not a settings bundle ({detail})").format(detail=exc)
+    else:
+        why = {
+            "bad_signature": _("the signature does not match (not the county's, or changed since)"),
+            "unknown_key": _("signed by a key this box does not trust (control.command_keys)"),
+            "invalid_config": _("the settings it makes are invalid:"),
+        }.get(exc.code, exc.code)
+    return _("{bundle}: refused, nothing was written: {why}").format(bundle=bundle, why=why)
