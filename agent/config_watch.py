@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from shaobing.agent.config_bundle import AppliedVersions
+from shaobing.agent.update_watch import count_start, crash_loop
 from shaobing.core.atomic import atomic_write, read_json
 
 
@@ -96,12 +97,13 @@ class ConfigWatch:
         if data.get("until") is None:
             # The first start on a file that waited for a restart: its window begins.
             data["until"] = now + float(data.get("watch_s", 0))
-        elif now >= data["until"]:
+        counted = count_start(data, now)
+        if counted is None:
             # The window passed while the agent was down: the running agent confirms it.
             return False
-        data["starts"] = int(data.get("starts", 0)) + 1
+        data = counted
         prev = config_path.with_name(config_path.name + ".prev")
-        if data["starts"] <= data.get("max_starts", 3) or not prev.exists():
+        if not crash_loop(data, data.get("max_starts", 3)) or not prev.exists():
             self._write(data)
             return False
         failed = config_path.with_name(config_path.name + ".failed")

@@ -29,7 +29,7 @@ from shaobing.agent.detection.detector import Detector
 from shaobing.agent.detection.model_check import CheckFailed, check_candidate
 from shaobing.agent.detection.model_store import ModelStore, Slot
 from shaobing.agent.detection.runtime import ModelError
-from shaobing.agent.update_events import emit_update
+from shaobing.agent.update_watch import crash_loop, emit_update
 from shaobing.agent.updates_config import UpdatesConfig
 from shaobing.core.events import EventSink
 from shaobing.core.signing import KeyFileError, Keyring
@@ -145,7 +145,7 @@ class ModelUpdates:
     def startup_detector(self) -> Detector:
         """The detector to start with; counts this start against a watch."""
         watch = self.store.count_start(self._now())
-        if watch and watch["starts"] > self.cfg.max_starts:
+        if watch and crash_loop(watch, self.cfg.max_starts):
             self._rollback_on_disk(
                 "crash_loop", f"{watch['starts'] - 1} agent starts within the watch window"
             )

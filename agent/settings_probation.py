@@ -25,7 +25,7 @@ from shaobing.agent.config import Config
 from shaobing.agent.config_commands import ConfigChangeError, ConfigEditor
 from shaobing.agent.config_watch import ConfigWatch
 from shaobing.agent.settings_faults import all_faults, new_faults, open_faults, scope_of
-from shaobing.agent.update_events import emit_update
+from shaobing.agent.update_watch import emit_update
 from shaobing.core.events import EventSink
 from shaobing.core.worker import LoopWorker
 
