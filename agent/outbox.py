@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shaobing.agent.conditions import Change, Key, OpenCondition
-from shaobing.core.atomic import atomic_write, owner_only_database
+from shaobing.core.atomic import atomic_write, make_dirs, owner_only_database
 from shaobing.core.events import DeviceFrame, Event, FrameMark, NotYetDurable, Priority
 from shaobing.core.worker import ThreadWorker
 
@@ -178,7 +178,7 @@ class Outbox:
         batch_max: int = 500,
     ):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path.parent, mode=0o777)  # durable entries, the umask's mode
         self.budget = budget or Budget()
         self.batch_delay_s = batch_delay_s
         self.batch_max = batch_max

@@ -5,9 +5,10 @@ cache, config, keys and certificates).
 
 A file is written to a temporary name in the same directory, fsynced, then
 renamed over the target, and the directory is fsynced so the rename itself is
-durable. ``FileSet`` stages several files first and renames them only when
-every one of them was written, in the order given (config last, so a config
-never names a key that is not there yet); if a rename fails, the files
+durable. A directory made on the way is fsynced into its parent
+(``make_dirs``). ``FileSet`` stages several files first and renames them only
+when every one of them was written, in the order given (config last, so a
+config never names a key that is not there yet); if a rename fails, the files
 already replaced are put back.
 """
 
@@ -32,8 +33,24 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(directory: Path, mode: int = 0o700) -> None:
+    """``mkdir -p`` that survives a power cut: a directory made here is an entry in
+    its parent, and only an fsync of the parent makes that entry durable (else a cut
+    takes the directory away with every file fsynced inside it).
+
+    ``mode`` is the last directory's, as ``Path.mkdir(parents=True)`` does."""
+    missing = []
+    at = directory
+    while not at.is_dir():
+        missing.append(at)
+        at = at.parent
+    for made in reversed(missing):
+        made.mkdir(mode=mode if made == directory else 0o777, exist_ok=True)
+        _fsync_dir(made.parent)
+
+
 def _write_temp(path: Path, data: bytes, mode: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_dirs(path.parent)
     for attempt in range(100):
         temp = path.with_name(f".{path.name}.tmp{os.getpid()}-{attempt}")
         try:
@@ -63,7 +80,7 @@ def owner_only_database(path: Path) -> None:
     SQLite gives -wal and -shm the mode of the main file, so this one file
     decides for all three; files left by an older version are tightened too.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_dirs(path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, OWNER_ONLY)
     try:
         os.fchmod(fd, OWNER_ONLY)

@@ -40,11 +40,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent_process import AgentProcess, post_config, write_config
-from conftest import wait_for
+from conftest import EXAMPLE, wait_for
 from platform_client import Platform
 
 from shaobing.agent.config import load_config
+from shaobing.agent.outbox import Outbox
+from shaobing.agent.recorder import Recorder
 from shaobing.agent.topics import Topics
+from shaobing.core.atomic import atomic_write
+from shaobing.core.clock import Clock
+from shaobing.core.events import Source
 from shaobing.core.pause_points import PAUSE_AT, PAUSE_FILE
 from shaobing.drivers.contact_id import format_raw
 from shaobing.simulator.alarm_host import SimulatedAlarmHost
@@ -425,3 +430,23 @@ def test_power_cuts_around_commands_and_acks_keep_their_answers(
         host.close()
     for message in run.county.messages:
         schemas.check(message.topic, message.payload)
+
+
+def test_state_in_directories_made_on_first_use_survives_a_cut(power_loss_disk):
+    """A directory the agent makes on first use (the outbox's, a state file's) is
+    itself a directory entry: unless its parent is fsynced, a cut takes it away with
+    every alarm the outbox had accepted in it."""
+    disk = power_loss_disk
+    outbox = Outbox(disk.path / "var" / "lib" / "outbox.db")
+    recorder = Recorder(load_config(EXAMPLE), outbox, Clock(trust="never"))
+    alarm = recorder.emit("alarm.intrusion", Source(kind="test", id="t"), zone="crossing")
+    outbox.close()  # the alarm was durable when emit returned; closing adds no fsync
+    atomic_write(disk.path / "etc" / "keys" / "state.json", b"{}")
+    disk.cut()
+    disk.mount()
+    assert (disk.path / "etc" / "keys" / "state.json").read_bytes() == b"{}"
+    outbox = Outbox(disk.path / "var" / "lib" / "outbox.db")
+    try:
+        assert [r.event_id for r in outbox.next_rows({}, 10)] == [alarm.id]
+    finally:
+        outbox.close()
