@@ -7,7 +7,8 @@ Measures, against a local Mosquitto started on a free port:
 - events/s accepted with batched durability (status class)
 - bare paho QoS 1 publish rate (no outbox), and the outbox drain rate as a ratio of it
 - time to drain the backlog
-- create -> PUBACK latency p50/p99 for live alarms, idle and while draining
+- create -> PUBACK latency p50/p99 for live alarms, idle and while draining, and
+  where a live alarm waits while draining (commit, handed to paho, PUBACK)
 - peak RSS
 """
 
@@ -106,17 +107,49 @@ def bare_paho_rate(port: int, n: int, window: int, payload: bytes) -> float:
     return n / elapsed
 
 
-def live_latencies(rec: Recorder, outbox: TimedOutbox, count: int, gap_s: float) -> list[float]:
-    created: dict[str, float] = {}
+def time_alarm_publishes(uplink: Uplink) -> dict[str, float]:
+    """When the uplink handed each alarm to paho (instrumentation only)."""
+    published: dict[str, float] = {}
+    publish = uplink.client.publish
+
+    def timed(topic, payload=None, qos=0, **kw):
+        if "/alarm" in topic:
+            published[json.loads(payload)["id"]] = time.perf_counter()
+        return publish(topic, payload, qos=qos, **kw)
+
+    uplink.client.publish = timed
+    return published
+
+
+def live_latencies(
+    rec: Recorder,
+    outbox: TimedOutbox,
+    count: int,
+    gap_s: float,
+    published: dict[str, float] | None = None,
+    stages: dict[str, list[float]] | None = None,
+) -> list[float]:
+    """emit -> PUBACK (ms) of ``count`` alarms; with ``published`` and ``stages``, also
+    where each waited: emit -> committed, -> handed to paho, -> PUBACK."""
+    created: dict[str, tuple[float, float]] = {}
     for _ in range(count):
         t0 = time.perf_counter()
         event = rec.emit("alarm.perimeter", SRC, zone="crossing")
-        created[event.id] = t0
+        created[event.id] = (t0, time.perf_counter())
         time.sleep(gap_s)
     deadline = time.monotonic() + 30
     while not created.keys() <= outbox.acked_at.keys() and time.monotonic() < deadline:
         time.sleep(0.01)
-    return [(outbox.acked_at[i] - t) * 1000 for i, t in created.items() if i in outbox.acked_at]
+    done = {i: t for i, t in created.items() if i in outbox.acked_at}
+    if published is not None and stages is not None:
+        for i, (t0, t1) in done.items():
+            if i in published:
+                stages.setdefault("commit", []).append((t1 - t0) * 1000)
+                stages.setdefault("to_paho", []).append((published[i] - t1) * 1000)
+                stages.setdefault("to_puback", []).append(
+                    (outbox.acked_at[i] - published[i]) * 1000
+                )
+    return [(outbox.acked_at[i] - t0) * 1000 for i, (t0, _t1) in done.items()]
 
 
 def main() -> int:
@@ -157,12 +190,14 @@ def main() -> int:
             rec.emit("status.telemetry", SRC, data={"n": i})
         outbox.flush(60)
         uplink = Uplink(mqtt_cfg, "bench-device", topics, outbox, lambda: {})
+        published = time_alarm_publishes(uplink)
         uplink.start()
         if not uplink.connected.wait(10):
             raise RuntimeError("uplink did not connect")
         idle = live_latencies(rec, outbox, 5, 0.01)  # warm-up, discarded below
         started = time.perf_counter()
-        during = live_latencies(rec, outbox, 200, 0.02)
+        stages: dict[str, list[float]] = {}
+        during = live_latencies(rec, outbox, 200, 0.02, published, stages)
         while sum(outbox.depth().values()) > 0:
             time.sleep(0.01)
         drain_s = time.perf_counter() - started
@@ -178,6 +213,9 @@ def main() -> int:
         results["live_alarm_idle_p99_ms"] = percentile(idle, 0.99)
         results["live_alarm_draining_p50_ms"] = statistics.median(during)
         results["live_alarm_draining_p99_ms"] = percentile(during, 0.99)
+        for stage, values in stages.items():  # where a live alarm waited while draining
+            results[f"draining_{stage}_p50_ms"] = statistics.median(values)
+            results[f"draining_{stage}_p99_ms"] = percentile(values, 0.99)
         uplink.stop()
         outbox.close()
     finally:
