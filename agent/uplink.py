@@ -36,6 +36,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from tenacity import Retrying, retry_if_exception_type
 
+from shaobing.agent import link_words
 from shaobing.agent import tls as tls_words
 from shaobing.agent.config import MqttConfig
 from shaobing.agent.inbound_acks import RECEIVE_MAXIMUM, Ack, InboundAcks
@@ -324,15 +325,19 @@ class Uplink:
             self._stop.wait(min(left, 1.0))
 
     def _connect_failed(self, state) -> None:
-        reason = tls_words.explain_refusal(
-            state.outcome.exception(), self.config.tls, in_handshake=True
+        node = self._endpoints.current
+        error = state.outcome.exception()
+        reason = link_words.explain_failure(
+            error, self.config, node.host, node.port, in_handshake=True
         )
         self.stats.last_refusal = reason
         level = logging.ERROR if self.config.tls else logging.WARNING
         log.log(
             level,
             f"cannot connect to broker: {reason}",
-            extra={"fields": {"attempt": state.attempt_number, "error": reason}},
+            extra={
+                "fields": {"attempt": state.attempt_number, "error": reason, "detail": str(error)}
+            },
         )
 
     def _on_log(self, client, userdata, level, buf) -> None:
@@ -387,13 +392,15 @@ class Uplink:
         if not self._accepted and not self._stop.is_set():
             # With TLS 1.3 the broker judges our certificate after our side of
             # the handshake is done: its verdict arrives here, as a read error.
-            reason = tls_words.explain_refusal(
-                self._socket_error or str(reason_code), self.config.tls
+            node = self._endpoints.current
+            detail = self._socket_error or str(reason_code)
+            reason = link_words.explain_failure(
+                detail, self.config, node.host, node.port, before_connack=True
             )
             self.stats.last_refusal = reason
             log.error(
                 f"broker closed the connection before accepting it: {reason}",
-                extra={"fields": {"reason": reason}},
+                extra={"fields": {"reason": reason, "detail": detail}},
             )
             return
         level = logging.INFO if self._stop.is_set() else logging.WARNING

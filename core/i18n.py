@@ -2,7 +2,8 @@
 
 Messages are written in English in the code (``_("Wrong PIN")``) and translated
 in ``core/locale/<lang>/LC_MESSAGES/shaobing.po``, the standard gettext layout,
-so translators use ordinary tools (``pybabel extract/update``, Poedit). The .po
+so translators use ordinary tools (``pybabel extract -k N_ ...``, Poedit). A message
+kept in a constant is marked ``N_("...")`` and translated where it is shown. The .po
 files are read with Babel at first use; no compile step, nothing binary in git.
 Chinese is the default: installers at village posts read Chinese first.
 """
@@ -44,6 +45,12 @@ def pick(lang: str | None) -> str:
             if tag == known.lower() or tag.split("-")[0] == known.lower().split("-")[0]:
                 return known
     return DEFAULT
+
+
+def N_(message: str) -> str:
+    """Marks a message kept in a constant for the catalogue (gettext's ``N_``);
+    it is translated where it is shown, with the catalogue of that moment."""
+    return message
 
 
 @functools.cache

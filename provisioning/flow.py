@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpiozero.exc import BadPinFactory
 from gpiozero.pins import Factory
 
 from shaobing.agent.config import Config, ConfigError, Problem, parse_config, validate_config
@@ -24,7 +25,7 @@ from shaobing.agent.runtime import agent_version
 from shaobing.core.atomic import FileSet, atomic_write
 from shaobing.core.i18n import catalogue
 from shaobing.core.signing import load_public
-from shaobing.drivers.gpio import make_pin_factory
+from shaobing.drivers.gpio import NO_PIN_FACTORY, make_pin_factory
 from shaobing.models.fetch import ENV_MODEL_DIR
 from shaobing.provisioning import answers as A
 from shaobing.provisioning import report as R
@@ -42,6 +43,8 @@ from shaobing.provisioning.selftest import (
 )
 
 REPORT_JSON, REPORT_TEXT = "provisioning-report.json", "provisioning-report.txt"
+# The report's identity for plain MQTT: no key, no CSR, no certificate.
+PLAIN_IDENTITY: dict[str, Any] = {"key": None, "plain_mqtt": True}
 
 
 class ProvisionError(Exception):
@@ -104,15 +107,21 @@ def prepare(answers: A.Answers, opts: Options) -> tuple[Config, FileSet, dict[st
     )
     identity = None
     try:
-        identity = build_identity(
-            device_id=answers.device_id,
-            village_code=str(site.get("village_code", "")),
-            village_name=str(site.get("village_name", "")),
-            existing_key=cdir / A.KEY_NAME,
-            key=ident_answers.key,
-            cert=cert_path,
-            ca=ca_path if answers.broker.tls else None,
-            new_key=ident_answers.new_key,
+        # Plain MQTT (--no-tls, test benches) uses no key or certificate: none is made,
+        # so no CSR goes to a county CA that will never be asked for one.
+        identity = (
+            None
+            if not answers.broker.tls
+            else build_identity(
+                device_id=answers.device_id,
+                village_code=str(site.get("village_code", "")),
+                village_name=str(site.get("village_name", "")),
+                existing_key=cdir / A.KEY_NAME,
+                key=ident_answers.key,
+                cert=cert_path,
+                ca=ca_path if answers.broker.tls else None,
+                new_key=ident_answers.new_key,
+            )
         )
     except IdentityError as exc:
         field_name, _, message = str(exc).partition(": ")
@@ -120,7 +129,6 @@ def prepare(answers: A.Answers, opts: Options) -> tuple[Config, FileSet, dict[st
     problems += rerun.state_dir_problems(opts.state_dir)
     if problems:
         raise ProvisionError(problems)
-    assert identity is not None
     # Written from the validated model, so the file says NO/NC and "0123..."
     # in canonical form whatever YAML made of the answers (NO -> false).
     validated = validate_config(data)
@@ -133,13 +141,14 @@ def prepare(answers: A.Answers, opts: Options) -> tuple[Config, FileSet, dict[st
         raise ProvisionError(exc.problems) from exc
     files = FileSet()
     try:
-        files.add(cdir / A.KEY_NAME, identity.key_pem())
-        if identity.csr is not None:
-            files.add(cdir / A.CSR_NAME, identity.csr_pem() or b"")
-        if identity.cert is not None:
-            files.add(cdir / A.CERT_NAME, identity.cert_pem() or b"")
-        if identity.ca_pem is not None:
-            files.add(cdir / A.CA_NAME, identity.ca_pem)
+        if identity is not None:
+            files.add(cdir / A.KEY_NAME, identity.key_pem())
+            if identity.csr is not None:
+                files.add(cdir / A.CSR_NAME, identity.csr_pem() or b"")
+            if identity.cert is not None:
+                files.add(cdir / A.CERT_NAME, identity.cert_pem() or b"")
+            if identity.ca_pem is not None:
+                files.add(cdir / A.CA_NAME, identity.ca_pem)
         if answers.command_key is not None:
             # A public key: readable by all is fine (and lets a technician check its kid).
             pem = load_public(answers.command_key).pem()
@@ -150,6 +159,8 @@ def prepare(answers: A.Answers, opts: Options) -> tuple[Config, FileSet, dict[st
         raise ProvisionError(
             [Problem("--config-dir", f"cannot write in {cdir}: {exc.strerror} (run with sudo?)")]
         ) from exc
+    if identity is None:
+        return config, files, PLAIN_IDENTITY, []
     return config, files, identity.summary(), identity.warnings
 
 
@@ -197,7 +208,7 @@ def provision(answers: A.Answers, opts: Options) -> Outcome:
             ctx_session.close()
     file_map = {
         "config": str(opts.config_dir / A.CONFIG_NAME),
-        "key": str(opts.config_dir / A.KEY_NAME),
+        **({"key": str(opts.config_dir / A.KEY_NAME)} if identity.get("key") else {}),
         **({"csr": str(opts.config_dir / A.CSR_NAME)} if identity.get("csr") else {}),
         **(
             {"cert": str(opts.config_dir / A.CERT_NAME)}
@@ -256,9 +267,14 @@ def selftest(
     version: str,
     sample_command: Path | None = None,
 ) -> _Run:
-    factory = opts.pin_factory
+    factory, factory_error = opts.pin_factory, None
     if factory is None:
-        factory = make_pin_factory(config.gpio)
+        try:
+            factory = make_pin_factory(config.gpio, pins_used=bool(config.inputs or config.outputs))
+        except BadPinFactory as exc:
+            factory_error = catalogue(opts.lang)(NO_PIN_FACTORY).format(
+                backend=config.gpio.backend, reason=exc
+            )
     ctx = Context(
         config=config,
         pin_factory=factory,
@@ -271,6 +287,8 @@ def selftest(
         sample_command=sample_command,
         model_dir=None if os.environ.get(ENV_MODEL_DIR) else opts.state_dir / "models",
         camera_schemes=opts.camera_schemes,
+        pin_factory_error=factory_error,
+        translate=catalogue(opts.lang),
     )
     checks = build_checks(config, ctx, opts.factories)
 

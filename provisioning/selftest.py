@@ -25,6 +25,7 @@ from gpiozero import DigitalInputDevice, DigitalOutputDevice
 from gpiozero.pins import Factory
 from wcwidth import wcswidth
 
+from shaobing.agent import link_words
 from shaobing.agent.config import Config
 from shaobing.agent.spine import build_spine
 from shaobing.core.events import Source
@@ -81,6 +82,10 @@ class Context:
     camera_schemes: Any = None
     # A command the county signed for this device (provisioning/command_check.py).
     sample_command: Path | None = None
+    # No GPIO library loaded (drivers/gpio.NO_PIN_FACTORY, filled in): each GPIO check says it.
+    pin_factory_error: str | None = None
+    # The installer's language (core.i18n catalogue) for the sentences that have one.
+    translate: Callable[[str], str] = str
 
 
 class Check(Protocol):
@@ -112,6 +117,8 @@ class GpioInputCheck:
 
     def run(self, ctx: Context) -> Outcome:
         cfg = self.cfg
+        if ctx.pin_factory_error:
+            return Outcome(FAIL, ctx.pin_factory_error)
         try:
             device = DigitalInputDevice(
                 cfg.pin, pull_up=cfg.pull == "up", bounce_time=None, pin_factory=ctx.pin_factory
@@ -165,6 +172,8 @@ class GpioOutputCheck:
 
     def run(self, ctx: Context) -> Outcome:
         cfg = self.cfg
+        if ctx.pin_factory_error:
+            return Outcome(FAIL, ctx.pin_factory_error)
         try:
             device = DigitalOutputDevice(
                 cfg.pin,
@@ -459,9 +468,14 @@ class BrokerCheck:
                     "no device certificate yet: send device.csr to the county CA and run "
                     f"provision again with --cert ({session.uplink.stats.last_refusal})",
                 )
-            reason = session.uplink.stats.last_refusal or (
-                f"no answer from {cfg.host}:{cfg.port} within {ctx.broker_timeout_s:.0f} s "
-                "(check the address, the 4G/network link and the firewall)"
+            refusal = session.uplink.stats.last_refusal
+            reason = (
+                link_words.translate(refusal, ctx.translate)
+                if refusal
+                else (
+                    f"no answer from {cfg.host}:{cfg.port} within {ctx.broker_timeout_s:.0f} s "
+                    "(check the address, the 4G/network link and the firewall)"
+                )
             )
             return Outcome(FAIL, reason, {"event_id": event.id})
         connected_s = time.monotonic() - started

@@ -1,0 +1,162 @@
+"""Issue 14 item 5: what reaches the installer's screen says what is wrong and what to do.
+
+No key or CSR for plain MQTT; no raw library text (gpiozero's fallback warnings,
+JSON log lines in the self-test table, ``[Errno -2] ...``, paho's ``Unspecified
+error``); a plain-MQTT config at a TLS port says the port expects TLS, in the
+self-test, in `run`'s log and in `status`, in both languages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import wait_for
+from county_key import county_public_key
+from tls_helpers import county_pki, start_tls_broker
+
+from shaobing.agent import link_words
+from shaobing.agent.config import MqttConfig
+from shaobing.agent.status_file import status_path
+from shaobing.core.i18n import catalogue
+
+CLI = [sys.executable, "-m", "shaobing.cli.main"]
+DEVICE = "sb-130521104201-01"
+JSON_LINE = re.compile(r'^\s*\{"ts"', re.M)
+# Library text an installer must never see (gpiozero, Python warnings, socket, paho, pydantic).
+RAW = (
+    "PinFactoryFallback",
+    "warnings.warn",
+    "Falling back from",
+    "Unable to load any default pin factory",
+    "[Errno",
+    "Unspecified error",
+    "Protocol error",
+    "Traceback",
+    "Input should be",
+    "String should match",
+)
+
+
+def _provision(tmp_path: Path, broker: str, *extra: str, lang: str = "en", env=None):
+    env = {**os.environ, **(env or {})}
+    env.pop("GPIOZERO_PIN_FACTORY", None)
+    return subprocess.run(
+        [*CLI, "--lang", lang, "provision", "--non-interactive",
+         "--config-dir", str(tmp_path / "etc"), "--state-dir", str(tmp_path / "var"),
+         "--device-id", DEVICE, "--village-code", "130521104201", "--code-year", "2023",
+         "--village-name", "东关村", "--broker", broker, "--no-tls", "--no-register",
+         "--command-key", str(county_public_key(tmp_path)), *extra],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+
+
+def test_no_tls_makes_no_key_no_csr_and_lists_no_certificate(tmp_path, mosquitto):
+    result = _provision(
+        tmp_path, f"127.0.0.1:{mosquitto.port}", "--gpio-backend", "mock",
+        "--input", "panic-1:17:panic:NO",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    etc = tmp_path / "etc"
+    assert not (etc / "device.key").exists() and not (etc / "device.csr").exists()
+    report = json.loads((etc / "provisioning-report.json").read_text())
+    assert set(report["files"]) == {"config", "command_key"}, report["files"]
+    assert report["certificate"] is None and "csr" not in report["identity"]
+    assert "device.csr" not in result.stdout and "no device certificate yet" not in result.stdout
+    assert "none: plain MQTT without TLS" in result.stdout
+    assert "device.csr" not in (etc / "provisioning-report.txt").read_text()
+
+
+@pytest.fixture
+def tls_broker(tmp_path):
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    county_pki(pki)
+    broker = start_tls_broker(pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    yield broker
+    broker.close()
+
+
+def test_plain_mqtt_at_a_tls_port_says_so_everywhere_with_no_library_text(tmp_path, tls_broker):
+    # gpio.backend auto on a machine without a GPIO library: gpiozero warns four times.
+    result = _provision(
+        tmp_path, f"127.0.0.1:{tls_broker.tls_port}", "--input", "panic-1:17:panic:NO",
+        lang="zh-CN",
+    )  # fmt: skip
+    screen = result.stdout + result.stderr
+    assert result.returncode == 1, screen
+    for raw in RAW:
+        assert raw not in screen, (raw, screen)
+    assert not JSON_LINE.search(screen), screen
+    zh = catalogue("zh-CN")
+    expects_tls = zh(link_words.PLAIN_TO_TLS).format(host="127.0.0.1", port=tls_broker.tls_port)
+    assert expects_tls in screen, screen
+    assert "没有可用的 GPIO 库" in screen and "shaobing[pi]" in screen, screen
+    # The agent's log lines went beside the report, with the library's own words.
+    log = (tmp_path / "etc" / "provisioning.log").read_text()
+    assert "expects TLS" in log and "Errno 104" in log, log
+    assert str(tmp_path / "etc" / "provisioning.log") in result.stdout
+
+    # The daemon on the same config: its log and `shaobing status` say the same.
+    cfg = tmp_path / "etc" / "shaobing.yaml"
+    data = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+    data["inputs"] = []
+    data["health"] = {"interval_s": 1}
+    cfg.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    stderr = tmp_path / "run.err"
+    with stderr.open("w") as err:
+        agent = subprocess.Popen([*CLI, "run", "--config", str(cfg)], stderr=err)
+    try:
+        wait_for(lambda: "expects TLS" in stderr.read_text(), 60, "run's log line")
+
+        def refusal() -> str | None:
+            try:
+                doc = json.loads(status_path(tmp_path / "var").read_text())
+            except (OSError, ValueError):
+                return None
+            return ((doc.get("health") or {}).get("uplink") or {}).get("last_refusal")
+
+        wait_for(lambda: "expects TLS" in (refusal() or ""), 60, "status.json's last_refusal")
+        for lang, words in (("zh-CN", expects_tls), ("en", "expects TLS")):
+            status = subprocess.run(
+                [*CLI, "--lang", lang, "status", "--state-dir", str(tmp_path / "var")],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert words in status.stdout, status.stdout + status.stderr
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(60)
+    assert "Unspecified error" not in stderr.read_text().split("detail")[0]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+        socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"),
+        "[Errno -2] Name or service not known",
+    ],
+)
+def test_a_broker_name_that_does_not_resolve_is_called_dns(error):
+    plain = MqttConfig(host="county.example", port=1883, insecure_plaintext=True)
+    said = link_words.explain_failure(error, plain, "county.example", 1883, in_handshake=True)
+    assert said == link_words.DNS_FAILED.format(host="county.example")
+    assert "Errno" not in said and "/etc/resolv.conf" in said
+    zh = link_words.translate(said, catalogue("zh-CN"))
+    assert "无法解析" in zh and "county.example" in zh
+
+
+def test_protocol_error_before_connack_names_the_port():
+    plain = MqttConfig(host="h", port=8883, insecure_plaintext=True)
+    said = link_words.explain_failure("Protocol error", plain, "h", 8883, before_connack=True)
+    assert said == link_words.PLAIN_TO_TLS.format(host="h", port=8883)
+    # A sentence not of this module passes through translate untouched.
+    assert link_words.translate("connection refused", catalogue("zh-CN")) == "connection refused"
