@@ -21,6 +21,8 @@ import pytest
 import yaml
 from conftest import wait_for
 from county_key import county_public_key
+from hypothesis import given
+from hypothesis import strategies as st
 from tls_helpers import county_pki, start_tls_broker
 
 from shaobing.agent import link_words
@@ -160,3 +162,54 @@ def test_protocol_error_before_connack_names_the_port():
     assert said == link_words.PLAIN_TO_TLS.format(host="h", port=8883)
     # A sentence not of this module passes through translate untouched.
     assert link_words.translate("connection refused", catalogue("zh-CN")) == "connection refused"
+
+
+def test_answers_file_problems_say_the_value_and_what_is_expected(tmp_path):
+    from shaobing.provisioning import answers as A
+
+    data = {
+        "device_id": DEVICE,
+        "site": {"village_code": "130521104201", "code_year": 2023, "village_name": "东关村"},
+        "broker": {"host": "127.0.0.1", "port": "x", "tls": False},
+        "gpio_backend": "foo",
+        "selftest": {"walk_timeout_s": -1},
+    }
+    with pytest.raises(A.AnswersError) as info:
+        A.parse_answers(data)
+    said = {p.path: p.message for p in info.value.problems}
+    assert said["broker.port"] == "'x' is not a whole number (8883 for TLS, 1883 for plain MQTT)"
+    assert said["gpio_backend"].startswith("'foo' is not one of 'auto'")
+    assert said["selftest.walk_timeout_s"] == "-1 is out of range: it must be more than 0"
+    assert not any(raw in str(info.value) for raw in RAW), info.value
+
+
+def test_kinds_typed_in_chinese_are_taken_and_unknown_ones_listed():
+    from shaobing.drivers.gpio_config import INPUT_KINDS, InputConfig, OutputConfig
+
+    def sensor(kind: str) -> InputConfig:
+        return InputConfig(id="x", pin=17, kind=kind, contact="NO", zone="post")
+
+    assert sensor("紧急按钮").kind == "panic" and sensor("门磁").kind == "door"
+    assert sensor("ＰＩＲ").kind == "pir"  # full-width, from a Chinese input method
+    assert OutputConfig(id="y", pin=24, kind="警号").kind == "siren"
+    with pytest.raises(ValueError) as info:
+        sensor("烟感")
+    message = str(info.value)
+    assert "'烟感' is not a sensor kind" in message and "Input should be" not in message
+    for kind, names in INPUT_KINDS.items():
+        assert f"{kind} ({names[0]})" in message
+
+
+@given(st.text(max_size=12))
+def test_any_typed_kind_is_a_known_kind_or_a_listed_refusal(text):
+    from pydantic import ValidationError
+
+    from shaobing.drivers.gpio_config import INPUT_KINDS, InputConfig
+
+    try:
+        cfg = InputConfig(id="x", pin=17, kind=text, contact="NO", zone="post")
+    except ValidationError as exc:
+        (error,) = exc.errors()
+        assert "is not a sensor kind: one of pir (红外)" in error["msg"], error
+    else:
+        assert cfg.kind in INPUT_KINDS
