@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import wait_for
+from conftest import ROOT, wait_for
 from county_key import county_public_key
 from hypothesis import given
 from hypothesis import strategies as st
@@ -213,3 +213,22 @@ def test_any_typed_kind_is_a_known_kind_or_a_listed_refusal(text):
         assert "is not a sensor kind: one of pir (红外)" in error["msg"], error
     else:
         assert cfg.kind in INPUT_KINDS
+
+
+def _heads() -> list[str]:
+    """What the code says for DNS, the wrong protocol on a port, clock and certificate
+    failures, and a missing GPIO library: each sentence up to its first parenthesis."""
+    from shaobing.agent import tls
+    from shaobing.drivers.gpio import NO_PIN_FACTORY
+
+    sentences = [*link_words.SENTENCES, *(m for _n, m in tls._EXPLANATIONS), NO_PIN_FACTORY]
+    return sorted({s.split(" (")[0].split(": ")[0] for s in sentences})
+
+
+@pytest.mark.parametrize("head", _heads())
+def test_the_troubleshooting_table_has_a_row_for_each_message(head):
+    guide = (ROOT / "docs" / "installer-guide.md").read_text(encoding="utf-8")
+    rows = [line for line in guide.splitlines() if line.startswith("| `")]
+    parts = re.split(r"\{\w+\}", head)
+    pattern = re.compile(".+?".join(re.escape(p) for p in parts))
+    assert any(pattern.search(row) for row in rows), f"no row in the guide's tables for {head!r}"
