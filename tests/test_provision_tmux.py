@@ -129,8 +129,9 @@ def test_interactive_provision_in_a_terminal(tmp_path, mosquitto, lang):
         assert not re.search(r'^\s*\{"ts"', screen, re.M), screen  # no JSON log line
         # The self-test table's REASON column starts at one terminal column on every row.
         report = json.loads((tmp_path / "etc" / "provisioning-report.json").read_text())
-        header = next(line for line in screen.splitlines() if line.startswith(words[1]))
-        column = wcswidth(header[: header.index((words[1] == "RESULT" and "REASON") or "说明")])
+        result, reason = {"zh-CN": ("结果", "说明"), "en": ("RESULT", "REASON")}[lang]
+        header = next(line for line in screen.splitlines() if line.startswith(result))
+        column = wcswidth(header[: header.index(reason)])
         table = screen[screen.index(header) :]
         for check in report["checks"]:
             row = next(line for line in table.splitlines() if line.endswith(check["reason"]))
