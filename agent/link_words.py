@@ -1,6 +1,6 @@
-"""Plain words for a broker connection that fails outside TLS: the host name does
-not resolve (DNS), or a plain-MQTT config meets a port that expects TLS, or the
-port answers but not in MQTT.
+"""Plain words for a broker connection that fails before TLS or MQTT could say why:
+the host name does not resolve (DNS), a plain-MQTT config meets a port that
+expects TLS (or TLS a plain port), or the port answers but not in MQTT.
 
 The library's own words (``[Errno -2] Name or service not known``, paho's
 ``Unspecified error`` / ``Protocol error``, a reset during what looks like a TLS
@@ -29,11 +29,15 @@ PLAIN_TO_TLS = N_(
     "port {port} on {host} expects TLS (it closed our plain MQTT connection unanswered): "
     "set mqtt.tls (the county's CA) or use the broker's plain MQTT port"
 )
+TLS_TO_PLAIN = N_(
+    "port {port} on {host} does not speak TLS (a plain MQTT port?): use the county's TLS "
+    "port (usually 8883)"
+)
 NOT_MQTT = N_(
     "{host}:{port} answered, but not in MQTT: is this the broker's MQTT port? "
     "(TLS: usually 8883, plain: 1883)"
 )
-SENTENCES = (DNS_FAILED, PLAIN_TO_TLS, NOT_MQTT)
+SENTENCES = (DNS_FAILED, PLAIN_TO_TLS, TLS_TO_PLAIN, NOT_MQTT)
 
 # getaddrinfo's words for "no such name" and "no DNS answer" (glibc, musl, macOS).
 _DNS_TEXT = (
@@ -85,7 +89,10 @@ def explain_failure(
         return NOT_MQTT.format(host=host, port=port)
     if before_connack and config.tls is None and any(w in text for w in _DROPPED_TEXT):
         return PLAIN_TO_TLS.format(host=host, port=port)
-    return tls_words.explain_refusal(error, config.tls, in_handshake=in_handshake)
+    said = tls_words.explain_refusal(error, config.tls, in_handshake=in_handshake)
+    if config.tls is not None and said.startswith(tls_words.NOT_TLS):
+        return TLS_TO_PLAIN.format(host=host, port=port)
+    return said
 
 
 def _pattern(msgid: str) -> re.Pattern[str]:

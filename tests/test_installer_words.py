@@ -232,3 +232,31 @@ def test_the_troubleshooting_table_has_a_row_for_each_message(head):
     parts = re.split(r"\{\w+\}", head)
     pattern = re.compile(".+?".join(re.escape(p) for p in parts))
     assert any(pattern.search(row) for row in rows), f"no row in the guide's tables for {head!r}"
+
+
+def test_tls_at_a_plain_port_says_so_in_the_installers_language(tmp_path, mosquitto):
+    from shaobing.provisioning import answers as A
+    from shaobing.provisioning.flow import Options, provision
+
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    county_pki(pki).client(DEVICE).write(pki, "device")
+    data = {
+        "device_id": DEVICE,
+        "site": {"village_code": "130521104201", "code_year": 2023, "village_name": "东关村"},
+        "broker": {"host": "127.0.0.1", "port": mosquitto.port},
+        "identity": {"mode": "install", "cert": str(pki / "device.pem"),
+                     "key": str(pki / "device.key"), "ca": str(pki / "ca.pem")},
+        "gpio_backend": "mock",
+        "command_key": str(county_public_key(tmp_path)),
+    }  # fmt: skip
+    said: list[str] = []
+    opts = Options(
+        config_dir=tmp_path / "etc", state_dir=tmp_path / "var", say=said.append,
+        register=False, lang="zh-CN",
+    )  # fmt: skip
+    outcome = provision(A.parse_answers(data), opts)
+    (broker,) = [r for r in outcome.results if r.kind == "broker"]
+    expected = catalogue("zh-CN")(link_words.TLS_TO_PLAIN)
+    assert broker.reason == expected.format(host="127.0.0.1", port=mosquitto.port), broker
+    assert not any(raw in "\n".join(said) for raw in RAW), said
