@@ -341,14 +341,24 @@ class Agent:
     def _write_status(self, health: dict[str, Any] | None, state: str = "running") -> None:
         """``status.json`` for ``shaobing status`` (agent/status_file.py); never fails."""
         tls = self.config.mqtt.tls
+        # One consistent picture: the events first, then what they changed. The health
+        # was measured before this call, so an alarm raised since would show under "last
+        # events" but not in the outbox counts; the counts are read again after it.
+        last_events = list(self.recorder.recent)
+        open_alarms = self.sink.open_alarms()
+        if health is not None:
+            try:
+                health = {**health, **self._outbox_counts()}
+            except Exception:  # keep the health worker's figures; the file must still be written
+                log.exception("cannot re-read the outbox counts for the status file")
         doc = {
             "state": state,
             "device": self.config.device.id,
             "version": agent_version(),
             "broker": f"{self.config.mqtt.host}:{self.config.mqtt.port}",
             "health": health,
-            "open_alarms": self.sink.open_alarms(),
-            "last_events": list(self.recorder.recent),
+            "open_alarms": open_alarms,
+            "last_events": last_events,
             "certificate": certificate_expiry(tls.cert if tls else None),
         }
         try:
@@ -356,14 +366,16 @@ class Agent:
         except OSError as exc:
             log.error("cannot write the status file", extra={"fields": {"error": str(exc)}})
 
-    def _final_health(self) -> dict[str, Any]:
-        # The drivers are closed by now: what is left to tell is the outbox.
+    def _outbox_counts(self) -> dict[str, Any]:
         return {
             "outbox": self.outbox.depth(),
             "outbox_bytes": self.outbox.stored_bytes(),
             "dropped": dict(self.outbox.dropped),
-            "uplink": {"connected": self.uplink.connected.is_set()},
         }
+
+    def _final_health(self) -> dict[str, Any]:
+        # The drivers are closed by now: what is left to tell is the outbox.
+        return {**self._outbox_counts(), "uplink": {"connected": self.uplink.connected.is_set()}}
 
     def start(self) -> None:
         warn_at_start(self.config, self._config_path)
