@@ -37,7 +37,11 @@ NOT_MQTT = N_(
     "{host}:{port} answered, but not in MQTT: is this the broker's MQTT port? "
     "(TLS: usually 8883, plain: 1883)"
 )
-SENTENCES = (DNS_FAILED, PLAIN_TO_TLS, TLS_TO_PLAIN, NOT_MQTT)
+LOGIN_REFUSED = N_(
+    "the broker refused this box's login ({reason}): ask the county to let device {device} "
+    "in (its certificate, or mqtt.username and mqtt.password)"
+)
+SENTENCES = (DNS_FAILED, PLAIN_TO_TLS, TLS_TO_PLAIN, NOT_MQTT, LOGIN_REFUSED)
 
 # getaddrinfo's words for "no such name" and "no DNS answer" (glibc, musl, macOS).
 _DNS_TEXT = (
@@ -93,6 +97,23 @@ def explain_failure(
     if config.tls is not None and said.startswith(tls_words.NOT_TLS):
         return TLS_TO_PLAIN.format(host=host, port=port)
     return said
+
+
+# CONNACK reason codes that mean "not this client" rather than a broker fault.
+_LOGIN_CODES = (
+    "not authorized",
+    "bad user name or password",
+    "client identifier not valid",
+    "identifier rejected",
+    "banned",
+)
+
+
+def refused_login(reason: str, device: str) -> str:
+    """The sentence for a CONNACK refusal (paho's reason code text ``reason``)."""
+    if any(code in reason.lower() for code in _LOGIN_CODES):
+        return LOGIN_REFUSED.format(reason=reason, device=device)
+    return reason
 
 
 def _pattern(msgid: str) -> re.Pattern[str]:

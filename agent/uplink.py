@@ -134,6 +134,8 @@ class Uplink:
         self._tls_error: str | None = None
         self._socket_error: str | None = None  # paho reports read errors only to on_log
         self._accepted = False  # CONNACK success on the current connection
+        self._connack_refused = False  # a CONNACK refusal: paho's "Protocol error" follows
+        self._client_id = client_id
         self._rng = random.Random()
         self._endpoints = Endpoints(config.endpoints(), self._rng)
         self._last_endpoint: str | None = None
@@ -350,6 +352,7 @@ class Uplink:
         if self._tls_error:
             raise OSError(self._tls_error)
         self._accepted = False
+        self._connack_refused = False
         self._socket_error = None
         cfg = self.config
         # Each attempt goes to the next node: a dead node costs one attempt.
@@ -364,8 +367,12 @@ class Uplink:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            self.stats.last_refusal = str(reason_code)
-            log.error("broker refused connection", extra={"fields": {"reason": str(reason_code)}})
+            self._connack_refused = True
+            self.stats.last_refusal = link_words.refused_login(str(reason_code), self._client_id)
+            log.error(
+                "broker refused connection",
+                extra={"fields": {"reason": self.stats.last_refusal, "code": str(reason_code)}},
+            )
             return
         self._accepted = True
         self.stats.connects += 1
@@ -389,7 +396,7 @@ class Uplink:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
         self.stats.connected_since = None
-        if not self._accepted and not self._stop.is_set():
+        if not self._accepted and not self._connack_refused and not self._stop.is_set():
             # With TLS 1.3 the broker judges our certificate after our side of
             # the handshake is done: its verdict arrives here, as a read error.
             node = self._endpoints.current

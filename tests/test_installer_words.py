@@ -260,3 +260,32 @@ def test_tls_at_a_plain_port_says_so_in_the_installers_language(tmp_path, mosqui
     expected = catalogue("zh-CN")(link_words.TLS_TO_PLAIN)
     assert broker.reason == expected.format(host="127.0.0.1", port=mosquitto.port), broker
     assert not any(raw in "\n".join(said) for raw in RAW), said
+
+
+def test_a_login_refusal_is_not_reported_as_protocol_error(tmp_path):
+    """Mosquitto refuses an anonymous login with CONNACK 'Not authorized'; paho then
+    reports the disconnect as 'Protocol error', which used to overwrite the reason."""
+    from shaobing.provisioning import answers as A
+    from shaobing.provisioning.flow import Options, provision
+    from shaobing.simulator.broker import Mosquitto, free_port
+
+    port = free_port()
+    broker = Mosquitto(port, listener=f"listener {port} 127.0.0.1\nallow_anonymous false\n")
+    broker.start()
+    try:
+        data = {
+            "device_id": DEVICE,
+            "site": {"village_code": "130521104201", "code_year": 2023, "village_name": "东关村"},
+            "broker": {"host": "127.0.0.1", "port": port, "tls": False},
+            "gpio_backend": "mock",
+            "command_key": str(county_public_key(tmp_path)),
+        }
+        opts = Options(
+            config_dir=tmp_path / "etc", state_dir=tmp_path / "var", say=lambda _s: None,
+            register=False,
+        )  # fmt: skip
+        outcome = provision(A.parse_answers(data), opts)
+    finally:
+        broker.close()
+    (check,) = [r for r in outcome.results if r.kind == "broker"]
+    assert check.reason == link_words.LOGIN_REFUSED.format(reason="Not authorized", device=DEVICE)
