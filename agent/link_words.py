@@ -29,6 +29,14 @@ PLAIN_TO_TLS = N_(
     "port {port} on {host} expects TLS (it closed our plain MQTT connection unanswered): "
     "set mqtt.tls (the county's CA) or use the broker's plain MQTT port"
 )
+REFUSED = N_(
+    "nothing listens on port {port} at {host} (connection refused): check the port "
+    "(TLS: usually 8883, plain: 1883) and that the county's broker is running"
+)
+UNREACHABLE = N_(
+    "no network path to {host} (no route or network down): check the 4G link or the "
+    "LAN cable (`ip route` must show a default route)"
+)
 TLS_TO_PLAIN = N_(
     "port {port} on {host} does not speak TLS (a plain MQTT port?): use the county's TLS "
     "port (usually 8883)"
@@ -41,7 +49,7 @@ LOGIN_REFUSED = N_(
     "the broker refused this box's login ({reason}): ask the county to let device {device} "
     "in (its certificate, or mqtt.username and mqtt.password)"
 )
-SENTENCES = (DNS_FAILED, PLAIN_TO_TLS, TLS_TO_PLAIN, NOT_MQTT, LOGIN_REFUSED)
+SENTENCES = (DNS_FAILED, REFUSED, UNREACHABLE, PLAIN_TO_TLS, TLS_TO_PLAIN, NOT_MQTT, LOGIN_REFUSED)
 
 # getaddrinfo's words for "no such name" and "no DNS answer" (glibc, musl, macOS).
 _DNS_TEXT = (
@@ -87,6 +95,10 @@ def explain_failure(
     if _is_dns(error):
         return DNS_FAILED.format(host=host)
     text = str(error).lower()
+    if isinstance(error, ConnectionRefusedError) or "connection refused" in text:
+        return REFUSED.format(host=host, port=port)
+    if any(words in text for words in ("no route to host", "network is unreachable")):
+        return UNREACHABLE.format(host=host)
     if before_connack and "protocol error" in text:
         if config.tls is None:
             return PLAIN_TO_TLS.format(host=host, port=port)

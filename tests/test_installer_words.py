@@ -289,3 +289,18 @@ def test_a_login_refusal_is_not_reported_as_protocol_error(tmp_path):
         broker.close()
     (check,) = [r for r in outcome.results if r.kind == "broker"]
     assert check.reason == link_words.LOGIN_REFUSED.format(reason="Not authorized", device=DEVICE)
+
+
+@pytest.mark.parametrize(
+    ("error", "sentence"),
+    [
+        (ConnectionRefusedError(111, "Connection refused"), link_words.REFUSED),
+        (OSError(101, "Network is unreachable"), link_words.UNREACHABLE),
+        (OSError(113, "No route to host"), link_words.UNREACHABLE),
+    ],
+)
+def test_socket_errors_are_said_in_words(error, sentence):
+    plain = MqttConfig(host="county.example", port=1883, insecure_plaintext=True)
+    said = link_words.explain_failure(error, plain, "county.example", 1883, in_handshake=True)
+    assert said == sentence.format(host="county.example", port=1883)
+    assert "Errno" not in said
