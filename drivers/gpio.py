@@ -65,7 +65,16 @@ NO_PIN_FACTORY = N_(
     "it with `pip install 'shaobing[pi]'` (lgpio; Pi 5 needs it) or `sudo apt install "
     "python3-lgpio`, then start again"
 )
+TRIED = N_("tried {libraries}; none loads here")
 _FALLBACK = re.compile(r"^Falling back from (\w+)")
+
+
+class NoPinLibrary(BadPinFactory):
+    """gpiozero could load none of its pin libraries; ``tried`` names them."""
+
+    def __init__(self, tried: list[str]):
+        self.tried = tried
+        super().__init__(TRIED.format(libraries=", ".join(tried)))
 
 
 def default_pin_factory() -> Factory:
@@ -84,7 +93,7 @@ def default_pin_factory() -> Factory:
             factory, refusal = None, str(exc)
     if factory is None:
         tried = [m.group(1) for w in seen if (m := _FALLBACK.match(str(w.message)))]
-        raise BadPinFactory(f"tried {', '.join(tried)}; none loads here" if tried else refusal)
+        raise NoPinLibrary(tried) if tried else BadPinFactory(refusal)
     for w in seen:
         log.warning("GPIO library fallback", extra={"fields": {"reason": str(w.message)}})
     return factory

@@ -25,7 +25,7 @@ from shaobing.agent.runtime import agent_version
 from shaobing.core.atomic import FileSet, atomic_write
 from shaobing.core.i18n import catalogue
 from shaobing.core.signing import load_public
-from shaobing.drivers.gpio import NO_PIN_FACTORY, make_pin_factory
+from shaobing.drivers.gpio import NO_PIN_FACTORY, TRIED, NoPinLibrary, make_pin_factory
 from shaobing.models.fetch import ENV_MODEL_DIR
 from shaobing.provisioning import answers as A
 from shaobing.provisioning import report as R
@@ -260,6 +260,22 @@ class _Run:
     session: Any
 
 
+def _pin_factory(config: Config, opts: Options) -> tuple[Factory | None, str | None]:
+    """The pins' factory, or what each GPIO check says when no GPIO library loads."""
+    if opts.pin_factory is not None:
+        return opts.pin_factory, None
+    try:
+        return make_pin_factory(config.gpio, pins_used=bool(config.inputs or config.outputs)), None
+    except BadPinFactory as exc:
+        _ = catalogue(opts.lang)
+        reason = (
+            _(TRIED).format(libraries=", ".join(exc.tried))
+            if isinstance(exc, NoPinLibrary)
+            else str(exc)
+        )
+        return None, _(NO_PIN_FACTORY).format(backend=config.gpio.backend, reason=reason)
+
+
 def selftest(
     config: Config,
     st: A.SelftestAnswers,
@@ -267,14 +283,7 @@ def selftest(
     version: str,
     sample_command: Path | None = None,
 ) -> _Run:
-    factory, factory_error = opts.pin_factory, None
-    if factory is None:
-        try:
-            factory = make_pin_factory(config.gpio, pins_used=bool(config.inputs or config.outputs))
-        except BadPinFactory as exc:
-            factory_error = catalogue(opts.lang)(NO_PIN_FACTORY).format(
-                backend=config.gpio.backend, reason=exc
-            )
+    factory, factory_error = _pin_factory(config, opts)
     ctx = Context(
         config=config,
         pin_factory=factory,

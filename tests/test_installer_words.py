@@ -101,7 +101,7 @@ def test_plain_mqtt_at_a_tls_port_says_so_everywhere_with_no_library_text(tmp_pa
     zh = catalogue("zh-CN")
     expects_tls = zh(link_words.PLAIN_TO_TLS).format(host="127.0.0.1", port=tls_broker.tls_port)
     assert expects_tls in screen, screen
-    assert "没有可用的 GPIO 库" in screen and "shaobing[pi]" in screen, screen
+    assert "没有可用的 GPIO 库（试过 lgpio" in screen and "shaobing[pi]" in screen, screen
     # The agent's log lines went beside the report, with the library's own words.
     log = (tmp_path / "etc" / "provisioning.log").read_text()
     assert "expects TLS" in log and "Errno 104" in log, log
