@@ -160,7 +160,7 @@ def prepare(answers: A.Answers, opts: Options) -> tuple[Config, FileSet, dict[st
             [Problem("--config-dir", f"cannot write in {cdir}: {exc.strerror} (run with sudo?)")]
         ) from exc
     if identity is None:
-        return config, files, PLAIN_IDENTITY, []
+        return config, files, dict(PLAIN_IDENTITY), []
     return config, files, identity.summary(), identity.warnings
 
 
