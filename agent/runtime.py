@@ -19,16 +19,18 @@ from gpiozero.pins import Factory
 from shaobing.agent.arming import Arming
 from shaobing.agent.config import Config, ZoneConfig
 from shaobing.agent.config_commands import LIVE_SECTIONS, ConfigEditor
+from shaobing.agent.config_watch import ConfigWatch
 from shaobing.agent.control import ControlChannel, ControlDeps
 from shaobing.agent.detection.config import cameras_change_live
 from shaobing.agent.health import HealthReporter
 from shaobing.agent.linkage import LinkageSink
 from shaobing.agent.sdnotify import Notifier
 from shaobing.agent.security_policy import insecure_settings, warn_at_start
+from shaobing.agent.settings_probation import SettingsProbation
 from shaobing.agent.spine import build_spine
 from shaobing.agent.status_file import certificate_expiry, status_path, write_status
 from shaobing.agent.verification import VerificationWorker, Verifier
-from shaobing.core.events import Severity, Source
+from shaobing.core.events import Source
 from shaobing.core.watchdog import Liveness
 from shaobing.core.worker import Component
 from shaobing.drivers.gpio import GpioInputs, GpioOutputs, make_pin_factory
@@ -152,6 +154,16 @@ class Agent:
         self.serial = SerialDrivers(config.serial, self.sink)
         # The one config-write path: platform commands and the console share it.
         self.config_editor = ConfigEditor(self, config_path)
+        # Settings bundles on probation: confirmed, or rolled back on a fault they explain.
+        self.settings = SettingsProbation(
+            ConfigWatch(state_dir),
+            self.config_editor,
+            self.recorder,
+            self.recorder.conditions.open,
+            self.liveness.failing,
+            self._detector_trouble,
+            self.request_restart,
+        )
         self.control: ControlChannel | None = None
         if config.control.enabled:
             self.control = ControlChannel(
@@ -170,6 +182,7 @@ class Agent:
                     v5=config.mqtt.protocol == "5",
                     bundles=self.bundles,
                     editor=self.config_editor,
+                    probation=self.settings,
                 ),
             )
             self.uplink.subscribe_deferred(self.topics.commands, self.control.on_message)
@@ -235,6 +248,10 @@ class Agent:
             parts.append(
                 Component("console", self.console.start, self.console.stop, self.console.alive)
             )
+        # Last: it judges the workers above, so they run before its first turn.
+        parts.append(
+            Component("config-watch", self.settings.start, self.settings.stop, self.settings.alive)
+        )
         return parts
 
     def identity(self) -> dict[str, Any]:
@@ -319,14 +336,14 @@ class Agent:
             ),
         }
 
-    def _report_config_rollback(self) -> None:
-        from shaobing.agent.config_watch import ConfigWatch
-
-        report = ConfigWatch(self.config.storage.path.parent).take_report()
-        if report is not None:
-            data = {"phase": "rolled_back", "update_id": None, **report}
-            source = Source(kind="agent", id="updates")
-            self.recorder.emit("status.update", source, data=data, severity=Severity.MINOR)
+    def _detector_trouble(self) -> str | None:
+        """Why the detector does not serve, if it does not (settings bundles' watch)."""
+        if self.detector_fault:
+            return self.detector_fault
+        faults = self.detection.faults if self.detection is not None else 0
+        if faults >= self.config.updates.max_faults:
+            return f"{faults} inference steps failed in a row"
+        return None
 
     def _versions(self) -> dict[str, Any]:
         from shaobing.agent.versions import installed_model, versions
@@ -401,7 +418,7 @@ class Agent:
                 Source(kind="agent", id="detector"),
                 data={"reason": self.detector_fault},
             )
-        self._report_config_rollback()
+        self.settings.at_start()
         for part in self.parts:
             part.start()
         log.info("agent started", extra={"fields": {"device": self.config.device.id}})
