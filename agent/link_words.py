@@ -139,6 +139,11 @@ def _pattern(msgid: str) -> re.Pattern[str]:
 _PATTERNS = [(msgid, _pattern(msgid)) for msgid in SENTENCES]
 
 
+def is_sentence(reason: str) -> bool:
+    """Whether ``reason`` is one of this module's sentences (not a TLS or broker reason)."""
+    return any(pattern.match(reason) for _msgid, pattern in _PATTERNS)
+
+
 def translate(reason: str, translate: Callable[[str], str]) -> str:
     """``reason`` in the installer's language when it is one of the sentences above."""
     for msgid, pattern in _PATTERNS:

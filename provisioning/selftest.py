@@ -29,6 +29,7 @@ from shaobing.agent import link_words
 from shaobing.agent.config import Config
 from shaobing.agent.spine import build_spine
 from shaobing.core.events import Source
+from shaobing.core.i18n import N_
 from shaobing.drivers.gpio_config import InputConfig, OutputConfig
 
 PASS, FAIL, SKIP, WARN = "pass", "fail", "skip", "warn"
@@ -462,22 +463,7 @@ class BrokerCheck:
                 break  # a definite answer (refused, TLS error): no use waiting it out
             time.sleep(0.02)
         if not session.uplink.connected.is_set():
-            if cfg.tls and not cfg.tls.cert:
-                return Outcome(
-                    FAIL,
-                    "no device certificate yet: send device.csr to the county CA and run "
-                    f"provision again with --cert ({session.uplink.stats.last_refusal})",
-                )
-            refusal = session.uplink.stats.last_refusal
-            reason = (
-                link_words.translate(refusal, ctx.translate)
-                if refusal
-                else (
-                    f"no answer from {cfg.host}:{cfg.port} within {ctx.broker_timeout_s:.0f} s "
-                    "(check the address, the 4G/network link and the firewall)"
-                )
-            )
-            return Outcome(FAIL, reason, {"event_id": event.id})
+            return Outcome(FAIL, _not_connected(ctx, session), {"event_id": event.id})
         connected_s = time.monotonic() - started
         while time.monotonic() < deadline:
             session.outbox.flush(1.0)  # acknowledgements are committed in batches too
@@ -497,6 +483,34 @@ class BrokerCheck:
             f"for {session.topics.base}/#",
             {"event_id": event.id},
         )
+
+
+NO_CERT_YET = N_(
+    "no device certificate yet: send {csr} to the county CA, then run provision again with --cert"
+)
+NO_ANSWER = N_(
+    "no answer from {host}:{port} within {seconds} s (check the address, the 4G/network "
+    "link and the firewall)"
+)
+
+
+def _not_connected(ctx: Context, session: BrokerSession) -> str:
+    """Why the broker check got no connection, in the installer's language.
+
+    A link that cannot be made (DNS, refused, the other protocol) is the first
+    thing to fix, certificate or not; a TLS refusal with no device certificate yet
+    is the expected outcome of a first run (the broker's own words are in
+    provisioning.log).
+    """
+    cfg, _ = ctx.config.mqtt, ctx.translate
+    refusal = session.uplink.stats.last_refusal
+    if refusal and link_words.is_sentence(refusal):
+        return link_words.translate(refusal, _)
+    if cfg.tls and not cfg.tls.cert:
+        return _(NO_CERT_YET).format(csr="device.csr")
+    if refusal:
+        return refusal
+    return _(NO_ANSWER).format(host=cfg.host, port=cfg.port, seconds=f"{ctx.broker_timeout_s:.0f}")
 
 
 def broker_checks(config: Config, ctx: Context) -> Iterable[Check]:

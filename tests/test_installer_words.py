@@ -304,3 +304,27 @@ def test_socket_errors_are_said_in_words(error, sentence):
     said = link_words.explain_failure(error, plain, "county.example", 1883, in_handshake=True)
     assert said == sentence.format(host="county.example", port=1883)
     assert "Errno" not in said
+
+
+def test_first_run_without_a_certificate_says_what_to_do_not_openssl(tmp_path, tls_broker):
+    from shaobing.provisioning import answers as A
+    from shaobing.provisioning.flow import Options, provision
+    from shaobing.provisioning.selftest import NO_CERT_YET
+
+    data = {
+        "device_id": DEVICE,
+        "site": {"village_code": "130521104201", "code_year": 2023, "village_name": "东关村"},
+        "broker": {"host": "127.0.0.1", "port": tls_broker.tls_port},
+        "identity": {"mode": "generate", "ca": str(tmp_path / "pki" / "ca.pem")},
+        "gpio_backend": "mock",
+        "command_key": str(county_public_key(tmp_path)),
+    }
+    said: list[str] = []
+    opts = Options(
+        config_dir=tmp_path / "etc", state_dir=tmp_path / "var", say=said.append,
+        register=False, lang="zh-CN",
+    )  # fmt: skip
+    outcome = provision(A.parse_answers(data), opts)
+    (broker,) = [r for r in outcome.results if r.kind == "broker"]
+    assert broker.reason == catalogue("zh-CN")(NO_CERT_YET).format(csr="device.csr"), broker
+    assert not any(raw in "\n".join(said) for raw in (*RAW, "[SSL", "_ssl.c")), said
