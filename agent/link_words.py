@@ -13,13 +13,12 @@ with ``translate``, which recognises the sentences below in that English text.
 
 from __future__ import annotations
 
-import re
 import socket
 from collections.abc import Callable
 
 from shaobing.agent import tls as tls_words
 from shaobing.agent.config import MqttConfig
-from shaobing.core.i18n import N_
+from shaobing.core.i18n import N_, made_from, reword
 
 DNS_FAILED = N_(
     "the broker host name {host} cannot be resolved (DNS): check the name, "
@@ -128,25 +127,11 @@ def refused_login(reason: str, device: str) -> str:
     return reason
 
 
-def _pattern(msgid: str) -> re.Pattern[str]:
-    parts = re.split(r"\{(\w+)\}", msgid)
-    regex = "".join(
-        f"(?P<{part}>.+?)" if i % 2 else re.escape(part) for i, part in enumerate(parts)
-    )
-    return re.compile(f"^{regex}$")
-
-
-_PATTERNS = [(msgid, _pattern(msgid)) for msgid in SENTENCES]
-
-
 def is_sentence(reason: str) -> bool:
     """Whether ``reason`` is one of this module's sentences (not a TLS or broker reason)."""
-    return any(pattern.match(reason) for _msgid, pattern in _PATTERNS)
+    return made_from(reason, SENTENCES) is not None
 
 
 def translate(reason: str, translate: Callable[[str], str]) -> str:
     """``reason`` in the installer's language when it is one of the sentences above."""
-    for msgid, pattern in _PATTERNS:
-        if match := pattern.match(reason):
-            return translate(msgid).format(**match.groupdict())
-    return reason
+    return reword(reason, SENTENCES, translate)

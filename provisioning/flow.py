@@ -25,7 +25,7 @@ from shaobing.agent.runtime import agent_version
 from shaobing.core.atomic import FileSet, atomic_write
 from shaobing.core.i18n import catalogue
 from shaobing.core.signing import load_public
-from shaobing.drivers.gpio import NO_PIN_FACTORY, TRIED, NoPinLibrary, make_pin_factory
+from shaobing.drivers.gpio import NO_PIN_FACTORY, make_pin_factory
 from shaobing.models.fetch import ENV_MODEL_DIR
 from shaobing.provisioning import answers as A
 from shaobing.provisioning import report as R
@@ -40,6 +40,7 @@ from shaobing.provisioning.selftest import (
     build_checks,
     run_checks,
     status_word,
+    words,
 )
 
 REPORT_JSON, REPORT_TEXT = "provisioning-report.json", "provisioning-report.txt"
@@ -267,13 +268,7 @@ def _pin_factory(config: Config, opts: Options) -> tuple[Factory | None, str | N
     try:
         return make_pin_factory(config.gpio, pins_used=bool(config.inputs or config.outputs)), None
     except BadPinFactory as exc:
-        _ = catalogue(opts.lang)
-        reason = (
-            _(TRIED).format(libraries=", ".join(exc.tried))
-            if isinstance(exc, NoPinLibrary)
-            else str(exc)
-        )
-        return None, _(NO_PIN_FACTORY).format(backend=config.gpio.backend, reason=reason)
+        return None, NO_PIN_FACTORY.format(backend=config.gpio.backend, reason=exc)
 
 
 def selftest(
@@ -297,7 +292,6 @@ def selftest(
         model_dir=None if os.environ.get(ENV_MODEL_DIR) else opts.state_dir / "models",
         camera_schemes=opts.camera_schemes,
         pin_factory_error=factory_error,
-        translate=catalogue(opts.lang),
     )
     checks = build_checks(config, ctx, opts.factories)
 
@@ -305,9 +299,9 @@ def selftest(
 
     def progress(i: int, n: int, check, result: Result | None) -> None:
         if result is None:
-            opts.say(f"[{i}/{n}] {check.kind}: {check.name} ...")
+            opts.say(f"[{i}/{n}] {_(check.kind)}: {words(check.name, _)} ...")
         else:
-            opts.say(f"[{i}/{n}] {status_word(result.status, _)} {result.reason}")
+            opts.say(f"[{i}/{n}] {status_word(result.status, _)} {words(result.reason, _)}")
 
     results = list(run_checks(checks, ctx, progress))
     return _Run(results, ctx.session)
