@@ -286,7 +286,7 @@ def selftest(
         walk_timeout_s=st.walk_timeout_s,
         pulse_ms=st.pulse_ms,
         broker_timeout_s=st.broker_timeout_s,
-        say=opts.say,
+        say=lambda text: opts.say(words(text, catalogue(opts.lang))),
         version=version,
         sample_command=sample_command,
         model_dir=None if os.environ.get(ENV_MODEL_DIR) else opts.state_dir / "models",

@@ -103,6 +103,7 @@ CheckFactory = Callable[[Config, Context], Iterable[Check]]
 # machines); the screen shows them in the installer's language (``REASONS``, ``words``).
 KINDS = (N_("gpio input"), N_("gpio output"), N_("serial device"), N_("camera"), N_("model"),
          N_("broker"), N_("commands"))  # fmt: skip
+WALK = N_("  walk test: trigger {id} ({kind}) within {seconds} s")
 NORMAL_AT_REST = N_("reads normal at rest")
 ALARM_AT_REST = N_("reads ALARM at rest ({hint})")
 NC_OPEN = N_("an NC loop reads open: check the wiring and that the sensor is closed/covered")
@@ -159,7 +160,7 @@ class GpioInputCheck:
                 return Outcome(FAIL, ALARM_AT_REST.format(hint=hint), {"state": "alarm"})
             if not ctx.walk_test:
                 return Outcome(PASS, NORMAL_AT_REST, {"state": "normal"})
-            ctx.say(f"  walk test: trigger {cfg.id} ({cfg.kind}) within {ctx.walk_timeout_s:.0f} s")
+            ctx.say(WALK.format(id=cfg.id, kind=cfg.kind, seconds=f"{ctx.walk_timeout_s:.0f}"))
             seen = threading.Event()
             deadline = time.monotonic() + ctx.walk_timeout_s
             # Polled rather than edge-callback: a 20 ms poll never misses a
@@ -623,7 +624,7 @@ def table(results: list[Result], width: int = 100, _: Callable[[str], str] = str
 
 
 REASONS = (
-    NORMAL_AT_REST, ALARM_AT_REST, NC_OPEN, NO_CLOSED, NOT_TRIGGERED, TRIGGERED, NOT_PULSED,
+    WALK, NORMAL_AT_REST, ALARM_AT_REST, NC_OPEN, NO_CLOSED, NOT_TRIGGERED, TRIGGERED, NOT_PULSED,
     PULSED_HIGH, PULSED_LOW, ACKNOWLEDGED, MUTUAL_TLS, TLS, PLAIN, NO_CERT_YET, NO_ANSWER,
     NO_PIN_FACTORY, TRIED,
     *link_words.SENTENCES,

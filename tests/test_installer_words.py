@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import socket
+import string
 import subprocess
 import sys
 from pathlib import Path
@@ -333,3 +334,16 @@ def test_first_run_without_a_certificate_says_what_to_do_not_openssl(tmp_path, t
     expected = catalogue("zh-CN")(NO_CERT_YET).format(csr="device.csr")
     assert any(line.endswith(expected) for line in said), said
     assert not any(raw in "\n".join(said) for raw in (*RAW, "[SSL", "_ssl.c")), said
+
+
+@given(st.sampled_from(link_words.SENTENCES), st.data())
+def test_reworded_reasons_round_trip_and_never_fail(sentence, data):
+    from shaobing.core.i18n import reword
+    from shaobing.provisioning.selftest import REASONS
+
+    names = {n for _t, n, _s, _c in string.Formatter().parse(sentence) if n}
+    values = {n: data.draw(st.text(min_size=1, max_size=20), label=n) for n in names}
+    text = sentence.format(**values)
+    known = (*REASONS, *link_words.SENTENCES)
+    assert reword(text, known, str) == text  # English in, the same English out
+    assert isinstance(reword(text, known, catalogue("zh-CN")), str)
