@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from shaobing.agent.config import ConfigError, load_config
+from shaobing.agent.config import INSTALLED_CONFIG, ConfigError, load_config
 from shaobing.agent.config_commands import ConfigChangeError
 from shaobing.cli.text import translator
 from shaobing.core.i18n import Catalogue
@@ -43,9 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--config",
         "-c",
         type=Path,
-        default=Path("/etc/shaobing/shaobing.yaml"),
+        default=INSTALLED_CONFIG,
         metavar="FILE",
-        help="the agent's config (default: /etc/shaobing/shaobing.yaml, the file the unit runs)",
+        help=f"the agent's config (default: {INSTALLED_CONFIG}, the file the unit runs)",
     )
     i.set_defaults(func=install_bundle)
 
