@@ -69,14 +69,6 @@ TRIED = N_("tried {libraries}; none loads here")
 _FALLBACK = re.compile(r"^Falling back from (\w+)")
 
 
-class NoPinLibrary(BadPinFactory):
-    """gpiozero could load none of its pin libraries; ``tried`` names them."""
-
-    def __init__(self, tried: list[str]):
-        self.tried = tried
-        super().__init__(TRIED.format(libraries=", ".join(tried)))
-
-
 def default_pin_factory() -> Factory:
     """gpiozero's default pick, its fallback warnings kept off the installer's terminal.
 
@@ -93,7 +85,7 @@ def default_pin_factory() -> Factory:
             factory, refusal = None, str(exc)
     if factory is None:
         tried = [m.group(1) for w in seen if (m := _FALLBACK.match(str(w.message)))]
-        raise NoPinLibrary(tried) if tried else BadPinFactory(refusal)
+        raise BadPinFactory(TRIED.format(libraries=", ".join(tried)) if tried else refusal)
     for w in seen:
         log.warning("GPIO library fallback", extra={"fields": {"reason": str(w.message)}})
     return factory

@@ -286,6 +286,7 @@ def selftest(
     sample_command: Path | None = None,
 ) -> _Run:
     factory, factory_error = _pin_factory(config, opts)
+    _ = catalogue(opts.lang)
     ctx = Context(
         config=config,
         pin_factory=factory,
@@ -293,7 +294,7 @@ def selftest(
         walk_timeout_s=st.walk_timeout_s,
         pulse_ms=st.pulse_ms,
         broker_timeout_s=st.broker_timeout_s,
-        say=lambda text: opts.say(words(text, catalogue(opts.lang))),
+        say=lambda text: opts.say(words(text, _)),  # the walk test's prompts
         version=version,
         sample_command=sample_command,
         model_dir=None if os.environ.get(ENV_MODEL_DIR) else opts.state_dir / "models",
@@ -301,8 +302,6 @@ def selftest(
         pin_factory_error=factory_error,
     )
     checks = build_checks(config, ctx, opts.factories)
-
-    _ = catalogue(opts.lang)
 
     def progress(i: int, n: int, check, result: Result | None) -> None:
         if result is None:
