@@ -145,16 +145,15 @@ def score_candidates(raw: np.ndarray, spec: DecodeSpec, threshold: float) -> np.
     sigmoid, the box decoding and NMS run on a handful of anchors instead of all
     2,000+ while giving the same detections.
     """
-    everything = np.arange(len(raw))
     if spec.score_activation == "sigmoid":
         low, high = _SIGMOID_PREFILTER
         if not low <= threshold <= high:
-            return everything
+            return np.arange(len(raw))
         floor = math.log(threshold / (1 - threshold)) - _LOGIT_MARGIN
     else:
         floor = threshold - _LOGIT_MARGIN * max(1.0, abs(threshold))
     if floor <= -spec.score_clip:  # clipping could lift a lower raw score above it
-        return everything
+        return np.arange(len(raw))
     if raw.shape[1] == 1:
         best = raw[:, 0]
     else:
