@@ -71,10 +71,13 @@ class ControlDeps:
     bundles: BundleReceiver | None = None  # model_update (agent/bundle_receiver.py)
     # The agent's one ConfigEditor, shared with the console so both see one pending change.
     editor: ConfigEditor | None = None
+    # The in-service watch of settings bundles (agent/settings_probation.py).
+    probation: SettingsProbation | None = None
 
 
 if TYPE_CHECKING:
     from shaobing.agent.bundle_receiver import BundleReceiver
+    from shaobing.agent.settings_probation import SettingsProbation
 
 Handler = Callable[[Any, Envelope], dict]
 
@@ -188,28 +191,21 @@ class CommandHandlers:
             raise CommandError(exc.code, str(exc)) from None
 
     def _config_update(self, args: ConfigUpdateArgs, envelope: Envelope) -> dict:
-        from shaobing.agent.config_bundle import AppliedVersions, verify
+        from shaobing.agent.config_bundle import AppliedVersions
+        from shaobing.agent.config_install import take
         from shaobing.core.signing import KeyFileError, Keyring
         from shaobing.models.bundle import BundleError
 
+        running = self._deps.target.config
+        versions = AppliedVersions(self._deps.state_dir / "config-bundle.json")
+        probation = self._deps.probation if self._deps.config_path is not None else None
+        before = probation.snapshot() if probation is not None else []
         try:
-            keyring = Keyring.load(self._deps.target.config.control.command_keys)
-            header = verify(args.bundle, keyring)
+            keyring = Keyring.load(running.control.command_keys)
+            header, result = take(args.bundle, keyring, self.editor, versions)
         except (BundleError, KeyFileError) as exc:
             raise CommandError(getattr(exc, "code", "unknown_key"), str(exc)) from None
-        versions = AppliedVersions(self._deps.state_dir / "config-bundle.json")
-        if header.version <= versions.last():
-            raise CommandError(
-                "stale_version",
-                f"settings bundle version {header.version}; version {versions.last()} is in place",
-            )
-        result = self.editor.change(header.patch, f"settings bundle v{header.version}")
-        versions.record(header.version)
-        if result["restart_required"] and self._deps.config_path is not None:
-            from shaobing.agent.config_watch import ConfigWatch
-
-            updates = self._deps.target.config.updates
-            ConfigWatch(self._deps.state_dir).begin(
-                header.version, updates.watch_s, updates.max_starts
-            )
+        if probation is not None:
+            # Watched in service, and across restarts (agent/settings_probation.py).
+            probation.begin(header.version, running, result, before)
         return {**result, "version": header.version}

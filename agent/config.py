@@ -30,6 +30,11 @@ from shaobing.core.model import Identifier, Strict
 from shaobing.drivers.gpio_config import GpioConfig, InputConfig, OutputConfig
 from shaobing.drivers.serial_config import SerialConfig
 
+# An installed box's config: what `shaobing provision` writes and systemd/shaobing.service
+# runs, so the technician's commands (status, outbox, config install) find it unasked.
+INSTALLED_CONFIG_DIR = Path("/etc/shaobing")
+INSTALLED_CONFIG = INSTALLED_CONFIG_DIR / "shaobing.yaml"
+
 
 class DeviceConfig(Strict):
     id: str = Field(

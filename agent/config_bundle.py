@@ -65,14 +65,32 @@ def verify(doc: dict[str, Any], keyring: Keyring) -> ConfigBundleHeader:
 
 
 class AppliedVersions:
-    """The newest settings bundle version taken, on disk: an older one is a replay."""
+    """The newest settings bundle version taken, on disk: an older one is a replay.
+
+    ``in_service`` is the bundle whose settings the box runs (``status.health``
+    ``versions.config_bundle``): a rolled-back bundle stays taken (a replay of
+    it is still refused) but is no longer in service."""
 
     def __init__(self, path: Path):
         self.path = path
 
-    def last(self) -> int:
+    def _read(self) -> dict[str, Any]:
         data, _ = read_json(self.path)
-        return int(data.get("version", 0)) if isinstance(data, dict) else 0
+        return data if isinstance(data, dict) else {}
+
+    def last(self) -> int:
+        return int(self._read().get("version", 0))
+
+    def in_service(self) -> int | None:
+        data = self._read()
+        return data.get("in_service", data.get("version"))
 
     def record(self, version: int) -> None:
-        atomic_write(self.path, json.dumps({"version": version}).encode(), mode=0o644)
+        doc = {"version": version, "in_service": version, "previous": self.in_service()}
+        atomic_write(self.path, json.dumps(doc).encode(), mode=0o644)
+
+    def rolled_back(self) -> None:
+        data = self._read()
+        if data:
+            doc = {**data, "in_service": data.get("previous"), "previous": None}
+            atomic_write(self.path, json.dumps(doc).encode(), mode=0o644)

@@ -81,6 +81,11 @@ class ConfigEditor:
         self._pending: Config | None = None  # written to the file, waiting for a restart
         self.pending_sections: list[str] = []
 
+    @property
+    def effective(self) -> Config:
+        """The config the file holds: a change waiting for a restart, else the running one."""
+        return self._pending or self._target.config
+
     def get(self, sections: list[str] | None = None) -> dict[str, Any]:
         data = redact(config_data(self._target.config))
         if sections:

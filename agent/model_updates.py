@@ -29,8 +29,9 @@ from shaobing.agent.detection.detector import Detector
 from shaobing.agent.detection.model_check import CheckFailed, check_candidate
 from shaobing.agent.detection.model_store import ModelStore, Slot
 from shaobing.agent.detection.runtime import ModelError
+from shaobing.agent.update_watch import crash_loop, emit_update
 from shaobing.agent.updates_config import UpdatesConfig
-from shaobing.core.events import EventSink, Severity, Source
+from shaobing.core.events import EventSink
 from shaobing.core.signing import KeyFileError, Keyring
 from shaobing.core.worker import LoopWorker
 from shaobing.models.bundle import BundleError, open_bundle
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shaobing.updates")
 
-SOURCE = Source(kind="agent", id="updates")
 WATCH_PERIOD_S = 1.0
 
 
@@ -111,8 +111,7 @@ class ModelUpdates:
         if not self._started:
             self._held.append(body)
             return
-        severity = Severity.MINOR if phase in ("refused", "rolled_back") else None
-        self._sink.emit("status.update", SOURCE, data=body, severity=severity)
+        emit_update(self._sink, body)
 
     def start(self) -> None:
         self._started = True
@@ -146,7 +145,7 @@ class ModelUpdates:
     def startup_detector(self) -> Detector:
         """The detector to start with; counts this start against a watch."""
         watch = self.store.count_start(self._now())
-        if watch and watch["starts"] > self.cfg.max_starts:
+        if watch and crash_loop(watch, self.cfg.max_starts):
             self._rollback_on_disk(
                 "crash_loop", f"{watch['starts'] - 1} agent starts within the watch window"
             )

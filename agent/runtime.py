@@ -19,16 +19,18 @@ from gpiozero.pins import Factory
 from shaobing.agent.arming import Arming
 from shaobing.agent.config import Config, ZoneConfig
 from shaobing.agent.config_commands import LIVE_SECTIONS, ConfigEditor
+from shaobing.agent.config_watch import ConfigWatch
 from shaobing.agent.control import ControlChannel, ControlDeps
 from shaobing.agent.detection.config import cameras_change_live
 from shaobing.agent.health import HealthReporter
 from shaobing.agent.linkage import LinkageSink
 from shaobing.agent.sdnotify import Notifier
 from shaobing.agent.security_policy import insecure_settings, warn_at_start
+from shaobing.agent.settings_probation import SettingsProbation
 from shaobing.agent.spine import build_spine
 from shaobing.agent.status_file import certificate_expiry, status_path, write_status
 from shaobing.agent.verification import VerificationWorker, Verifier
-from shaobing.core.events import Severity, Source
+from shaobing.core.events import Source
 from shaobing.core.watchdog import Liveness
 from shaobing.core.worker import Component
 from shaobing.drivers.gpio import GpioInputs, GpioOutputs, make_pin_factory
@@ -148,6 +150,16 @@ class Agent:
         self.serial = SerialDrivers(config.serial, self.sink)
         # The one config-write path: platform commands and the console share it.
         self.config_editor = ConfigEditor(self, config_path)
+        # Settings bundles on probation: confirmed, or rolled back on a fault they explain.
+        self.settings = SettingsProbation(
+            ConfigWatch(state_dir),
+            self.config_editor,
+            self.recorder,
+            self.recorder.conditions.open,
+            self.liveness.failing,
+            self._detector_trouble,
+            self.request_restart,
+        )
         self.control: ControlChannel | None = None
         if config.control.enabled:
             self.control = ControlChannel(
@@ -166,6 +178,7 @@ class Agent:
                     v5=config.mqtt.protocol == "5",
                     bundles=self.bundles,
                     editor=self.config_editor,
+                    probation=self.settings,
                 ),
             )
             self.uplink.subscribe_deferred(self.topics.commands, self.control.on_message)
@@ -231,6 +244,10 @@ class Agent:
             parts.append(
                 Component("console", self.console.start, self.console.stop, self.console.alive)
             )
+        # Last: it judges the workers above, so they run before its first turn.
+        parts.append(
+            Component("config-watch", self.settings.start, self.settings.stop, self.settings.alive)
+        )
         return parts
 
     def identity(self) -> dict[str, Any]:
@@ -315,14 +332,14 @@ class Agent:
             ),
         }
 
-    def _report_config_rollback(self) -> None:
-        from shaobing.agent.config_watch import ConfigWatch
-
-        report = ConfigWatch(self.config.storage.path.parent).take_report()
-        if report is not None:
-            data = {"phase": "rolled_back", "update_id": None, **report}
-            source = Source(kind="agent", id="updates")
-            self.recorder.emit("status.update", source, data=data, severity=Severity.MINOR)
+    def _detector_trouble(self) -> str | None:
+        """Why the detector does not serve, if it does not (settings bundles' watch)."""
+        if self.detector_fault:
+            return self.detector_fault
+        faults = self.detection.faults if self.detection is not None else 0
+        if faults >= self.config.updates.max_faults:
+            return f"{faults} inference steps failed in a row"
+        return None
 
     def _versions(self) -> dict[str, Any]:
         from shaobing.agent.versions import installed_model, versions
@@ -337,14 +354,24 @@ class Agent:
     def _write_status(self, health: dict[str, Any] | None, state: str = "running") -> None:
         """``status.json`` for ``shaobing status`` (agent/status_file.py); never fails."""
         tls = self.config.mqtt.tls
+        # One consistent picture: the events first, then what they changed. The health
+        # was measured before this call, so an alarm raised since would show under "last
+        # events" but not in the outbox counts; the counts are read again after it.
+        last_events = list(self.recorder.recent)
+        open_alarms = self.sink.open_alarms()
+        if health is not None:
+            try:
+                health = {**health, **self._outbox_counts()}
+            except Exception:  # keep the health worker's figures; the file must still be written
+                log.exception("cannot re-read the outbox counts for the status file")
         doc = {
             "state": state,
             "device": self.config.device.id,
             "version": agent_version(),
             "broker": f"{self.config.mqtt.host}:{self.config.mqtt.port}",
             "health": health,
-            "open_alarms": self.sink.open_alarms(),
-            "last_events": list(self.recorder.recent),
+            "open_alarms": open_alarms,
+            "last_events": last_events,
             "certificate": certificate_expiry(tls.cert if tls else None),
         }
         try:
@@ -352,14 +379,16 @@ class Agent:
         except OSError as exc:
             log.error("cannot write the status file", extra={"fields": {"error": str(exc)}})
 
-    def _final_health(self) -> dict[str, Any]:
-        # The drivers are closed by now: what is left to tell is the outbox.
+    def _outbox_counts(self) -> dict[str, Any]:
         return {
             "outbox": self.outbox.depth(),
             "outbox_bytes": self.outbox.stored_bytes(),
             "dropped": dict(self.outbox.dropped),
-            "uplink": {"connected": self.uplink.connected.is_set()},
         }
+
+    def _final_health(self) -> dict[str, Any]:
+        # The drivers are closed by now: what is left to tell is the outbox.
+        return {**self._outbox_counts(), "uplink": {"connected": self.uplink.connected.is_set()}}
 
     def start(self) -> None:
         warn_at_start(self.config, self._config_path)
@@ -385,7 +414,7 @@ class Agent:
                 Source(kind="agent", id="detector"),
                 data={"reason": self.detector_fault},
             )
-        self._report_config_rollback()
+        self.settings.at_start()
         for part in self.parts:
             part.start()
         log.info("agent started", extra={"fields": {"device": self.config.device.id}})

@@ -21,10 +21,14 @@ class UpdatesConfig(Strict):
         description="median inference time a model may take, in the check and in service",
     )
     watch_s: float = Field(
-        default=600.0, gt=0, description="after a switch, how long a new model is on probation"
+        default=600.0,
+        gt=0,
+        description="how long a new model, or a settings bundle's change, is on probation",
     )
     max_starts: int = Field(
-        default=3, ge=1, description="agent starts within the watch that mean a crash loop"
+        default=3,
+        ge=1,
+        description="agent starts within a watch that mean a crash loop (model or settings)",
     )
     max_faults: int = Field(
         default=5, ge=1, description="inference steps failing in a row that mean a faulty model"

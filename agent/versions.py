@@ -2,7 +2,8 @@
 
 The config version is the first 16 hex digits of the SHA-256 of the canonical
 JSON of the effective config (defaults left out), so the county can tell two
-boxes run the same settings without reading them, and see a change land.
+boxes run the same settings without reading them, and see a change land;
+``config_bundle`` is the version of the settings bundle in service.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 from typing import Any
 
 from shaobing.agent.config import Config
+from shaobing.agent.config_bundle import AppliedVersions
 from shaobing.agent.config_commands import config_data
 from shaobing.agent.detection.model_store import ModelStore
 from shaobing.core.signing import canonical
@@ -30,5 +32,14 @@ def installed_model(config: Config) -> dict[str, Any] | None:
     return {"name": config.detector.model, "sha256": None, "bundle_version": None, "slot": None}
 
 
+def config_bundle(config: Config) -> int | None:
+    """The settings bundle whose settings the box runs (None: none taken, or rolled back)."""
+    return AppliedVersions(config.storage.path.parent / "config-bundle.json").in_service()
+
+
 def versions(config: Config, model: dict[str, Any] | None) -> dict[str, Any]:
-    return {"model": model, "config": config_version(config)}
+    return {
+        "model": model,
+        "config": config_version(config),
+        "config_bundle": config_bundle(config),
+    }

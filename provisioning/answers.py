@@ -17,10 +17,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shaobing.agent.config import Problem, dotted, validate_config
+from shaobing.agent.config import INSTALLED_CONFIG, Problem, dotted, validate_config
 from shaobing.core.signing import KeyFileError, load_public
 
-CONFIG_NAME = "shaobing.yaml"
+CONFIG_NAME = INSTALLED_CONFIG.name
 KEY_NAME, CSR_NAME, CERT_NAME, CA_NAME = "device.key", "device.csr", "device.pem", "ca.pem"
 COMMAND_KEY_NAME = "county-command.pub"
 NO_COMMAND_KEY = (

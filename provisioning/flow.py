@@ -19,7 +19,14 @@ from typing import Any
 
 from gpiozero.pins import Factory
 
-from shaobing.agent.config import Config, ConfigError, Problem, parse_config, validate_config
+from shaobing.agent.config import (
+    INSTALLED_CONFIG_DIR,
+    Config,
+    ConfigError,
+    Problem,
+    parse_config,
+    validate_config,
+)
 from shaobing.agent.runtime import agent_version
 from shaobing.core.atomic import FileSet, atomic_write
 from shaobing.core.i18n import catalogue
@@ -54,7 +61,7 @@ class ProvisionError(Exception):
 
 @dataclass
 class Options:
-    config_dir: Path = Path("/etc/shaobing")
+    config_dir: Path = INSTALLED_CONFIG_DIR
     state_dir: Path = Path("/var/lib/shaobing")
     pin_factory: Factory | None = None
     factories: tuple[CheckFactory, ...] = DEFAULT_FACTORIES

@@ -122,6 +122,19 @@ def test_status_shows_a_running_agent_without_a_broker(tmp_path, capsys, offline
     assert rc == 3 and "agent        stopped" in out
 
 
+def test_status_file_never_shows_an_event_its_counts_miss(tmp_path, offline_post):
+    """Health measured just before an alarm, written just after (CI caught the status
+    screen listing the alarm under "last events" beside "outbox alarm 0")."""
+    post = offline_post
+    measured = {"outbox": post.agent.outbox.depth(), "dropped": {}}
+    post.wiring.trigger("panic-1")
+    assert wait_until(lambda: any(e["type"] == "alarm.panic" for e in post.agent.recorder.recent))
+    post.agent._write_status(measured)
+    doc = json.loads(status_path(tmp_path).read_text(encoding="utf-8"))
+    assert [e["type"] for e in doc["last_events"]][-1] == "alarm.panic"
+    assert doc["health"]["outbox"]["alarm"] == 1
+
+
 def test_status_tells_a_crashed_agent_and_a_missing_file(tmp_path, capsys):
     rc, _, err = run_cli(capsys, "status", "--state-dir", str(tmp_path))
     assert rc == 1 and "does not exist" in err

@@ -117,6 +117,7 @@ def test_the_config_watch_ends_with_its_window(tmp_path):
     clock = [1000.0]
     watch = ConfigWatch(tmp_path, now=lambda: clock[0])
     watch.begin(2, watch_s=60, max_starts=1)
+    assert not watch.on_start(config)  # the first start on the new file: its window begins
     clock[0] += 61
     assert not watch.on_start(config) and not watch.on_start(config)
     assert config.read_text() == "new\n"

@@ -5,6 +5,7 @@ tests/test_console_browser.py.)"""
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -14,8 +15,10 @@ import pytest
 import yaml
 from conftest import wait_for
 from console_support import PIN, start_post
+from starlette.applications import Starlette
 
 from shaobing.agent.console.auth import hash_pin, verify_pin
+from shaobing.agent.console.server import ConsoleServer
 
 ZONE = {"id": "crossing", "polygon": [[0.05, 0.05], [0.95, 0.05], [0.95, 0.95], [0.05, 0.95]]}
 
@@ -43,6 +46,17 @@ def test_pin_hash_roundtrip_and_bad_format():
     assert verify_pin("1234", stored) and not verify_pin("4321", stored)
     with pytest.raises(ValueError, match=r"console\.pin_hash"):
         verify_pin("1234", "plain")
+
+
+def test_the_console_port_takes_connections_before_its_loop_runs():
+    """A phone that connects right after the agent starts waits; it is not refused (CI saw it)."""
+    server = ConsoleServer(Starlette(), ["127.0.0.1"], 0)
+    try:
+        host, port = server.addresses[0].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass  # accepted into the backlog, served once uvicorn runs
+    finally:
+        server.stop(1)
 
 
 def test_everything_is_behind_the_login_and_changes_need_the_csrf_token(post):

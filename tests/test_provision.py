@@ -152,6 +152,7 @@ def test_non_interactive_provisioning_end_to_end(tmp_path, pki, tls_broker, coun
     assert not list(REGISTER.iter_errors(reg)), list(REGISTER.iter_errors(reg))
     assert reg["selftest"] == {"ok": True, "passed": 5, "failed": 0, "skipped": 0, "failures": []}
     assert reg["versions"]["config"] == config_version(config)  # issue 17: what it runs
+    assert reg["versions"]["config_bundle"] is None  # no settings bundle taken yet
     fp = x509.load_pem_x509_certificate((d / "device.pem").read_bytes())
     assert reg["certificate"]["fingerprint_sha256"].replace(":", "").lower() == (
         fp.fingerprint(hashes.SHA256()).hex()

@@ -253,3 +253,23 @@ def test_a_stuck_uplink_makes_the_agent_unhealthy(tmp_path, mosquitto):
         release.set()
         stuck.clear()
         agent.stop()
+
+
+def test_the_technicians_commands_find_the_config_the_unit_runs():
+    """`shaobing status` on a box looked for /etc/shaobing/config.yaml, which provision never
+    writes: every command's default config is the file the unit runs."""
+    from shaobing.cli.main import build_parser, iter_parsers
+
+    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    unit.read(UNIT)
+    runs = Path(unit["Service"]["ExecStart"].split("--config", 1)[1].split()[0])
+    defaults = {
+        parser.prog.removeprefix("shaobing "): action.default
+        for parser in iter_parsers(build_parser())
+        for action in parser._actions
+        if "--config" in action.option_strings and action.default is not None
+    }
+    on_the_box = ("status", "outbox list", "outbox dump", "config install")
+    assert {prog: defaults.get(prog) for prog in on_the_box} == dict.fromkeys(on_the_box, runs)
+    # The rest are the simulator's (demo, fleet): they start from the example post.
+    assert {p for p in defaults if p not in on_the_box} == {"demo", "fleet"}

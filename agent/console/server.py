@@ -63,6 +63,9 @@ class ConsoleServer:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((address, port))
+                # Listening from here on: a browser (or the installer's phone) that connects
+                # before uvicorn's loop runs waits in the backlog instead of being refused.
+                sock.listen(64)
             except OSError as exc:
                 sock.close()
                 log.error(

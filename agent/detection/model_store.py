@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shaobing.agent.update_watch import count_start
 from shaobing.core.atomic import atomic_write, read_json
 from shaobing.models.bundle import MODEL_MEMBER, VerifiedBundle
 from shaobing.models.manifest import ModelManifest
@@ -133,10 +134,7 @@ class ModelStore:
         watch = state["watch"]
         if not watch:
             return None
-        if (time.time() if now is None else now) >= watch["until"]:
-            self._write({**state, "watch": None})
-            return None
-        watch = {**watch, "starts": int(watch.get("starts", 0)) + 1}
+        watch = count_start(watch, time.time() if now is None else now)
         self._write({**state, "watch": watch})
         return watch
 

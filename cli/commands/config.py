@@ -4,9 +4,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from shaobing.agent.config import ConfigError, load_config
+from shaobing.agent.config import INSTALLED_CONFIG, ConfigError, load_config
+from shaobing.agent.config_commands import ConfigChangeError
 from shaobing.cli.text import translator
 from shaobing.core.i18n import Catalogue
+from shaobing.models.bundle import BundleError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +30,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--version", type=int, required=True, metavar="N", help="settings version")
     b.add_argument("--out", type=Path, required=True, metavar="FILE", help="bundle JSON to write")
     b.set_defaults(func=bundle_patch)
+    i = csub.add_parser(
+        "install",
+        help="install a signed settings bundle (USB stick): verify, write, watch",
+        description="The same path as the config_update command: signature, version (an "
+        "older one is refused), protected settings refused, the merged config validated, then "
+        "written atomically (the file before it kept as <name>.prev). The agent takes it at "
+        "its next start (systemctl restart shaobing) and watches it for updates.watch_s.",
+    )
+    i.add_argument("bundle", type=Path, metavar="BUNDLE", help="settings bundle (JSON)")
+    i.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=INSTALLED_CONFIG,
+        metavar="FILE",
+        help=f"the agent's config (default: {INSTALLED_CONFIG}, the file the unit runs)",
+    )
+    i.set_defaults(func=install_bundle)
 
 
 def check_files(args: argparse.Namespace) -> int:
@@ -83,3 +103,69 @@ def bundle_patch(args: argparse.Namespace) -> int:
     args.out.write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     print(f"{args.out}: settings v{args.version} signed by {doc['kid']}")
     return 0
+
+
+def install_bundle(args: argparse.Namespace) -> int:
+    """One line for the installer: what was written, or why nothing was."""
+    import json
+
+    from shaobing.agent.config_install import install
+    from shaobing.core.signing import KeyFileError
+
+    _ = translator(args)
+    where = args.bundle
+    try:
+        result = install(args.bundle, args.config)
+    except ConfigError as exc:
+        _report(_, Path(exc.source), exc.problems)
+        return 2
+    except KeyFileError as exc:
+        print(_("cannot read the county keys (control.command_keys): {error}").format(error=exc),
+              file=sys.stderr)  # fmt: skip
+        return 2
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        print(
+            _("{bundle}: cannot read it: {error}").format(bundle=where, error=exc), file=sys.stderr
+        )
+        return 1
+    except (BundleError, ConfigChangeError) as exc:
+        print(_refusal(_, where, exc), file=sys.stderr)
+        if exc.code == "invalid_config":
+            for detail in exc.details or []:
+                print(f"  {detail['path']}: {detail['message']}", file=sys.stderr)
+        return 1
+    print(
+        _(
+            "{config}: settings v{version} written (the file before it is kept as {prev}); "
+            "the agent takes them at its next start (sudo systemctl restart shaobing) and "
+            "watches them for {watch_s:g} s"
+        ).format(
+            config=args.config,
+            version=result["version"],
+            prev=args.config.name + ".prev",
+            watch_s=result["watch_s"],
+        )
+    )
+    return 0
+
+
+def _refusal(_: Catalogue, bundle: Path, exc: BundleError | ConfigChangeError) -> str:
+    """The installer's line: the why in their language; only what no words can say
+    (a key path, a version number, where a bundle is malformed) in between."""
+    from shaobing.agent.config_install import StaleVersion
+
+    if isinstance(exc, StaleVersion):
+        why = _("settings version {version} is not newer than version {current} already taken")
+        why = why.format(version=exc.version, current=exc.current)
+    elif exc.code == "protected_key":
+        keys = ", ".join(d["path"] for d in getattr(exc, "details", None) or [])
+        why = _("it changes settings only the box may change: {keys}").format(keys=keys)
+    elif exc.code == "bad_bundle":
+        why = _("not a settings bundle ({detail})").format(detail=exc)
+    else:
+        why = {
+            "bad_signature": _("the signature does not match (not the county's, or changed since)"),
+            "unknown_key": _("signed by a key this box does not trust (control.command_keys)"),
+            "invalid_config": _("the settings it makes are invalid:"),
+        }.get(exc.code, exc.code)
+    return _("{bundle}: refused, nothing was written: {why}").format(bundle=bundle, why=why)

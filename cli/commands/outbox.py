@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from shaobing.agent.config import ConfigError, load_config
+from shaobing.agent.config import INSTALLED_CONFIG, ConfigError, load_config
 from shaobing.agent.outbox_reader import (
     CLASSES,
     COLUMNS,
@@ -18,8 +18,6 @@ from shaobing.agent.outbox_reader import (
     parse_seq_range,
     parse_time,
 )
-
-DEFAULT_CONFIG = Path("/etc/shaobing/config.yaml")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     for q in (ls, dump):
         where = q.add_mutually_exclusive_group()
         where.add_argument(
-            "--config", "-c", type=Path, default=DEFAULT_CONFIG, metavar="FILE",
-            help="agent config; its storage.path is the outbox",
+            "--config", "-c", type=Path, default=INSTALLED_CONFIG, metavar="FILE",
+            help=f"agent config; its storage.path is the outbox (default: {INSTALLED_CONFIG})",
         )  # fmt: skip
         where.add_argument("--file", type=Path, metavar="FILE", help="an outbox file to read")
         q.add_argument(

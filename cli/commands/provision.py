@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from shaobing.agent import logs
+from shaobing.agent.config import INSTALLED_CONFIG_DIR
 from shaobing.cli.schemes import CAMERA_SCHEMES
 from shaobing.cli.text import translator
 from shaobing.core.i18n import Catalogue
@@ -26,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--answers", type=Path, metavar="FILE", help="answers file (YAML)")
     p.add_argument("--non-interactive", action="store_true", help="never prompt; flags only")
     p.add_argument(
-        "--config-dir", type=Path, default=Path("/etc/shaobing"), metavar="DIR",
-        help="where config.yaml, keys and certificates go",
+        "--config-dir", type=Path, default=INSTALLED_CONFIG_DIR, metavar="DIR",
+        help="where shaobing.yaml, keys and certificates go",
     )  # fmt: skip
     p.add_argument(
         "--state-dir", type=Path, default=Path("/var/lib/shaobing"), metavar="DIR",

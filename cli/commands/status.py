@@ -7,11 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from shaobing.agent.config import ConfigError, load_config
+from shaobing.agent.config import INSTALLED_CONFIG, ConfigError, load_config
 from shaobing.agent.status_file import StatusError, format_status, read_status, running, status_path
 from shaobing.cli.text import translator
 
-DEFAULT_CONFIG = Path("/etc/shaobing/config.yaml")
 # As `systemctl status`: 3 = not running.
 EXIT_NOT_RUNNING = 3
 
@@ -25,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Exit status 0: running, 3: not running, 1: no status to read.",
     )
     p.add_argument(
-        "--config", "-c", type=Path, default=DEFAULT_CONFIG, metavar="FILE",
-        help="agent config; its storage.path names the state directory",
+        "--config", "-c", type=Path, default=INSTALLED_CONFIG, metavar="FILE",
+        help=f"agent config, its storage.path names the state dir (default: {INSTALLED_CONFIG})",
     )  # fmt: skip
     p.add_argument(
         "--state-dir", type=Path, metavar="DIR", help="read DIR/status.json; overrides --config"
