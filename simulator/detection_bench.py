@@ -61,14 +61,7 @@ def _median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
 
-def run(
-    model: str,
-    threads: int,
-    iterations: int,
-    seconds: float,
-    runtime: str,
-    during_invoke: bool | None = None,
-) -> dict:
+def run(model: str, threads: int, iterations: int, seconds: float, runtime: str) -> dict:
     from shaobing.simulator.camera import Scene, SceneSpec, VirtualCameraFactory
 
     detector = Detector(model, num_threads=threads, runtime=runtime)
@@ -86,8 +79,6 @@ def run(
     # The agent's path: step() infers this round while the preprocessing thread
     # prepares the camera's next frame, put in its slot as a fast camera would.
     pipe = DetectionPipeline(detector, [cam], sink, cfg)
-    if during_invoke is not None:  # else the pipeline's own choice (a free core or not)
-        pipe.prepare_during_invoke = during_invoke
     pipe.camera("bench").camera.slot = _FastCamera(frames)
     # The same work done serially on the inference thread (how it was before the
     # overlap): preprocess, invoke, decode, track, one after the other.
@@ -167,7 +158,6 @@ def run(
         "pipeline_frame_ms_median": round(pipe_ms, 2),
         "pipeline_fps": round(1000 / pipe_ms, 1),
         "pipeline_vs_raw": round(raw_ms / pipe_ms, 3),
-        "prepare_during_invoke": pipe.prepare_during_invoke,
         "serial_frame_ms_median": round(serial_ms, 2),
         "serial_vs_raw": round(raw_ms / serial_ms, 3),
         "inference_thread_cpu_ms": {
@@ -200,19 +190,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["auto", "ai-edge-litert", "tflite-runtime"],
         help="TFLite runtime; auto: ai-edge-litert if installed",
     )
-    p.add_argument(
-        "--prepare-during-invoke",
-        choices=["auto", "yes", "no"],
-        default="auto",
-        help="prepare the next frame while invoke() runs (yes) or after it (no); auto: "
-        "during, when a core is left free by the interpreter threads",
-    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def main_args(args: argparse.Namespace) -> int:
-    during = {"auto": None, "yes": True, "no": False}[args.prepare_during_invoke]
-    result = run(args.model, args.threads, args.iterations, args.seconds, args.runtime, during)
+    result = run(args.model, args.threads, args.iterations, args.seconds, args.runtime)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -135,7 +134,6 @@ class Detector:
         )
         self.manifest = manifest
         self.model = load_model(path, runtime, num_threads)
-        self.num_threads = num_threads
         self.score_threshold = score_threshold
         self._lock = threading.Lock()
         self.input_spec = manifest.input if manifest else _input_spec_from_tensor(self.model)
@@ -201,15 +199,10 @@ class Detector:
         frame: np.ndarray,
         score_threshold: float | None = None,
         prepared: Prepared | None = None,
-        after_invoke: Callable[[], None] | None = None,
     ) -> DetectResult:
-        """Prepare (unless done), invoke, decode; ``after_invoke`` runs between the
-        last two, when the interpreter's threads have let go of the cores."""
         threshold = self.score_threshold if score_threshold is None else score_threshold
         prepared = prepared or self.prepare(frame)
         outputs, took = self._run(prepared.tensor)
-        if after_invoke is not None:
-            after_invoke()
         raw = self.adapter.decode(outputs, threshold)
         h, w = frame.shape[:2]
         boxes = prepared.fit.to_frame(raw.boxes) if len(raw.boxes) else raw.boxes

@@ -1,16 +1,13 @@
 """The preprocessing worker: the next round's frames, gathered while this round infers.
 
 One request at a time: the inference thread asks for the next round when it
-starts one (``request``), lets the worker begin (``go``: at once when a core is
-free while ``invoke()`` runs, else once the round's last ``invoke()`` returned),
-says when its round is over (``round_done``: if no frame has arrived by then,
-the worker stops waiting for one and answers an empty round), and collects the
-answer at the start of the next round (``take``).
-
-The worker runs on the shared lifecycle (``core/worker.py``); a round that
-raises (a bad frame) is counted and logged in the worker's state and re-raised
-by ``take`` on the inference thread, which counts it as a failed step, as when
-the preparation ran there.
+starts one (``request``), says when its round is over (``round_done``: if no
+frame has arrived by then, the worker stops waiting for one and answers an
+empty round), and collects the answer at the start of the next round
+(``take``). The worker runs on the shared lifecycle (``core/worker.py``);
+a round that raises (a bad frame) is counted and logged in the worker's state
+and re-raised by ``take`` on the inference thread, which counts it as a
+failed step, as when the preparation ran there.
 """
 
 from __future__ import annotations
@@ -37,7 +34,6 @@ class Lookahead(Generic[T]):
         self._stop = threading.Event()
         self._cond = threading.Condition()
         self._requested = False
-        self._go = False
         self._pending = False  # requested and not yet taken
         self._round_done = False
         self._poked = False
@@ -63,24 +59,18 @@ class Lookahead(Generic[T]):
     def pending(self) -> bool:
         return self._pending
 
-    def request(self, *, go: bool = True) -> None:
-        """Ask for the next round, to be gathered at once or from ``go()`` on; the
-        worker's thread starts with the first request."""
+    def request(self) -> None:
+        """Start gathering the next round; the worker starts with the first request."""
         if not self.worker.started:
             self.worker.start()
         with self._cond:
-            self._requested, self._pending, self._go = True, True, go
+            self._requested, self._pending = True, True
             self._round_done, self._answer = False, None
-            self._cond.notify_all()
-
-    def go(self) -> None:
-        with self._cond:
-            self._go = True
             self._cond.notify_all()
 
     def round_done(self) -> None:
         with self._cond:
-            self._round_done, self._go = True, True
+            self._round_done = True
             self._cond.notify_all()
 
     def poke(self) -> None:
@@ -108,7 +98,7 @@ class Lookahead(Generic[T]):
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not (self._requested and self._go) and not self._stop.is_set():
+                while not self._requested and not self._stop.is_set():
                     self._cond.wait()
                 if self._stop.is_set():
                     return

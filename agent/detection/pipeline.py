@@ -13,7 +13,6 @@ also releases the GIL) and overwrite their one-frame slot. See docs/inference.md
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -144,11 +143,6 @@ class DetectionPipeline:
         self._cams: list[_Cam] = []
         # The preprocessing worker, started by the first round that finds frames.
         self.lookahead: Lookahead[_Ready] | None = None
-        # Prepare the next round while invoke() runs only when a core is free for
-        # it; with every core in the interpreter's threads, preparing competes with
-        # them (invoke() slows by more than the preparation costs), so it waits for
-        # the round's last invoke() and runs beside the decoding and tracking.
-        self.prepare_during_invoke = _free_cores(detector.num_threads) > 0
         for cam_cfg in cameras:
             if not cam_cfg.enabled:
                 continue
@@ -260,12 +254,10 @@ class DetectionPipeline:
         if ready and not self._stop.is_set():
             if self.lookahead is None:  # made here so that step() alone (tests, bench) overlaps too
                 self.lookahead = Lookahead(lambda: self.gather(prepare=True))
-            self.lookahead.request(go=self.prepare_during_invoke)
+            self.lookahead.request()
         try:
-            last = len(ready) - 1
-            for i, r in enumerate(ready):
-                go = self.lookahead.go if i == last and self.lookahead is not None else None
-                self.process(r.cam, r.image, r.prepared, after_invoke=go)
+            for r in ready:
+                self.process(r.cam, r.image, r.prepared)
         finally:
             if self.lookahead is not None:
                 self.lookahead.round_done()
@@ -361,16 +353,10 @@ class DetectionPipeline:
         c.cfg, c.zones, c.gate = cfg, zones, gate
         c.floor = min([c.det_cfg.score_threshold] + [f.min_score for f in cfg.filters.values()])
 
-    def process(
-        self,
-        c: _Cam,
-        image: np.ndarray,
-        prepared: Prepared | None = None,
-        after_invoke: Callable[[], None] | None = None,
-    ) -> None:
+    def process(self, c: _Cam, image: np.ndarray, prepared: Prepared | None = None) -> None:
         """Detect, track and raise events for one frame of camera ``c``."""
         now = self.clock()
-        result = self.detector.detect(image, c.floor, prepared, after_invoke)
+        result = self.detector.detect(image, c.floor, prepared)
         c.last_served = now
         c.inferences += 1
         c.last_infer_ms = result.invoke_s * 1000
@@ -526,11 +512,6 @@ class DetectionPipeline:
                 "cameras": [asdict(s) for s in self.stats()],
             },
         )
-
-
-def _free_cores(interpreter_threads: int) -> int:
-    """Cores this process may run on that the interpreter's threads leave free."""
-    return len(os.sched_getaffinity(0)) - interpreter_threads
 
 
 def snapshot_frame(
