@@ -146,7 +146,11 @@ class MqttConfig(Strict):
     protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT protocol version")
     # Chinese 4G carriers drop idle NAT mappings after a few minutes; 60 s stays under.
     keepalive_s: int = Field(default=60, ge=10, le=1200, description="MQTT keepalive")
-    topic_prefix: str = Field(default="shaobing/v1", pattern=r"^[^#+]+[^/#+]$")
+    topic_prefix: str = Field(
+        default="shaobing/v1",
+        pattern=r"^[^#+]+[^/#+]$",
+        description="topic root, e.g. shaobing/v1: no '#' or '+', no '/' at the end",
+    )
     username: str | None = Field(default=None, description="broker user name")
     password: str | None = Field(default=None, description="broker password")
     tls: TlsConfig | None = Field(default=None, description="TLS settings; None = plain TCP")

@@ -30,3 +30,30 @@ def setup(level: str = "INFO", stream=sys.stderr) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+class Captured(logging.Handler):
+    """Log lines kept in memory, for a command whose terminal belongs to a person
+    (``shaobing provision``): written to a file afterwards, never between its lines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(JsonLines())
+        self.lines: list[str] = []
+        self.worst = logging.NOTSET
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+        self.worst = max(self.worst, record.levelno)
+
+
+def capture(level: str = "INFO") -> Captured:
+    """Route the agent's logs and Python warnings (gpiozero's, ...) into a ``Captured``."""
+    handler = Captured()
+    logging.captureWarnings(True)
+    for name in ("shaobing", "py.warnings"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level)
+        logger.propagate = False
+    return handler

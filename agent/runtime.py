@@ -90,7 +90,11 @@ class Agent:
         self.clock, self.outbox, self.recorder = spine.clock, spine.outbox, spine.recorder
         self.topics, self.uplink, self._identity = spine.topics, spine.uplink, spine.identity
         self.clock.on_sync(self._clock_synchronised)
-        factory = pin_factory if pin_factory is not None else make_pin_factory(config.gpio)
+        factory = (
+            pin_factory
+            if pin_factory is not None
+            else make_pin_factory(config.gpio, pins_used=bool(config.inputs or config.outputs))
+        )
         self.outputs = GpioOutputs(config.outputs, factory)
         state_dir = config.storage.path.parent
         self.arming = Arming(

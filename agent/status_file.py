@@ -20,6 +20,7 @@ from typing import Any
 
 from wcwidth import wcswidth
 
+from shaobing.agent import link_words
 from shaobing.core.atomic import atomic_write
 
 FILE_NAME = "status.json"
@@ -136,6 +137,8 @@ def format_status(
             ),
         )
     )  # fmt: skip
+    if uplink.get("last_refusal") and not uplink.get("connected"):
+        rows.append((_("why"), link_words.translate(str(uplink["last_refusal"]), _)))
     if health.get("outbox") is not None:
         rows.append(
             (

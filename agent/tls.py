@@ -17,6 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from shaobing.agent.config import TlsConfig
 from shaobing.core.signing import KeyFileError, check_owner_only
 
+NOT_TLS = "the broker port does not speak TLS"
 # Substrings of OpenSSL's messages (client side), most specific first. The
 # server's verdict on our certificate arrives as a TLS alert, which OpenSSL
 # names "... alert <reason>".
@@ -50,7 +51,7 @@ _EXPLANATIONS: tuple[tuple[str, str], ...] = (
         "certificate verify failed",
         "cannot verify the broker's certificate with the CA in mqtt.tls.ca (wrong CA file?)",
     ),
-    ("wrong version number", "the broker port does not speak TLS (plain MQTT port?)"),
+    ("wrong version number", f"{NOT_TLS} (plain MQTT port?)"),
     ("key values mismatch", "the client certificate does not match the private key"),
     ("eof occurred in violation of protocol", "the broker closed the connection during TLS"),
     ("connection reset", "the broker closed the connection during TLS"),
@@ -126,9 +127,7 @@ def explain_refusal(
     reason = explain(error)
     ambiguous = any(marker in reason for marker in _AMBIGUOUS)
     if tls and ambiguous and in_handshake:
-        return (
-            f"the broker port does not speak TLS (plain MQTT port? TLS is usually 8883) ({error})"
-        )
+        return f"{NOT_TLS} (plain MQTT port? TLS is usually 8883) ({error})"
     if tls and ambiguous:
         # "expires soon" is no reason for a refusal; only real faults explain one.
         findings = [f for f in client_cert_findings(tls) if "expires on" not in f]

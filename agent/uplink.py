@@ -36,6 +36,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from tenacity import Retrying, retry_if_exception_type
 
+from shaobing.agent import link_words
 from shaobing.agent import tls as tls_words
 from shaobing.agent.config import MqttConfig
 from shaobing.agent.inbound_acks import RECEIVE_MAXIMUM, Ack, InboundAcks
@@ -133,6 +134,8 @@ class Uplink:
         self._tls_error: str | None = None
         self._socket_error: str | None = None  # paho reports read errors only to on_log
         self._accepted = False  # CONNACK success on the current connection
+        self._connack_refused = False  # a CONNACK refusal: paho's "Protocol error" follows
+        self._client_id = client_id
         self._rng = random.Random()
         self._endpoints = Endpoints(config.endpoints(), self._rng)
         self._last_endpoint: str | None = None
@@ -324,15 +327,19 @@ class Uplink:
             self._stop.wait(min(left, 1.0))
 
     def _connect_failed(self, state) -> None:
-        reason = tls_words.explain_refusal(
-            state.outcome.exception(), self.config.tls, in_handshake=True
+        node = self._endpoints.current
+        error = state.outcome.exception()
+        reason = link_words.explain_failure(
+            error, self.config, node.host, node.port, in_handshake=True
         )
         self.stats.last_refusal = reason
         level = logging.ERROR if self.config.tls else logging.WARNING
         log.log(
             level,
             f"cannot connect to broker: {reason}",
-            extra={"fields": {"attempt": state.attempt_number, "error": reason}},
+            extra={
+                "fields": {"attempt": state.attempt_number, "error": reason, "detail": str(error)}
+            },
         )
 
     def _on_log(self, client, userdata, level, buf) -> None:
@@ -345,6 +352,7 @@ class Uplink:
         if self._tls_error:
             raise OSError(self._tls_error)
         self._accepted = False
+        self._connack_refused = False
         self._socket_error = None
         cfg = self.config
         # Each attempt goes to the next node: a dead node costs one attempt.
@@ -359,8 +367,12 @@ class Uplink:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            self.stats.last_refusal = str(reason_code)
-            log.error("broker refused connection", extra={"fields": {"reason": str(reason_code)}})
+            self._connack_refused = True
+            self.stats.last_refusal = link_words.refused_login(str(reason_code), self._client_id)
+            log.error(
+                "broker refused connection",
+                extra={"fields": {"reason": self.stats.last_refusal, "code": str(reason_code)}},
+            )
             return
         self._accepted = True
         self.stats.connects += 1
@@ -384,16 +396,18 @@ class Uplink:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
         self.stats.connected_since = None
-        if not self._accepted and not self._stop.is_set():
+        if not self._accepted and not self._connack_refused and not self._stop.is_set():
             # With TLS 1.3 the broker judges our certificate after our side of
             # the handshake is done: its verdict arrives here, as a read error.
-            reason = tls_words.explain_refusal(
-                self._socket_error or str(reason_code), self.config.tls
+            node = self._endpoints.current
+            detail = self._socket_error or str(reason_code)
+            reason = link_words.explain_failure(
+                detail, self.config, node.host, node.port, before_connack=True
             )
             self.stats.last_refusal = reason
             log.error(
                 f"broker closed the connection before accepting it: {reason}",
-                extra={"fields": {"reason": reason}},
+                extra={"fields": {"reason": reason, "detail": detail}},
             )
             return
         level = logging.INFO if self._stop.is_set() else logging.WARNING

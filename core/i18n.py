@@ -2,7 +2,8 @@
 
 Messages are written in English in the code (``_("Wrong PIN")``) and translated
 in ``core/locale/<lang>/LC_MESSAGES/shaobing.po``, the standard gettext layout,
-so translators use ordinary tools (``pybabel extract/update``, Poedit). The .po
+so translators use ordinary tools (``pybabel extract -k N_ ...``, Poedit). A message
+kept in a constant is marked ``N_("...")`` and translated where it is shown. The .po
 files are read with Babel at first use; no compile step, nothing binary in git.
 Chinese is the default: installers at village posts read Chinese first.
 """
@@ -10,7 +11,8 @@ Chinese is the default: installers at village posts read Chinese first.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from babel.messages.pofile import read_po
@@ -44,6 +46,42 @@ def pick(lang: str | None) -> str:
             if tag == known.lower() or tag.split("-")[0] == known.lower().split("-")[0]:
                 return known
     return DEFAULT
+
+
+def N_(message: str) -> str:
+    """Marks a message kept in a constant for the catalogue (gettext's ``N_``);
+    it is translated where it is shown, with the catalogue of that moment."""
+    return message
+
+
+@functools.cache
+def _template(msgid: str) -> re.Pattern[str]:
+    parts = re.split(r"\{(\w+)\}", msgid)
+    regex = "".join(f"(?P<{p}>.+?)" if i % 2 else re.escape(p) for i, p in enumerate(parts))
+    return re.compile(f"^{regex}$", re.S)
+
+
+def made_from(text: str, msgids: Iterable[str]) -> tuple[str, dict[str, str]] | None:
+    """The msgid ``text`` was made from by ``.format()``, and its values; None if none."""
+    for msgid in msgids:
+        if match := _template(msgid).match(text):
+            return msgid, match.groupdict()
+    return None
+
+
+def reword(text: str, msgids: Iterable[str], _: Callable[[str], str]) -> str:
+    """``text``, made in English from one of ``msgids`` by ``.format()``, in ``_``'s language.
+
+    Reasons are kept in English where machines read them (the JSON report, the
+    agent's health); a screen shows them reworded. Values that are messages of
+    their own are reworded too. Text from no msgid comes back unchanged.
+    """
+    known = tuple(msgids)
+    found = made_from(text, known)
+    if found is None:
+        return text
+    msgid, values = found
+    return _(msgid).format(**{k: reword(v, known, _) for k, v in values.items()})
 
 
 @functools.cache

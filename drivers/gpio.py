@@ -12,13 +12,17 @@ most PIR relays) open on alarm, which also catches a cut wire.
 from __future__ import annotations
 
 import logging
+import re
 import threading
+import warnings
 from typing import Any
 
-from gpiozero import DigitalInputDevice, DigitalOutputDevice
+from gpiozero import Device, DigitalInputDevice, DigitalOutputDevice
+from gpiozero.exc import BadPinFactory
 from gpiozero.pins import Factory
 
 from shaobing.core.events import EventSink, Source, opened_before
+from shaobing.core.i18n import N_
 from shaobing.drivers.gpio_config import GpioConfig, InputConfig, OutputConfig
 
 log = logging.getLogger("shaobing.gpio")
@@ -33,10 +37,11 @@ EVENT_TYPE = {
 }
 
 
-def make_pin_factory(config: GpioConfig) -> Factory | None:
-    """None lets gpiozero pick (lgpio on a Pi 5 / Bookworm)."""
+def make_pin_factory(config: GpioConfig, pins_used: bool = True) -> Factory | None:
+    """The backend's factory; for ``auto`` gpiozero's own pick (lgpio on a Pi 5 / Bookworm),
+    or None when no pin is used (a laptop without GPIO runs cameras and serial devices)."""
     if config.backend == "auto":
-        return None
+        return default_pin_factory() if pins_used else None
     if config.backend == "mock":
         from gpiozero.pins.mock import MockFactory
 
@@ -52,6 +57,38 @@ def make_pin_factory(config: GpioConfig) -> Factory | None:
     from gpiozero.pins.native import NativeFactory
 
     return NativeFactory()
+
+
+# What to do when no GPIO library loads: said by `shaobing run` and the provisioning self-test.
+NO_PIN_FACTORY = N_(
+    "no usable GPIO library for gpio.backend '{backend}' ({reason}): on a Raspberry Pi install "
+    "it with `pip install 'shaobing[pi]'` (lgpio; Pi 5 needs it) or `sudo apt install "
+    "python3-lgpio`, then start again"
+)
+TRIED = N_("tried {libraries}; none loads here")
+_FALLBACK = re.compile(r"^Falling back from (\w+)")
+
+
+def default_pin_factory() -> Factory:
+    """gpiozero's default pick, its fallback warnings kept off the installer's terminal.
+
+    gpiozero tries lgpio, RPi.GPIO, pigpio and native in turn and warns about each
+    library it could not load; printed, those are four lines of raw library text
+    in front of the self-test table or the daemon's one-line error. Here they are
+    logged when one library loads after all, and named in the BadPinFactory when none does.
+    """
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        try:
+            factory = Device._default_pin_factory()  # gpiozero's own order and env override
+        except BadPinFactory as exc:
+            factory, refusal = None, str(exc)
+    if factory is None:
+        tried = [m.group(1) for w in seen if (m := _FALLBACK.match(str(w.message)))]
+        raise BadPinFactory(TRIED.format(libraries=", ".join(tried)) if tried else refusal)
+    for w in seen:
+        log.warning("GPIO library fallback", extra={"fields": {"reason": str(w.message)}})
+    return factory
 
 
 class GpioInputs:

@@ -7,6 +7,7 @@ is used twice).
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
@@ -16,6 +17,33 @@ from shaobing.core.model import Identifier, Strict
 
 # BCM numbering; GPIO 0/1 are the HAT EEPROM pins and stay reserved.
 Pin = Annotated[int, ASCII_BEFORE, Field(ge=2, le=27, description="BCM GPIO number, 2..27")]
+
+
+# The names installers use on site (a wiring sheet, a Chinese input method), accepted for
+# the config's own words; NFKC first, so full-width ``ｐａｎｉｃ`` is ``panic``.
+INPUT_KINDS = {
+    "pir": ("红外", "红外探测器", "人体感应"),
+    "door": ("门磁",),
+    "panic": ("紧急按钮", "紧急按键", "报警按钮"),
+    "tamper": ("防拆",),
+    "reset": ("复位", "复位钥匙"),
+}
+OUTPUT_KINDS = {
+    "siren": ("警号", "警笛"),
+    "strobe": ("爆闪灯", "闪灯"),
+    "relay": ("继电器",),
+}
+
+
+def _kind(value: Any, kinds: dict[str, tuple[str, ...]], what: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    typed = unicodedata.normalize("NFKC", value).strip()
+    for kind, names in kinds.items():
+        if typed.lower() == kind or typed in names:
+            return kind
+    listing = ", ".join(f"{kind} ({names[0]})" for kind, names in kinds.items())
+    raise ValueError(f"{value!r} is not {what}: one of {listing}")
 
 
 class InputConfig(Strict):
@@ -35,6 +63,11 @@ class InputConfig(Strict):
 
     _ascii = ascii_fields("zone")
 
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _kind(cls, v: Any) -> Any:
+        return _kind(v, INPUT_KINDS, "a sensor kind")
+
     @field_validator("contact", mode="before")
     @classmethod
     def _contact(cls, v: Any) -> Any:
@@ -49,6 +82,11 @@ class OutputConfig(Strict):
     pin: Pin
     kind: Literal["siren", "strobe", "relay"] = Field(description="what the output drives")
     active_high: bool = Field(default=True, description="False for active-low relay boards")
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _kind(cls, v: Any) -> Any:
+        return _kind(v, OUTPUT_KINDS, "an output kind")
 
 
 class GpioConfig(Strict):

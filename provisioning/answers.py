@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shaobing.agent.config import INSTALLED_CONFIG, Problem, dotted, validate_config
+from shaobing.agent.config import INSTALLED_CONFIG, Problem, dotted, plain_message, validate_config
 from shaobing.core.signing import KeyFileError, load_public
 
 CONFIG_NAME = INSTALLED_CONFIG.name
@@ -139,7 +139,8 @@ def parse_answers(data: dict[str, Any], source: str = "answers") -> Answers:
                 dotted(tuple(e["loc"])),
                 "unknown key (check the spelling; see docs/installer-guide.md)"
                 if e["type"] == "extra_forbidden"
-                else e["msg"].removeprefix("Value error, "),
+                # The value and what is expected, not pydantic's "Input should be ...".
+                else plain_message(e, tuple(e["loc"]), root=Answers),
             )
             for e in exc.errors()
         ]

@@ -41,6 +41,7 @@ from shaobing.agent.command_envelope import (
 )
 from shaobing.agent.control import verifier_for
 from shaobing.agent.tls import client_context
+from shaobing.core.i18n import N_
 from shaobing.core.signing import KeyFileError, generate
 from shaobing.provisioning.selftest import FAIL, PASS, SKIP, WARN, Context, Outcome
 
@@ -112,10 +113,28 @@ def _publish(config, topic: str, payloads: list[bytes], ctx: Context) -> None:
         client.loop_stop()
 
 
+# In English in the results; on the screen in the installer's language (selftest.words).
+NAME = N_("county command key")
+UNSIGNED_ACCEPTED = N_(
+    "unsigned commands are accepted (control.insecure_unsigned): anyone who can publish on "
+    "the broker can command this box"
+)
+KEY_LOADS = N_("key {kids} loads; no broker connection (see the broker check)")
+NO_SAMPLE = N_(
+    "key {kids}: unsigned and forged pings refused over the broker; no county-signed sample "
+    "given (selftest_command)"
+)
+SAMPLE_ACCEPTED = N_(
+    "key {kids}: unsigned and forged pings refused over the broker; the county's signed "
+    "sample accepted"
+)
+SENTENCES = (NAME, UNSIGNED_ACCEPTED, KEY_LOADS, NO_SAMPLE, SAMPLE_ACCEPTED)
+
+
 @dataclass
 class CommandCheck:
     kind: str = "commands"
-    name: str = "county command key"
+    name: str = NAME
 
     def run(self, ctx: Context) -> Outcome:
         config = ctx.config
@@ -127,15 +146,10 @@ class CommandCheck:
             return Outcome(FAIL, str(exc))
         kids = verifier.keyring.kids
         if control.insecure_unsigned:
-            return Outcome(
-                WARN,
-                "unsigned commands are accepted (control.insecure_unsigned): anyone who can "
-                "publish on the broker can command this box",
-            )
+            return Outcome(WARN, UNSIGNED_ACCEPTED)
         session = ctx.session
         if session is None or not session.uplink.connected.is_set():
-            key = f"key {', '.join(kids)} loads"
-            return Outcome(SKIP, f"{key}; no broker connection (see the broker check)")
+            return Outcome(SKIP, KEY_LOADS.format(kids=", ".join(kids)))
         now_ms = int(time.time() * 1000)
         unsigned = _probe(now_ms)
         forged = _forged(_probe(now_ms), device, kids[0] if kids else "0" * 16)
@@ -188,9 +202,5 @@ class CommandCheck:
             if sample is not None and verdicts.get(sample_id) != "ok":
                 hint = " (is the sample for this device id, signed by the key installed here?)"
             return Outcome(FAIL, "; ".join(wrong) + hint, detail)
-        said = f"key {', '.join(kids)}: unsigned and forged pings refused over the broker"
-        if sample is None:
-            return Outcome(
-                PASS, said + "; no county-signed sample given (selftest_command)", detail
-            )
-        return Outcome(PASS, said + "; the county's signed sample accepted", detail)
+        said = NO_SAMPLE if sample is None else SAMPLE_ACCEPTED
+        return Outcome(PASS, said.format(kids=", ".join(kids)), detail)

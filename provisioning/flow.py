@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpiozero.exc import BadPinFactory
 from gpiozero.pins import Factory
 
 from shaobing.agent.config import (
@@ -31,7 +32,7 @@ from shaobing.agent.runtime import agent_version
 from shaobing.core.atomic import FileSet, atomic_write
 from shaobing.core.i18n import catalogue
 from shaobing.core.signing import load_public
-from shaobing.drivers.gpio import make_pin_factory
+from shaobing.drivers.gpio import NO_PIN_FACTORY, make_pin_factory
 from shaobing.models.fetch import ENV_MODEL_DIR
 from shaobing.provisioning import answers as A
 from shaobing.provisioning import report as R
@@ -46,9 +47,12 @@ from shaobing.provisioning.selftest import (
     build_checks,
     run_checks,
     status_word,
+    words,
 )
 
 REPORT_JSON, REPORT_TEXT = "provisioning-report.json", "provisioning-report.txt"
+# The report's identity for plain MQTT: no key, no CSR, no certificate.
+PLAIN_IDENTITY: dict[str, Any] = {"key": None, "plain_mqtt": True}
 
 
 class ProvisionError(Exception):
@@ -111,15 +115,21 @@ def prepare(answers: A.Answers, opts: Options) -> tuple[Config, FileSet, dict[st
     )
     identity = None
     try:
-        identity = build_identity(
-            device_id=answers.device_id,
-            village_code=str(site.get("village_code", "")),
-            village_name=str(site.get("village_name", "")),
-            existing_key=cdir / A.KEY_NAME,
-            key=ident_answers.key,
-            cert=cert_path,
-            ca=ca_path if answers.broker.tls else None,
-            new_key=ident_answers.new_key,
+        # Plain MQTT (--no-tls, test benches) uses no key or certificate: none is made,
+        # so no CSR goes to a county CA that will never be asked for one.
+        identity = (
+            None
+            if not answers.broker.tls
+            else build_identity(
+                device_id=answers.device_id,
+                village_code=str(site.get("village_code", "")),
+                village_name=str(site.get("village_name", "")),
+                existing_key=cdir / A.KEY_NAME,
+                key=ident_answers.key,
+                cert=cert_path,
+                ca=ca_path if answers.broker.tls else None,
+                new_key=ident_answers.new_key,
+            )
         )
     except IdentityError as exc:
         field_name, _, message = str(exc).partition(": ")
@@ -127,7 +137,6 @@ def prepare(answers: A.Answers, opts: Options) -> tuple[Config, FileSet, dict[st
     problems += rerun.state_dir_problems(opts.state_dir)
     if problems:
         raise ProvisionError(problems)
-    assert identity is not None
     # Written from the validated model, so the file says NO/NC and "0123..."
     # in canonical form whatever YAML made of the answers (NO -> false).
     validated = validate_config(data)
@@ -140,13 +149,14 @@ def prepare(answers: A.Answers, opts: Options) -> tuple[Config, FileSet, dict[st
         raise ProvisionError(exc.problems) from exc
     files = FileSet()
     try:
-        files.add(cdir / A.KEY_NAME, identity.key_pem())
-        if identity.csr is not None:
-            files.add(cdir / A.CSR_NAME, identity.csr_pem() or b"")
-        if identity.cert is not None:
-            files.add(cdir / A.CERT_NAME, identity.cert_pem() or b"")
-        if identity.ca_pem is not None:
-            files.add(cdir / A.CA_NAME, identity.ca_pem)
+        if identity is not None:
+            files.add(cdir / A.KEY_NAME, identity.key_pem())
+            if identity.csr is not None:
+                files.add(cdir / A.CSR_NAME, identity.csr_pem() or b"")
+            if identity.cert is not None:
+                files.add(cdir / A.CERT_NAME, identity.cert_pem() or b"")
+            if identity.ca_pem is not None:
+                files.add(cdir / A.CA_NAME, identity.ca_pem)
         if answers.command_key is not None:
             # A public key: readable by all is fine (and lets a technician check its kid).
             pem = load_public(answers.command_key).pem()
@@ -157,6 +167,8 @@ def prepare(answers: A.Answers, opts: Options) -> tuple[Config, FileSet, dict[st
         raise ProvisionError(
             [Problem("--config-dir", f"cannot write in {cdir}: {exc.strerror} (run with sudo?)")]
         ) from exc
+    if identity is None:
+        return config, files, dict(PLAIN_IDENTITY), []
     return config, files, identity.summary(), identity.warnings
 
 
@@ -204,7 +216,7 @@ def provision(answers: A.Answers, opts: Options) -> Outcome:
             ctx_session.close()
     file_map = {
         "config": str(opts.config_dir / A.CONFIG_NAME),
-        "key": str(opts.config_dir / A.KEY_NAME),
+        **({"key": str(opts.config_dir / A.KEY_NAME)} if identity.get("key") else {}),
         **({"csr": str(opts.config_dir / A.CSR_NAME)} if identity.get("csr") else {}),
         **(
             {"cert": str(opts.config_dir / A.CERT_NAME)}
@@ -256,6 +268,16 @@ class _Run:
     session: Any
 
 
+def _pin_factory(config: Config, opts: Options) -> tuple[Factory | None, str | None]:
+    """The pins' factory, or what each GPIO check says when no GPIO library loads."""
+    if opts.pin_factory is not None:
+        return opts.pin_factory, None
+    try:
+        return make_pin_factory(config.gpio, pins_used=bool(config.inputs or config.outputs)), None
+    except BadPinFactory as exc:
+        return None, NO_PIN_FACTORY.format(backend=config.gpio.backend, reason=exc)
+
+
 def selftest(
     config: Config,
     st: A.SelftestAnswers,
@@ -263,9 +285,8 @@ def selftest(
     version: str,
     sample_command: Path | None = None,
 ) -> _Run:
-    factory = opts.pin_factory
-    if factory is None:
-        factory = make_pin_factory(config.gpio)
+    factory, factory_error = _pin_factory(config, opts)
+    _ = catalogue(opts.lang)
     ctx = Context(
         config=config,
         pin_factory=factory,
@@ -273,21 +294,20 @@ def selftest(
         walk_timeout_s=st.walk_timeout_s,
         pulse_ms=st.pulse_ms,
         broker_timeout_s=st.broker_timeout_s,
-        say=opts.say,
+        say=lambda text: opts.say(words(text, _)),  # the walk test's prompts
         version=version,
         sample_command=sample_command,
         model_dir=None if os.environ.get(ENV_MODEL_DIR) else opts.state_dir / "models",
         camera_schemes=opts.camera_schemes,
+        pin_factory_error=factory_error,
     )
     checks = build_checks(config, ctx, opts.factories)
 
-    _ = catalogue(opts.lang)
-
     def progress(i: int, n: int, check, result: Result | None) -> None:
         if result is None:
-            opts.say(f"[{i}/{n}] {check.kind}: {check.name} ...")
+            opts.say(f"[{i}/{n}] {_(check.kind)}: {words(check.name, _)} ...")
         else:
-            opts.say(f"[{i}/{n}] {status_word(result.status, _)} {result.reason}")
+            opts.say(f"[{i}/{n}] {status_word(result.status, _)} {words(result.reason, _)}")
 
     results = list(run_checks(checks, ctx, progress))
     return _Run(results, ctx.session)

@@ -134,6 +134,8 @@ def render_text(rep: dict[str, Any], results: list[Result], _: Callable[[str], s
                 _("none yet; send {csr} to the county CA").format(csr=rep["files"].get("csr")),
             )
         )
+    elif ident.get("plain_mqtt"):
+        labelled.append((_("cert:"), _("none: plain MQTT without TLS (test benches only)")))
     for w in rep["warnings"]:
         labelled.append((_("WARNING:"), w))
     width = max(wcswidth(label) for label, _text in labelled) + 2

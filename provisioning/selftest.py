@@ -25,9 +25,12 @@ from gpiozero import DigitalInputDevice, DigitalOutputDevice
 from gpiozero.pins import Factory
 from wcwidth import wcswidth
 
+from shaobing.agent import link_words
 from shaobing.agent.config import Config
 from shaobing.agent.spine import build_spine
 from shaobing.core.events import Source
+from shaobing.core.i18n import N_, reword
+from shaobing.drivers.gpio import NO_PIN_FACTORY, TRIED
 from shaobing.drivers.gpio_config import InputConfig, OutputConfig
 
 PASS, FAIL, SKIP, WARN = "pass", "fail", "skip", "warn"
@@ -81,6 +84,8 @@ class Context:
     camera_schemes: Any = None
     # A command the county signed for this device (provisioning/command_check.py).
     sample_command: Path | None = None
+    # No GPIO library loaded (drivers/gpio.NO_PIN_FACTORY, filled in): each GPIO check says it.
+    pin_factory_error: str | None = None
 
 
 class Check(Protocol):
@@ -91,6 +96,34 @@ class Check(Protocol):
 
 
 CheckFactory = Callable[[Config, Context], Iterable[Check]]
+
+
+# ---- what the checks say -----------------------------------------------------
+# Results keep these in English (the JSON report and the registration are read by
+# machines); the screen shows them in the installer's language (``REASONS``, ``words``).
+KINDS = (N_("gpio input"), N_("gpio output"), N_("serial device"), N_("camera"), N_("model"),
+         N_("broker"), N_("commands"))  # fmt: skip
+WALK = N_("  walk test: trigger {id} ({kind}) within {seconds} s")
+NORMAL_AT_REST = N_("reads normal at rest")
+ALARM_AT_REST = N_("reads ALARM at rest ({hint})")
+NC_OPEN = N_("an NC loop reads open: check the wiring and that the sensor is closed/covered")
+NO_CLOSED = N_("an NO contact reads closed: is the sensor stuck, or should contact be NC?")
+NOT_TRIGGERED = N_(
+    "not triggered within {seconds} s (walk test: check the sensor, its wiring and the pin number)"
+)
+TRIGGERED = N_("normal at rest, triggered after {seconds} s")
+NOT_PULSED = N_("GPIO{pin} did not change level when pulsed")
+PULSED_HIGH = N_("pulsed {ms} ms (line high = on)")
+PULSED_LOW = N_("pulsed {ms} ms (line low = on)")
+MUTUAL_TLS, TLS, PLAIN = N_("mutual TLS"), N_("TLS"), N_("plain")
+ACKNOWLEDGED = N_("{where} over {how}, connected in {seconds} s, test event acknowledged")
+NO_CERT_YET = N_(
+    "no device certificate yet: send {csr} to the county CA, then run provision again with --cert"
+)
+NO_ANSWER = N_(
+    "no answer from {host}:{port} within {seconds} s (check the address, the 4G/network "
+    "link and the firewall)"
+)
 
 
 # ---- GPIO ------------------------------------------------------------------
@@ -112,6 +145,8 @@ class GpioInputCheck:
 
     def run(self, ctx: Context) -> Outcome:
         cfg = self.cfg
+        if ctx.pin_factory_error:
+            return Outcome(FAIL, ctx.pin_factory_error)
         try:
             device = DigitalInputDevice(
                 cfg.pin, pull_up=cfg.pull == "up", bounce_time=None, pin_factory=ctx.pin_factory
@@ -121,15 +156,11 @@ class GpioInputCheck:
         with contextlib.closing(device):
             at_rest = _in_alarm(cfg, device)
             if at_rest:
-                hint = (
-                    "an NC loop reads open: check the wiring and that the sensor is closed/covered"
-                    if cfg.contact == "NC"
-                    else "an NO contact reads closed: is the sensor stuck, or should contact be NC?"
-                )
-                return Outcome(FAIL, f"reads ALARM at rest ({hint})", {"state": "alarm"})
+                hint = NC_OPEN if cfg.contact == "NC" else NO_CLOSED
+                return Outcome(FAIL, ALARM_AT_REST.format(hint=hint), {"state": "alarm"})
             if not ctx.walk_test:
-                return Outcome(PASS, "reads normal at rest", {"state": "normal"})
-            ctx.say(f"  walk test: trigger {cfg.id} ({cfg.kind}) within {ctx.walk_timeout_s:.0f} s")
+                return Outcome(PASS, NORMAL_AT_REST, {"state": "normal"})
+            ctx.say(WALK.format(id=cfg.id, kind=cfg.kind, seconds=f"{ctx.walk_timeout_s:.0f}"))
             seen = threading.Event()
             deadline = time.monotonic() + ctx.walk_timeout_s
             # Polled rather than edge-callback: a 20 ms poll never misses a
@@ -142,14 +173,13 @@ class GpioInputCheck:
             if not seen.is_set():
                 return Outcome(
                     FAIL,
-                    f"not triggered within {ctx.walk_timeout_s:.0f} s "
-                    "(walk test: check the sensor, its wiring and the pin number)",
+                    NOT_TRIGGERED.format(seconds=f"{ctx.walk_timeout_s:.0f}"),
                     {"state": "normal", "walk": "missed"},
                 )
             took = ctx.walk_timeout_s - (deadline - time.monotonic())
             return Outcome(
                 PASS,
-                f"normal at rest, triggered after {took:.1f} s",
+                TRIGGERED.format(seconds=f"{took:.1f}"),
                 {"state": "normal", "walk": "seen"},
             )
 
@@ -165,6 +195,8 @@ class GpioOutputCheck:
 
     def run(self, ctx: Context) -> Outcome:
         cfg = self.cfg
+        if ctx.pin_factory_error:
+            return Outcome(FAIL, ctx.pin_factory_error)
         try:
             device = DigitalOutputDevice(
                 cfg.pin,
@@ -181,10 +213,10 @@ class GpioOutputCheck:
             time.sleep(ctx.pulse_ms / 1000)
             device.off()
             if level_on == level_off or device.pin.state != level_off:
-                return Outcome(FAIL, f"GPIO{cfg.pin} did not change level when pulsed")
+                return Outcome(FAIL, NOT_PULSED.format(pin=cfg.pin))
             return Outcome(
                 PASS,
-                f"pulsed {ctx.pulse_ms} ms (line {'high' if cfg.active_high else 'low'} = on)",
+                (PULSED_HIGH if cfg.active_high else PULSED_LOW).format(ms=ctx.pulse_ms),
             )
 
 
@@ -453,26 +485,17 @@ class BrokerCheck:
                 break  # a definite answer (refused, TLS error): no use waiting it out
             time.sleep(0.02)
         if not session.uplink.connected.is_set():
-            if cfg.tls and not cfg.tls.cert:
-                return Outcome(
-                    FAIL,
-                    "no device certificate yet: send device.csr to the county CA and run "
-                    f"provision again with --cert ({session.uplink.stats.last_refusal})",
-                )
-            reason = session.uplink.stats.last_refusal or (
-                f"no answer from {cfg.host}:{cfg.port} within {ctx.broker_timeout_s:.0f} s "
-                "(check the address, the 4G/network link and the firewall)"
-            )
-            return Outcome(FAIL, reason, {"event_id": event.id})
+            return Outcome(FAIL, _not_connected(ctx, session), {"event_id": event.id})
         connected_s = time.monotonic() - started
         while time.monotonic() < deadline:
             session.outbox.flush(1.0)  # acknowledgements are committed in batches too
             if not session.outbox.holds(event.id):
-                tls = "mutual TLS" if cfg.tls and cfg.tls.cert else "TLS" if cfg.tls else "plain"
+                tls = MUTUAL_TLS if cfg.tls and cfg.tls.cert else TLS if cfg.tls else PLAIN
                 return Outcome(
                     PASS,
-                    f"{cfg.host}:{cfg.port} over {tls}, connected in {connected_s:.2f} s, "
-                    "test event acknowledged",
+                    ACKNOWLEDGED.format(
+                        where=f"{cfg.host}:{cfg.port}", how=tls, seconds=f"{connected_s:.2f}"
+                    ),
                     {"event_id": event.id, "connect_s": round(connected_s, 3)},
                 )
             time.sleep(0.02)
@@ -483,6 +506,25 @@ class BrokerCheck:
             f"for {session.topics.base}/#",
             {"event_id": event.id},
         )
+
+
+def _not_connected(ctx: Context, session: BrokerSession) -> str:
+    """Why the broker check got no connection.
+
+    A link that cannot be made (DNS, refused, the other protocol) is the first
+    thing to fix, certificate or not; a TLS refusal with no device certificate yet
+    is the expected outcome of a first run (the broker's own words are in
+    provisioning.log).
+    """
+    cfg = ctx.config.mqtt
+    refusal = session.uplink.stats.last_refusal
+    if refusal and link_words.is_sentence(refusal):
+        return refusal
+    if cfg.tls and not cfg.tls.cert:
+        return NO_CERT_YET.format(csr="device.csr")
+    if refusal:
+        return refusal
+    return NO_ANSWER.format(host=cfg.host, port=cfg.port, seconds=f"{ctx.broker_timeout_s:.0f}")
 
 
 def broker_checks(config: Config, ctx: Context) -> Iterable[Check]:
@@ -541,6 +583,13 @@ def summary(results: list[Result]) -> dict[str, int]:
     return out
 
 
+def words(reason: str, _: Callable[[str], str] = str) -> str:
+    """A check's reason (or name) as the installer's screen shows it (core.i18n.reword)."""
+    from shaobing.provisioning.command_check import SENTENCES  # it imports this module
+
+    return reword(reason, (*REASONS, *SENTENCES), _)
+
+
 def status_word(status: str, _: Callable[[str], str] = str) -> str:
     """PASS/FAIL/SKIP/WARN in the installer's language (msgids literal for the catalogue test)."""
     words = {PASS: _("PASS"), FAIL: _("FAIL"), SKIP: _("SKIP"), WARN: _("WARN")}
@@ -560,7 +609,9 @@ def _pad(text: str, width: int) -> str:
 def table(results: list[Result], width: int = 100, _: Callable[[str], str] = str) -> str:
     """The final table, plain text: it must read the same on a phone's SSH app."""
     rows = [(_("RESULT"), _("KIND"), _("WHAT"), _("REASON"))]
-    rows += [(status_word(r.status, _), r.kind, r.name, r.reason) for r in results]
+    rows += [
+        (status_word(r.status, _), _(r.kind), words(r.name, _), words(r.reason, _)) for r in results
+    ]
     w0 = max(_cols(r[0]) for r in rows)
     w1 = max(_cols(r[1]) for r in rows)
     w2 = min(max(_cols(r[2]) for r in rows), 40)
@@ -570,3 +621,11 @@ def table(results: list[Result], width: int = 100, _: Callable[[str], str] = str
         if i == 0:
             lines.append("-" * min(width, max(_cols(x) for x in lines)))
     return "\n".join(lines)
+
+
+REASONS = (
+    WALK, NORMAL_AT_REST, ALARM_AT_REST, NC_OPEN, NO_CLOSED, NOT_TRIGGERED, TRIGGERED, NOT_PULSED,
+    PULSED_HIGH, PULSED_LOW, ACKNOWLEDGED, MUTUAL_TLS, TLS, PLAIN, NO_CERT_YET, NO_ANSWER,
+    NO_PIN_FACTORY, TRIED,
+    *link_words.SENTENCES,
+)  # fmt: skip

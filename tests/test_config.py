@@ -77,7 +77,7 @@ def test_example_is_valid():
         (
             "kind: siren",
             "kind: horn",
-            "outputs[0].kind (line {line}): 'horn' is not one of 'siren', 'strobe'",
+            "outputs[0].kind (line {line}): 'horn' is not an output kind: one of siren",
         ),
         ("code_year: 2023", "code_year: 2002", "site.code_year (line {line}): code year 2002"),
         ("lat: 37.06, lon: 114.51", "lat: 114.51, lon: 37.06", "site.gps.lat (line {line}):"),

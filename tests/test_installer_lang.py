@@ -29,11 +29,14 @@ PACKAGES = ("core", "agent", "drivers", "provisioning", "cli", "simulator", "mod
 
 
 def used_msgids() -> dict[str, str]:
-    """Every literal ``_("...")`` in the code, with where it is (Babel's own extractor)."""
+    """Every literal ``_("...")`` and ``N_("...")`` in the code, with where it is (Babel's
+    own extractor)."""
     found: dict[str, str] = {}
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
-            for lineno, msg, _c, _ctx in extract_from_file("python", str(path), {"_": None}):
+            for lineno, msg, _c, _ctx in extract_from_file(
+                "python", str(path), {"_": None, "N_": None}
+            ):
                 if isinstance(msg, str):
                     found.setdefault(msg, f"{path.relative_to(ROOT)}:{lineno}")
     return found

@@ -173,6 +173,16 @@ def test_a_refusal_after_the_questions_keeps_the_answers(tmp_path, pki):  # noqa
     assert kept_answers.site["village_name"] == "东关村"
     assert kept_answers.identity.ca == d / "ca.pem"
 
+    # The installer removes the damaged key and runs the interview again: every
+    # answer is offered as its default, so Enter at each prompt finishes the job.
+    (tmp_path / "etc" / "device.key").unlink()
+    again = _provision(tmp_path, [""] * 20, tmp_path / "var")
+    out = again.stdout + again.stderr
+    assert again.returncode == 1, out  # written; only the broker (none on 8883) fails
+    assert "[130521104201]" in out and f"[{d / 'ca.pem'}]" in out, out
+    assert "nothing was written" not in out and "an answer is needed" not in out, out
+    assert (tmp_path / "etc" / "device.csr").exists()
+
 
 @given(st.text(max_size=300))
 def test_any_previous_answers_file_reads_or_is_ignored(text):

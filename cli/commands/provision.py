@@ -7,6 +7,7 @@ Exit status: 0 every check passed; 1 written, but a self-test check failed
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from shaobing.agent.config import INSTALLED_CONFIG_DIR
 from shaobing.cli.schemes import CAMERA_SCHEMES
 from shaobing.cli.text import translator
 from shaobing.core.i18n import Catalogue
+
+LOG_NAME = "provisioning.log"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -106,6 +109,17 @@ def _keep_answers(_: Catalogue, data: dict, config_dir: Path) -> None:
         )
 
 
+def _write_log(_: Catalogue, captured: logs.Captured, config_dir: Path) -> None:
+    """The run's log beside the report; said only when it holds a warning or an error."""
+    if not captured.lines or not config_dir.is_dir():
+        return  # refused before anything was written: nothing is written now either
+    from shaobing.core.atomic import atomic_write
+
+    path = atomic_write(config_dir / LOG_NAME, "\n".join(captured.lines) + "\n")
+    if captured.worst >= logging.WARNING:
+        print(_("warnings and errors of this run are logged in {path}").format(path=path))
+
+
 def provision(args: argparse.Namespace) -> int:
     from shaobing.provisioning import answers as A
     from shaobing.provisioning import rerun
@@ -113,7 +127,9 @@ def provision(args: argparse.Namespace) -> int:
     from shaobing.provisioning.flow import provision as run_provision
     from shaobing.provisioning.prompts import Aborted, Prompter, interview
 
-    logs.setup("ERROR")  # the agent's JSON log lines would drown the installer's screen
+    # The agent's JSON log lines and library warnings would break the self-test table:
+    # kept, and written beside the report.
+    captured = logs.capture("INFO")
     _ = translator(args)
     flags = vars(args)
     interactive = not (args.answers or args.non_interactive)
@@ -169,6 +185,8 @@ def provision(args: argparse.Namespace) -> int:
         if interactive:
             _keep_answers(_, data, args.config_dir)
         return 2
+    finally:
+        _write_log(_, captured, args.config_dir)
     if args.install_service:
         import subprocess
 

@@ -15,11 +15,6 @@ MOCK_REFUSED = (
     "{path}: gpio.backend is 'mock' (simulated sensors, for the simulator and tests); set "
     "gpio.backend: auto on a real post, or gpio.allow_mock: true / --allow-mock-gpio to test"
 )
-NO_PIN_FACTORY = (
-    "no usable GPIO library for gpio.backend '{backend}' ({reason}): on a Raspberry Pi install "
-    "it with `pip install 'shaobing[pi]'` (lgpio; Pi 5 needs it) or `sudo apt install "
-    "python3-lgpio`, then start again"
-)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         print(MOCK_REFUSED.format(path=args.config), file=sys.stderr)
         return EX_CONFIG
     from gpiozero.exc import BadPinFactory
+
+    from shaobing.drivers.gpio import NO_PIN_FACTORY
 
     try:
         restart = Agent(
