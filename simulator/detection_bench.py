@@ -47,6 +47,10 @@ class _FastCamera(LatestFrame):
         return frame
 
 
+# Frames per block of each measured path (see run()).
+_BLOCK = 10
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as fh:
         pages = int(fh.read().split()[1])
@@ -86,20 +90,32 @@ def run(model: str, threads: int, iterations: int, seconds: float, runtime: str)
     # CPU time of the calling (inference) thread: what it spends itself, steady
     # even when a shared machine's load stretches the wall-clock figures.
     raw_cpu, pipe_cpu, serial_cpu = [], [], []
-    # Interleaved, so that all figures see the same load on a shared machine.
-    for i in range(iterations):
-        cpu = time.thread_time()
-        raw.append(detector.invoke_raw())
-        raw_cpu.append(time.thread_time() - cpu)
-        frame = frames[i % len(frames)]
-        start, cpu = time.perf_counter(), time.thread_time()
-        serial.process(c, frame)
-        serial_frame.append(time.perf_counter() - start)
-        serial_cpu.append(time.thread_time() - cpu)
-        start, cpu = time.perf_counter(), time.thread_time()
+    # Short blocks of each in turn, so that all figures see the same load on a
+    # shared machine. The pipeline's steps within a block follow each other as
+    # in the agent, so preparation left over from one step is waited for by the
+    # next (interleaving single steps with raw invokes let that work hide in,
+    # and slow, the raw invoke); a block's first step, served by work done
+    # during the previous block, is not counted.
+    done = 0
+    while done < iterations:
+        n = min(_BLOCK, iterations - done)
+        for _ in range(n):
+            cpu = time.thread_time()
+            raw.append(detector.invoke_raw())
+            raw_cpu.append(time.thread_time() - cpu)
+        for k in range(n):
+            frame = frames[(done + k) % len(frames)]
+            start, cpu = time.perf_counter(), time.thread_time()
+            serial.process(c, frame)
+            serial_frame.append(time.perf_counter() - start)
+            serial_cpu.append(time.thread_time() - cpu)
         pipe.step()
-        per_frame.append(time.perf_counter() - start)
-        pipe_cpu.append(time.thread_time() - cpu)
+        for _ in range(n):
+            start, cpu = time.perf_counter(), time.thread_time()
+            pipe.step()
+            per_frame.append(time.perf_counter() - start)
+            pipe_cpu.append(time.thread_time() - cpu)
+        done += n
     pipe.stop()
 
     gate = MotionGate(MotionConfig())
