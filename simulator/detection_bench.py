@@ -21,6 +21,7 @@ from shaobing.agent.detection.config import CameraConfig, CameraZone, DetectorCo
 from shaobing.agent.detection.detector import Detector
 from shaobing.agent.detection.motion import MotionGate
 from shaobing.agent.detection.pipeline import DetectionPipeline
+from shaobing.agent.detection.runtime import interpreter_threads, threads_arg
 from shaobing.core.events import Source
 from shaobing.drivers.camera import LatestFrame
 
@@ -61,7 +62,7 @@ def _median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
 
-def run(model: str, threads: int, iterations: int, seconds: float, runtime: str) -> dict:
+def run(model: str, threads: int | str, iterations: int, seconds: float, runtime: str) -> dict:
     from shaobing.simulator.camera import Scene, SceneSpec, VirtualCameraFactory
 
     detector = Detector(model, num_threads=threads, runtime=runtime)
@@ -151,7 +152,7 @@ def run(model: str, threads: int, iterations: int, seconds: float, runtime: str)
     return {
         "model": str(detector.model.path.name),
         "runtime": detector.model.runtime,
-        "threads": threads,
+        "threads": interpreter_threads(threads),
         "iterations": iterations,
         "raw_invoke_ms_median": round(raw_ms, 2),
         "raw_fps": round(1000 / raw_ms, 1),
@@ -181,7 +182,12 @@ def run(model: str, threads: int, iterations: int, seconds: float, runtime: str)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="blazepose-person", help="manifest name or .tflite path")
-    p.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
+    p.add_argument(
+        "--threads",
+        type=threads_arg,
+        default="auto",
+        help="interpreter threads (default auto: one less than the cores, as the agent)",
+    )
     p.add_argument("--iterations", type=int, default=100, help="timed inferences per phase")
     p.add_argument("--seconds", type=float, default=5.0, help="threaded pipeline run time")
     p.add_argument(
