@@ -21,6 +21,7 @@ from shaobing.agent.detection.config import CameraConfig, CameraZone, DetectorCo
 from shaobing.agent.detection.detector import Detector
 from shaobing.agent.detection.motion import MotionGate
 from shaobing.agent.detection.pipeline import DetectionPipeline
+from shaobing.agent.detection.runtime import interpreter_threads, threads_arg
 from shaobing.core.events import Source
 from shaobing.drivers.camera import LatestFrame
 
@@ -47,6 +48,10 @@ class _FastCamera(LatestFrame):
         return frame
 
 
+# Frames per block of each measured path (see run()).
+_BLOCK = 10
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as fh:
         pages = int(fh.read().split()[1])
@@ -57,7 +62,7 @@ def _median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
 
-def run(model: str, threads: int, iterations: int, seconds: float, runtime: str) -> dict:
+def run(model: str, threads: int | str, iterations: int, seconds: float, runtime: str) -> dict:
     from shaobing.simulator.camera import Scene, SceneSpec, VirtualCameraFactory
 
     detector = Detector(model, num_threads=threads, runtime=runtime)
@@ -86,20 +91,32 @@ def run(model: str, threads: int, iterations: int, seconds: float, runtime: str)
     # CPU time of the calling (inference) thread: what it spends itself, steady
     # even when a shared machine's load stretches the wall-clock figures.
     raw_cpu, pipe_cpu, serial_cpu = [], [], []
-    # Interleaved, so that all figures see the same load on a shared machine.
-    for i in range(iterations):
-        cpu = time.thread_time()
-        raw.append(detector.invoke_raw())
-        raw_cpu.append(time.thread_time() - cpu)
-        frame = frames[i % len(frames)]
-        start, cpu = time.perf_counter(), time.thread_time()
-        serial.process(c, frame)
-        serial_frame.append(time.perf_counter() - start)
-        serial_cpu.append(time.thread_time() - cpu)
-        start, cpu = time.perf_counter(), time.thread_time()
+    # Short blocks of each in turn, so that all figures see the same load on a
+    # shared machine. The pipeline's steps within a block follow each other as
+    # in the agent, so preparation left over from one step is waited for by the
+    # next (interleaving single steps with raw invokes let that work hide in,
+    # and slow, the raw invoke); a block's first step, served by work done
+    # during the previous block, is not counted.
+    done = 0
+    while done < iterations:
+        n = min(_BLOCK, iterations - done)
+        for _ in range(n):
+            cpu = time.thread_time()
+            raw.append(detector.invoke_raw())
+            raw_cpu.append(time.thread_time() - cpu)
+        for k in range(n):
+            frame = frames[(done + k) % len(frames)]
+            start, cpu = time.perf_counter(), time.thread_time()
+            serial.process(c, frame)
+            serial_frame.append(time.perf_counter() - start)
+            serial_cpu.append(time.thread_time() - cpu)
         pipe.step()
-        per_frame.append(time.perf_counter() - start)
-        pipe_cpu.append(time.thread_time() - cpu)
+        for _ in range(n):
+            start, cpu = time.perf_counter(), time.thread_time()
+            pipe.step()
+            per_frame.append(time.perf_counter() - start)
+            pipe_cpu.append(time.thread_time() - cpu)
+        done += n
     pipe.stop()
 
     gate = MotionGate(MotionConfig())
@@ -135,7 +152,7 @@ def run(model: str, threads: int, iterations: int, seconds: float, runtime: str)
     return {
         "model": str(detector.model.path.name),
         "runtime": detector.model.runtime,
-        "threads": threads,
+        "threads": interpreter_threads(threads),
         "iterations": iterations,
         "raw_invoke_ms_median": round(raw_ms, 2),
         "raw_fps": round(1000 / raw_ms, 1),
@@ -165,7 +182,12 @@ def run(model: str, threads: int, iterations: int, seconds: float, runtime: str)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="blazepose-person", help="manifest name or .tflite path")
-    p.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
+    p.add_argument(
+        "--threads",
+        type=threads_arg,
+        default="auto",
+        help="interpreter threads (default auto: one less than the cores, as the agent)",
+    )
     p.add_argument("--iterations", type=int, default=100, help="timed inferences per phase")
     p.add_argument("--seconds", type=float, default=5.0, help="threaded pipeline run time")
     p.add_argument(

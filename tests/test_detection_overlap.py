@@ -81,3 +81,35 @@ def test_detection_next_frame_is_prepared_while_this_one_infers(detector):
     key = [(e.data["phase"], e.data["track_id"]) for e in overlapped.of_type("alarm.intrusion")]
     assert key == [(e.data["phase"], e.data["track_id"]) for e in serial.of_type("alarm.intrusion")]
     assert ("start", 1) in key
+
+
+def test_detection_preprocess_worker_counts_a_bad_frame_and_goes_on(detector, caplog):
+    """The preprocessing thread is a worker on the shared lifecycle: a frame it cannot
+    prepare is counted and logged there, fails that step on the inference thread (as
+    when preparing ran there), and the next frames are prepared as before."""
+    scene = Scene(SceneSpec(loop=False))
+    good = [scene.frame(i) for i in range(6, 12)]
+    bad = good[0][..., :2]  # two channels: no model input can be made of it
+    frames = [*good[:3], bad, *good[3:]]
+    cam = CameraConfig(id="cam", source="sim:person-crossing", motion=MotionConfig(enabled=False))
+    pipe = DetectionPipeline(detector, [cam], ListSink(), DetectorConfig())
+    pipe.camera("cam").camera.slot = FastCamera(frames)
+    outcomes = []
+    try:
+        for _ in range(len(frames) + 2):
+            try:
+                outcomes.append(pipe.step())
+            except IndexError:
+                outcomes.append("failed")
+        worker = pipe.lookahead
+        assert worker is not None and worker.worker.is_running() and pipe.alive()
+        assert worker.state.errors == 1 and "IndexError" in (worker.state.last_error or "")
+        assert worker.state.turns >= len(frames)
+    finally:
+        pipe.stop()
+    assert outcomes.count("failed") == 1, outcomes
+    assert outcomes[-3:] == [1, 1, 1], outcomes  # back to one frame a step after the bad one
+    assert any(r.getMessage() == "preprocessing round failed" for r in caplog.records)
+    # Stopped with the pipeline: no preprocessing thread is left behind.
+    assert pipe.lookahead is None
+    assert not any(t.name == "preprocess" for t in threading.enumerate())

@@ -132,3 +132,24 @@ def test_detection_runtime_auto_falls_back_with_a_warning(tflite_runtime_path):
     assert out.startswith("error no TFLite runtime available (" + litert_failure), out
     assert "or use --runtime tflite-runtime" in out
     assert f"needs NumPy < 2 (found {np.__version__})" in out
+
+
+def test_detection_runtime_auto_threads_leave_a_core_to_the_cameras():
+    """With every core in invoke(), decoding and preparation wait (pipeline_vs_raw 0.91 on
+    2 cores): `auto` gives the interpreter one core less than the process may use."""
+    import argparse
+
+    from shaobing.agent.detection.config import DetectorConfig
+    from shaobing.agent.detection.runtime import interpreter_threads, threads_arg
+
+    assert DetectorConfig().num_threads == "auto"
+    cores = len(os.sched_getaffinity(0))
+    assert interpreter_threads("auto") == max(1, min(4, cores - 1))
+    assert interpreter_threads(3) == 3
+    assert DetectorConfig(num_threads=2).num_threads == 2
+    with pytest.raises(ValueError, match="num_threads"):
+        DetectorConfig(num_threads=0)
+    assert threads_arg("auto") == "auto" and threads_arg("2") == 2 and threads_arg("２") == 2
+    for bad in ("0", "9", "two", "1.5", "-1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="'auto' or a number from 1 to 8"):
+            threads_arg(bad)

@@ -13,7 +13,7 @@ import numpy as np
 
 from shaobing.models.manifest import AnchorSpec, DecodeSpec, InputSpec
 
-from .nms import decode_boxes, decode_scores, generate_anchors, nms
+from .nms import decode_boxes, decode_scores, generate_anchors, nms, score_candidates
 from .runtime import LoadedModel, ModelError
 
 
@@ -142,11 +142,15 @@ class AnchorSsdAdapter:
             )
 
     def decode(self, outputs: list[np.ndarray], score_threshold: float) -> RawDetections:
-        scores, classes = decode_scores(outputs[self.i_score][0], self.spec)
-        keep = np.flatnonzero(scores >= score_threshold)
+        raw_scores = outputs[self.i_score][0]
+        # Threshold first: only the few anchors that can pass are scored and decoded.
+        candidates = score_candidates(raw_scores, self.spec, score_threshold)
+        scores, classes = decode_scores(raw_scores[candidates], self.spec)
+        above = scores >= score_threshold
+        keep, scores, classes = candidates[above], scores[above], classes[above]
         if len(keep) == 0:
             empty = np.zeros((0, 4), np.float32)
             return RawDetections(empty, np.zeros(0, np.float32), np.zeros(0, np.int64))
         boxes = decode_boxes(outputs[self.i_reg][0][keep], self.anchors[keep], self.spec)
-        kept = nms(boxes, scores[keep], self.iou_threshold, classes[keep])
-        return RawDetections(boxes[kept], scores[keep][kept], classes[keep][kept])
+        kept = nms(boxes, scores, self.iou_threshold, classes)
+        return RawDetections(boxes[kept], scores[kept], classes[kept])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -234,7 +234,11 @@ class DetectorConfig(Strict):
     runtime: Literal["auto", "ai-edge-litert", "tflite-runtime"] = Field(
         default="auto", description="TFLite runtime; auto prefers ai-edge-litert"
     )
-    num_threads: int = Field(default=2, ge=1, le=8, description="interpreter threads")
+    num_threads: Annotated[int, Field(ge=1, le=8)] | Literal["auto"] = Field(
+        default="auto",
+        description="interpreter threads; auto: one less than the CPU cores this process may "
+        "use (1-4), leaving a core for decoding the cameras and preparing the next frames",
+    )
     adapter: Literal["auto", "ssd_postprocess", "anchor_ssd"] = Field(
         default="auto", description="output decoder; auto: manifest, else the output tensors"
     )

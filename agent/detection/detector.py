@@ -6,7 +6,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -121,7 +121,7 @@ class Detector:
         *,
         labels: Path | None = None,
         runtime: RuntimeName = "auto",
-        num_threads: int = 2,
+        num_threads: int | Literal["auto"] = "auto",
         score_threshold: float = 0.5,
         iou_threshold: float = 0.45,
         adapter: str = "auto",

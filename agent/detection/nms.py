@@ -15,14 +15,16 @@ from shaobing.models.manifest import AnchorSpec, DecodeSpec
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box in ``a`` (N,4) with every box in ``b`` (M,4), x0,y0,x1,y1."""
+    # np.maximum rather than np.clip: the same values at a fraction of the call
+    # overhead, which is what dominates for the few boxes a frame has.
+    area_a = np.maximum(a[:, 2] - a[:, 0], 0) * np.maximum(a[:, 3] - a[:, 1], 0)
+    area_b = np.maximum(b[:, 2] - b[:, 0], 0) * np.maximum(b[:, 3] - b[:, 1], 0)
     a = a[:, None, :]
     b = b[None, :, :]
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    iw = np.maximum(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0)
+    ih = np.maximum(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0)
     inter = iw * ih
-    area_a = np.clip(a[..., 2] - a[..., 0], 0, None) * np.clip(a[..., 3] - a[..., 1], 0, None)
-    area_b = np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
-    union = area_a + area_b - inter
+    union = area_a[:, None] + area_b[None, :] - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
@@ -39,8 +41,8 @@ def nms(
     so the greedy pass only indexes rows; boxes of different classes never
     suppress each other.
     """
-    if len(boxes) == 0:
-        return np.zeros(0, dtype=np.int64)
+    if len(boxes) <= 1:  # the usual case at a guard post: nothing to suppress
+        return np.zeros(len(boxes), dtype=np.int64)
     order = np.argsort(-scores, kind="stable")
     iou = iou_matrix(boxes[order], boxes[order])
     if classes is not None:
@@ -127,6 +129,37 @@ def decode_boxes(raw: np.ndarray, anchors: np.ndarray, spec: DecodeSpec) -> np.n
         w = tw / spec.w_scale * aw
         h = th / spec.h_scale * ah
     return np.stack([xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2], axis=1)
+
+
+# Logit-space prefilter margin: far wider than float32 rounding of the threshold and
+# of the sigmoid, so an anchor the exact score would keep is never filtered out.
+_LOGIT_MARGIN = 0.01
+_SIGMOID_PREFILTER = (1e-4, 1 - 1e-4)  # thresholds outside: every anchor is scored
+
+
+def score_candidates(raw: np.ndarray, spec: DecodeSpec, threshold: float) -> np.ndarray:
+    """Indices (ascending) of the anchors whose best raw score may reach ``threshold``.
+
+    A superset of what ``decode_scores(raw) >= threshold`` keeps, found with one
+    comparison per anchor on the raw logits (the activation is monotonic), so the
+    sigmoid, the box decoding and NMS run on a handful of anchors instead of all
+    2,000+ while giving the same detections.
+    """
+    if spec.score_activation == "sigmoid":
+        low, high = _SIGMOID_PREFILTER
+        if not low <= threshold <= high:
+            return np.arange(len(raw))
+        floor = math.log(threshold / (1 - threshold)) - _LOGIT_MARGIN
+    else:
+        floor = threshold - _LOGIT_MARGIN * max(1.0, abs(threshold))
+    if floor <= -spec.score_clip:  # clipping could lift a lower raw score above it
+        return np.arange(len(raw))
+    if raw.shape[1] == 1:
+        best = raw[:, 0]
+    else:
+        classes = [c for c in range(raw.shape[1]) if c != spec.background_class]
+        best = raw[:, classes].max(axis=1)
+    return np.flatnonzero(best >= floor)
 
 
 def decode_scores(raw: np.ndarray, spec: DecodeSpec) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -29,6 +28,7 @@ from shaobing.drivers.camera import Camera, FrameSource, SourceSchemes, source_o
 
 from .config import CameraConfig, DetectorConfig
 from .detector import Detector
+from .lookahead import Lookahead
 from .motion import MotionGate
 from .preprocess import Prepared
 from .snapshot import snapshot
@@ -133,10 +133,6 @@ class DetectionPipeline:
         self.clock = clock
         self._wake = threading.Event()
         self._stop = threading.Event()
-        # Poked by every new frame and at the end of each round: the
-        # preprocessing thread waits on it for the next round's frames.
-        self._poke = threading.Event()
-        self._round_done = threading.Event()
         self.worker: ThreadWorker | None = None
         # One round is (cameras with motion) x (one inference), seconds at most
         # on a Pi; a minute without a beat means an invoke() that never returns.
@@ -145,8 +141,8 @@ class DetectionPipeline:
         self.faults = 0  # inference steps in a row that raised
         self.recent_ms: deque[float] = deque(maxlen=64)
         self._cams: list[_Cam] = []
-        self._ahead: ThreadPoolExecutor | None = None
-        self._next_round: Future[list[_Ready]] | None = None
+        # The preprocessing worker, started by the first round that finds frames.
+        self.lookahead: Lookahead[_Ready] | None = None
         for cam_cfg in cameras:
             if not cam_cfg.enabled:
                 continue
@@ -196,18 +192,19 @@ class DetectionPipeline:
         self.worker.start()
 
     def alive(self) -> bool:
-        """The agent's liveness check: the inference thread runs and is not stuck."""
-        return self.worker is None or self.worker.alive()
+        """The agent's liveness check: the inference thread runs and is not stuck
+        (a stuck preprocessing worker stops it too: it waits for its answer)."""
+        ahead = self.lookahead
+        return (self.worker is None or self.worker.alive()) and (ahead is None or ahead.alive())
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
-        self._poke.set()
+        if self.lookahead is not None:
+            self.lookahead.stop(timeout)  # before the join: the inference thread may wait on it
         if self.worker is not None:
             self.worker.join(timeout)
-        if self._ahead is not None:
-            self._ahead.shutdown(wait=True, cancel_futures=True)
-            self._ahead, self._next_round = None, None
+        self.lookahead = None
         for c in self._cams:
             c.camera.stop()
             if c.snap is not None:
@@ -249,36 +246,28 @@ class DetectionPipeline:
             if c.snap is not None:
                 c.snap.check_stall(c.cfg.stall_timeout_s)
         ready: list[_Ready] = []
-        if self._next_round is not None:
-            pending, self._next_round = self._next_round, None
-            ready = pending.result()  # a failed round (a bad frame) is not retried
+        ahead = self.lookahead
+        if ahead is not None and ahead.pending:
+            ready = ahead.take()  # a failed round (a bad frame) is not retried
         if not ready:
             ready = self.gather(prepare=False)
-        if ready:
-            if self._ahead is None:  # created here so that step() alone (tests, bench) overlaps too
-                self._ahead = ThreadPoolExecutor(1, thread_name_prefix="preprocess")
-            self._round_done.clear()
-            self._next_round = self._ahead.submit(self._gather_ahead)
+        if ready and not self._stop.is_set():
+            if self.lookahead is None:  # made here so that step() alone (tests, bench) overlaps too
+                self.lookahead = Lookahead(lambda: self.gather(prepare=True))
+            self.lookahead.request()
         try:
             for r in ready:
                 self.process(r.cam, r.image, r.prepared)
         finally:
-            self._round_done.set()
-            self._poke.set()
+            if self.lookahead is not None:
+                self.lookahead.round_done()
         return len(ready)
 
     def _frame_arrived(self) -> None:
         self._wake.set()
-        self._poke.set()
-
-    def _gather_ahead(self) -> list[_Ready]:
-        """Preprocessing thread: the next round's frames, prepared while this round infers."""
-        while True:
-            self._poke.clear()  # before gathering: a frame arriving after it pokes again
-            ready = self.gather(prepare=True)
-            if ready or self._round_done.is_set() or self._stop.is_set():
-                return ready
-            self._poke.wait(1.0)
+        ahead = self.lookahead
+        if ahead is not None:
+            ahead.poke()
 
     def gather(self, *, prepare: bool) -> list[_Ready]:
         """Take every camera's newest frame, gate it, and prepare it for the model."""

@@ -84,28 +84,45 @@ def fit_frame(frame: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Fit, bool
     if spec.resize == "stretch":
         resized = shrink(frame, (mw, mh))
         fit = Fit(0.0, 0.0, 1.0, 1.0)
+        if spec.color == "rgb":
+            resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
     else:
         scale = min(mw / w, mh / h)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         px, py = (mw - nw) // 2, (mh - nh) // 2
-        resized = np.zeros((mh, mw, 3), np.uint8)
-        resized[py : py + nh, px : px + nw] = shrink(frame, (nw, nh))
+        small = shrink(frame, (nw, nh))
+        if spec.color == "rgb":  # before the black bars: fewer pixels to swap
+            small = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+        resized = cv2.copyMakeBorder(
+            small, py, mh - nh - py, px, mw - nw - px, cv2.BORDER_CONSTANT, value=(0, 0, 0)
+        )
         fit = Fit(px / mw, py / mh, nw / mw, nh / mh)
-    if spec.color == "rgb":
-        resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
     return resized, fit, ir
 
 
+# Tensor dtypes cv2.LUT writes; any other goes through NumPy's take.
+_CV_LUT_DTYPES = (np.int8, np.float32, np.float64)
+
+
 def to_tensor(image: np.ndarray, spec: InputSpec, detail: dict) -> np.ndarray:
-    """Normalise for the tensor's dtype; the tensor details win over the manifest's dtype."""
+    """Normalise for the tensor's dtype; the tensor details win over the manifest's dtype.
+
+    A uint8 pixel has 256 values, so the normalisation is computed once per value
+    (the same float32 arithmetic, so the same numbers) and applied as a lookup
+    table: one pass over the image instead of four.
+    """
     dtype = detail["dtype"]
     if dtype == np.uint8:
         return image[None]
-    x = (image.astype(np.float32) - spec.mean) / spec.std
+    x = (np.arange(256, dtype=np.uint8).astype(np.float32) - spec.mean) / spec.std
     if dtype == np.int8:
         scale, zero = detail["quantization"]
-        return np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)[None]
-    return x[None].astype(dtype)
+        table = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
+    else:
+        table = x.astype(dtype)
+    if image.dtype == np.uint8 and table.dtype in _CV_LUT_DTYPES:
+        return cv2.LUT(image, table)[None]
+    return np.take(table, image)[None]
 
 
 def prepare(frame: np.ndarray, spec: InputSpec, detail: dict) -> Prepared:

@@ -7,11 +7,14 @@ expected, because the person reading them is an installer at a remote post.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import io
 import logging
+import os
 import sys
+import unicodedata
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -162,8 +165,34 @@ def _interpreter(name: str, path: Path, num_threads: int) -> Any:
     return interp
 
 
-def load_model(path: Path, runtime: RuntimeName = "auto", num_threads: int = 2) -> LoadedModel:
+def interpreter_threads(setting: int | Literal["auto"]) -> int:
+    """``detector.num_threads``: ``auto`` leaves one core to the rest of the agent.
+
+    Every core in ``invoke()`` makes the cameras' H.264 decoding and the next frames'
+    preparation wait for it (docs/benchmarks.md: 0.91 of the raw interpreter's rate with
+    2 threads on 2 cores, 0.96-0.98 with a core left free); a Pi 4/5 gets 3 of its 4.
+    """
+    if setting != "auto":
+        return int(setting)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(4, (cores or 1) - 1))
+
+
+def threads_arg(text: str) -> int | Literal["auto"]:
+    """``--threads`` of the command line: ``auto`` or 1-8, as ``detector.num_threads``."""
+    plain = unicodedata.normalize("NFKC", text).strip()  # full-width digits as typed in Chinese
+    if plain == "auto":
+        return "auto"
+    if plain not in {str(n) for n in range(1, 9)}:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 'auto' or a number from 1 to 8")
+    return int(plain)
+
+
+def load_model(
+    path: Path, runtime: RuntimeName = "auto", num_threads: int | Literal["auto"] = "auto"
+) -> LoadedModel:
     path = Path(path)
+    num_threads = interpreter_threads(num_threads)
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist (expected a .tflite file)")
     with path.open("rb") as fh:

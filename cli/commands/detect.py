@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 
 from shaobing.agent.detection.detector import Detector
-from shaobing.agent.detection.runtime import ModelError
+from shaobing.agent.detection.runtime import ModelError, threads_arg
 from shaobing.agent.detection.snapshot import draw_detections
 
 
@@ -28,7 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--labels", type=Path, metavar="FILE", help="labels file, one label a line (index = class)"
     )
     p.add_argument("--threshold", type=float, default=0.5, help="minimum score (default 0.5)")
-    p.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
+    p.add_argument(
+        "--threads",
+        type=threads_arg,
+        default="auto",
+        help="interpreter threads (default auto: one less than the cores, as the agent)",
+    )
     p.add_argument(
         "--runtime",
         choices=["auto", "ai-edge-litert", "tflite-runtime"],
