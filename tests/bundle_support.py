@@ -24,6 +24,22 @@ def county_key(directory: Path, name: str = "county") -> tuple[PrivateKey, Path]
     return write_keypair(directory / f"{name}.key", public), public
 
 
+def post_trusting_county(directory: Path) -> tuple[PrivateKey, Path]:
+    """The linkage test post whose `control.command_keys` trusts a new county key, written
+    as an owner-only config file; returns the county's private key and the file."""
+    from linkage_helpers import linkage_config
+
+    key, public = county_key(directory)
+    config = linkage_config(directory, 1)
+    config = config.model_copy(
+        update={"control": config.control.model_copy(update={"command_keys": [public]})}
+    )
+    path = directory / "shaobing.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True)))
+    path.chmod(0o600)
+    return key, path
+
+
 def coco_bundle(directory: Path, key: PrivateKey, version: int = 1) -> Path:
     need_shared()
     out = directory / f"coco-v{version}.bundle"

@@ -7,10 +7,8 @@ import json
 import time
 
 import pytest
-import yaml
-from bundle_support import county_key
+from bundle_support import county_key, post_trusting_county
 from gpiozero.pins.mock import MockFactory
-from linkage_helpers import linkage_config
 
 from shaobing.agent.command_signature import sign_ed25519
 from shaobing.agent.config import load_config
@@ -25,13 +23,7 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture
 def post(tmp_path):
-    key, public = county_key(tmp_path)
-    config = linkage_config(tmp_path, 1)
-    config = config.model_copy(
-        update={"control": config.control.model_copy(update={"command_keys": [public]})}
-    )
-    path = tmp_path / "shaobing.yaml"
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True)))
+    key, path = post_trusting_county(tmp_path)
     agent = Agent(load_config(path), pin_factory=MockFactory(), config_path=path)
     agent.uplink.publish_direct = lambda *a, **kw: None  # constructed, not started
     n = iter(range(1000))

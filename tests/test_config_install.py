@@ -9,7 +9,7 @@ import time
 
 import pytest
 import yaml
-from bundle_support import county_key
+from bundle_support import county_key, post_trusting_county
 from conftest import wait_for
 from gpiozero.pins.mock import MockFactory
 from linkage_helpers import linkage_config
@@ -29,15 +29,7 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture
 def post(tmp_path):
-    key, public = county_key(tmp_path)
-    config = linkage_config(tmp_path, 1)
-    config = config.model_copy(
-        update={"control": config.control.model_copy(update={"command_keys": [public]})}
-    )
-    path = tmp_path / "shaobing.yaml"
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True)))
-    path.chmod(0o600)
-    return key, path
+    return post_trusting_county(tmp_path)
 
 
 def _install(bundle, path, capsys, *lang) -> tuple[int, str]:
